@@ -1,0 +1,1 @@
+"""bridge: Asterisk to realtime speech models."""

@@ -1,0 +1,54 @@
+"""Liveness, capacity and Prometheus metrics (no auth: bind the listener privately)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from bridge.api.appkeys import MANAGER
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+async def health(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    return web.json_response({"status": "draining" if manager.draining else "ok"})
+
+
+async def fleet(request: web.Request) -> web.Response:
+    capacity = request.app[MANAGER].capacity()
+    return web.json_response(
+        {
+            "max_calls": capacity.max_calls,
+            "active_calls": capacity.active_calls,
+            "available": capacity.available,
+            "draining": capacity.draining,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    capacity = manager.capacity()
+    lines = [
+        "# HELP bridge_calls_active Calls pending, connecting or active.",
+        "# TYPE bridge_calls_active gauge",
+        f"bridge_calls_active {capacity.active_calls}",
+        "# HELP bridge_calls_max Admission limit (max_calls).",
+        "# TYPE bridge_calls_max gauge",
+        f"bridge_calls_max {capacity.max_calls}",
+        "# HELP bridge_draining 1 while shutting down.",
+        "# TYPE bridge_draining gauge",
+        f"bridge_draining {int(capacity.draining)}",
+        "# HELP bridge_calls_finished_total Calls that ended, by final status.",
+        "# TYPE bridge_calls_finished_total counter",
+    ]
+    for status in ("ended", "failed"):
+        lines.append(f'bridge_calls_finished_total{{status="{status}"}} {manager.outcomes[status]}')
+    body = "\n".join(lines) + "\n"
+    return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health)
+    app.router.add_get("/health/fleet", fleet)
+    app.router.add_get("/metrics", metrics)

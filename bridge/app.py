@@ -1,0 +1,98 @@
+"""Composition root: builds every part from Settings, owns signals, shuts down in reverse order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from bridge.api.appkeys import DIRECTORY
+from bridge.api.factory import create_app
+from bridge.directory import Directory
+from bridge.logging import get_logger
+from bridge.sdnotify import Notifier
+from bridge.session.manager import SessionManager
+from bridge.settings import ConfigError, Settings, load_settings
+
+Reloader = Callable[[], Settings]
+
+
+def settings_reloader(path: Path | None) -> Reloader | None:
+    return None if path is None else (lambda: load_settings(path))
+
+
+async def serve(settings: Settings, *, reload_settings: Reloader | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT, then drain and exit 0."""
+    log = get_logger("app")
+    notifier = Notifier()
+    manager = SessionManager(
+        max_calls=settings.server.max_calls, pending_ttl_seconds=settings.server.pending_ttl_seconds
+    )
+    app = create_app(settings, manager)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        log.error("cannot_listen", host=settings.server.host, port=settings.server.port, error=exc.strerror)
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    if reload_settings is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload, app, reload_settings, notifier)
+
+    log.info(
+        "listening",
+        http=f"{settings.server.host}:{settings.server.port}",
+        max_calls=settings.server.max_calls,
+        companies=len(settings.companies),
+    )
+    notifier.ready(f"serving on {settings.server.host}:{settings.server.port}")
+    watchdog = (
+        asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval))
+        if notifier.watchdog_interval
+        else None
+    )
+    try:
+        await stop.wait()
+        notifier.stopping()
+        log.info("shutdown_requested", live_calls=manager.capacity().active_calls)
+        await manager.drain(settings.server.drain_seconds)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        await runner.cleanup()
+    log.info("stopped", calls=dict(manager.outcomes))
+    return 0
+
+
+def _reload(app: web.Application, reload_settings: Reloader, notifier: Notifier) -> None:
+    """SIGHUP: swap companies and keys without touching live calls; keep the old ones on error."""
+    log = get_logger("app")
+    try:
+        fresh = reload_settings()
+    except ConfigError as exc:
+        log.error("reload_failed", problems=exc.problems)
+        return
+    app[DIRECTORY].current = Directory.from_settings(fresh)
+    log.info("reloaded", companies=len(fresh.companies), note="other sections need a restart")
+    notifier.ready("reloaded")
+
+
+async def _watchdog(notifier: Notifier, interval: float) -> None:
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)

@@ -1,0 +1,180 @@
+"""The registry of live calls: admission, lookup by call id, pending expiry, drain.
+
+Everything that wants a call (webhooks, media sockets, the API, shutdown) goes
+through these public methods; nobody else keeps references to sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass
+
+from bridge.errors import AtCapacity, Conflict, NotFound, ShuttingDown
+from bridge.logging import get_logger
+from bridge.session.session import CallInfo, Session
+from bridge.session.state import CallState, EndedBy, InvalidTransition
+
+
+@dataclass(frozen=True, slots=True)
+class Capacity:
+    max_calls: int
+    active_calls: int
+    available: int
+    draining: bool
+
+
+class SessionManager:
+    def __init__(self, *, max_calls: int, pending_ttl_seconds: float = 60.0) -> None:
+        self.max_calls = max_calls
+        self.pending_ttl_seconds = pending_ttl_seconds
+        self._live: dict[str, Session] = {}
+        self._expiry: dict[str, asyncio.TimerHandle] = {}
+        self._draining = False
+        self.outcomes: Counter[str] = Counter()
+        self._log = get_logger("sessions")
+
+    # -- admission ---------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def capacity(self) -> Capacity:
+        active = len(self._live)
+        available = 0 if self._draining else max(0, self.max_calls - active)
+        return Capacity(self.max_calls, active, available, self._draining)
+
+    def _admit(self) -> None:
+        if self._draining:
+            raise ShuttingDown("the bridge is shutting down and takes no new calls")
+        if len(self._live) >= self.max_calls:
+            raise AtCapacity(f"at capacity ({self.max_calls} calls)")
+
+    def _register(self, session: Session) -> None:
+        self._live[session.call_id] = session
+        session.on_end(self._forget)
+        self._log.info(
+            "call_created",
+            call_id=session.call_id,
+            company_id=session.company_id,
+            direction=session.info.direction,
+            state=session.state.value,
+        )
+
+    # -- creation and attachment -----------------------------------------------------------------
+
+    def create_pending(self, info: CallInfo) -> tuple[Session, bool]:
+        """A call announced by a webhook (or an outbound request). Returns (session, created).
+
+        A repeated announcement of the same call id returns the existing session;
+        the same id from another company is a conflict.
+        """
+        existing = self._live.get(info.call_id)
+        if existing is not None:
+            if existing.company_id != info.company_id:
+                raise Conflict(f"call {info.call_id} belongs to another company", code="call_id_conflict")
+            return existing, False
+        self._admit()
+        session = Session(info)
+        self._register(session)
+        loop = asyncio.get_running_loop()
+        self._expiry[info.call_id] = loop.call_later(self.pending_ttl_seconds, self._expire, session)
+        return session, True
+
+    def attach(self, call_id: str) -> Session:
+        """Hand a pending call to the media socket that just arrived for it."""
+        session = self._live.get(call_id)
+        if session is None:
+            raise NotFound(f"no pending call {call_id}", code="unknown_call")
+        try:
+            session.attach_owner()
+        except InvalidTransition as exc:
+            raise Conflict(f"call {call_id} already has a media socket", code="already_attached") from exc
+        self._cancel_expiry(call_id)
+        return session
+
+    def create_attached(self, info: CallInfo) -> Session:
+        """A call whose media socket arrived with connector credentials and no webhook."""
+        if info.call_id in self._live:
+            return self.attach(info.call_id)
+        self._admit()
+        session = Session(info)
+        self._register(session)
+        session.attach_owner()
+        return session
+
+    # -- lookup and ending -------------------------------------------------------------------
+
+    def get(self, call_id: str) -> Session | None:
+        return self._live.get(call_id)
+
+    def get_pending(self, call_id: str) -> Session | None:
+        session = self._live.get(call_id)
+        return session if session is not None and session.state is CallState.PENDING else None
+
+    def end(self, call_id: str, by: EndedBy) -> Session | None:
+        """Ask a live call to end; None if there is no such live call (already over is fine)."""
+        session = self._live.get(call_id)
+        if session is not None:
+            session.request_end(by)
+        return session
+
+    def _expire(self, session: Session) -> None:
+        self._expiry.pop(session.call_id, None)
+        if session.state is CallState.PENDING:
+            self._log.info("pending_call_expired", call_id=session.call_id, ttl=self.pending_ttl_seconds)
+            session.request_end(EndedBy.TIMEOUT, "media_timeout", failed=True)
+
+    def _cancel_expiry(self, call_id: str) -> None:
+        handle = self._expiry.pop(call_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _forget(self, session: Session) -> None:
+        self._cancel_expiry(session.call_id)
+        if self._live.get(session.call_id) is session:
+            del self._live[session.call_id]
+        self.outcomes[session.state.value] += 1
+        stats = session.stats
+        self._log.info(
+            "call_ended",
+            call_id=session.call_id,
+            company_id=session.company_id,
+            status=session.state.value,
+            disconnected_by=session.disconnected_by.value if session.disconnected_by else None,
+            error_code=session.error_code,
+            duration_seconds=session.duration_seconds,
+            frames_in=stats.frames_in,
+            frames_out=stats.frames_out,
+            drops=stats.drops,
+        )
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def drain(self, seconds: float) -> None:
+        """Refuse new calls, let live ones finish for up to `seconds`, then end the rest."""
+        self._draining = True
+        self._log.info("draining", live_calls=len(self._live), drain_seconds=seconds)
+        # Calls still waiting for media will be refused their socket anyway: end them now.
+        for session in list(self._live.values()):
+            if session.state is CallState.PENDING:
+                session.request_end(EndedBy.SHUTDOWN)
+        # Keep part of the budget so owners can drain a goodbye and hang up once asked.
+        grace = min(3.0, seconds / 4)
+        await self._wait_all_ended(seconds - grace)
+        for session in list(self._live.values()):
+            session.request_end(EndedBy.SHUTDOWN)
+        await self._wait_all_ended(grace)
+        for session in list(self._live.values()):
+            session.finish(EndedBy.SHUTDOWN)
+
+    async def _wait_all_ended(self, seconds: float) -> None:
+        waits = [asyncio.ensure_future(s.ended.wait()) for s in self._live.values()]
+        if not waits:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), timeout=seconds)
+        for wait in waits:
+            wait.cancel()

@@ -1,0 +1,308 @@
+"""Settings: one TOML file plus `BRIDGE_<SECTION>__<KEY>` environment overrides.
+
+Built once in `cli.py` and passed down; nothing imports a global instance.
+Secrets may be written `env:NAME`; they are read from the environment while
+validating and kept as `SecretStr`, so a settings repr never shows them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bridge.keys import digest_of, is_e164, is_hashed
+
+def _resolve_env_reference(value: object) -> object:
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if not name:
+            raise ValueError("env: needs a variable name, e.g. env:OPENAI_API_KEY")
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return os.environ[name]
+    return value
+
+
+def _check_configured_key(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    if not raw:
+        raise ValueError("an API key must not be empty")
+    digest_of(raw)  # raises for a malformed sha256: value
+    return value
+
+
+def _e164(value: str) -> str:
+    if not is_e164(value):
+        raise ValueError(f"{value!r} is not an E.164 number like +34987654321")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_env_reference)]
+ConfiguredKey = Annotated[
+    SecretStr, BeforeValidator(_resolve_env_reference), AfterValidator(_check_configured_key)
+]
+E164Phone = Annotated[str, AfterValidator(_e164)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_calls: int = Field(200, ge=1)
+    drain_seconds: float = Field(30.0, ge=0)
+    pending_ttl_seconds: float = Field(60.0, gt=0)
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+
+
+class ConnectorSettings(_Section):
+    api_keys: list[ConfiguredKey] = Field(default_factory=list)
+
+
+class AudioSocketSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9092, ge=0, le=65535)
+
+
+class StorageSettings(_Section):
+    url: str = "sqlite:///var/bridge.db"
+
+
+class AmiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(5038, ge=1, le=65535)
+    username: str = "bridge"
+    secret: Secret = SecretStr("")
+
+
+class AriSettings(_Section):
+    url: str = "http://127.0.0.1:8088"
+    username: str = "bridge"
+    password: Secret = SecretStr("")
+    app: str = "bridge"
+
+
+class OriginateSettings(_Section):
+    endpoint: str = "PJSIP/{to}@trunk"
+    context: str = "bridge-outbound"
+    exten: str = "s"
+    timeout_seconds: float = Field(30.0, gt=0)
+
+
+class AsteriskSettings(_Section):
+    control: Literal["ami", "ari"] = "ami"
+    ami: AmiSettings = AmiSettings()
+    ari: AriSettings = AriSettings()
+    originate: OriginateSettings = OriginateSettings()
+
+
+class OpenAISettings(_Section):
+    api_key: Secret = SecretStr("")
+    url: str = "wss://api.openai.com/v1/realtime"
+    model: str = "gpt-realtime"
+
+
+class ProvidersSettings(_Section):
+    openai: OpenAISettings = OpenAISettings()
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class WhatsAppNumber(_Section):
+    phone_number_id: str
+    display_phone_number: str
+    verified_name: str = ""
+    is_active: bool = True
+    verification_status: str = "verified"
+
+
+class AgentSettings(_Section):
+    provider: Literal["echo", "openai"] = "echo"
+    voice: str = "marin"
+    instructions: str = ""
+    greeting: str = ""
+    language: str = "en"
+
+
+class CompanySettings(_Section):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = ""
+    api_keys: list[ConfiguredKey] = Field(default_factory=list)
+    phones: list[E164Phone] = Field(default_factory=list)
+    emails: list[str] = Field(default_factory=list)
+    allowed_callers: list[E164Phone] = Field(default_factory=list)
+    whatsapp_numbers: list[WhatsAppNumber] = Field(default_factory=list)
+    agent: AgentSettings = AgentSettings()
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Environment wins over the file, the file over defaults."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    server: ServerSettings = ServerSettings()
+    connector: ConnectorSettings = ConnectorSettings()
+    audiosocket: AudioSocketSettings = AudioSocketSettings()
+    storage: StorageSettings = StorageSettings()
+    asterisk: AsteriskSettings = AsteriskSettings()
+    providers: ProvidersSettings = ProvidersSettings()
+    logging: LoggingSettings = LoggingSettings()
+    companies: list[CompanySettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's contents arrive as init kwargs; the environment overrides them.
+        return (env_settings, init_settings)
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, each as `key.path: message`."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "(top level)"
+
+
+def _format_validation_error(error: ValidationError) -> list[str]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        problems.append(f"{_location(tuple(item['loc']))}: {message}")
+    return problems
+
+
+def _raw_key_digest(value: object) -> bytes | None:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    try:
+        resolved = _resolve_env_reference(value)
+        return digest_of(resolved) if isinstance(resolved, str) and resolved else None
+    except ValueError:
+        return None
+
+
+def cross_check(raw: Mapping[str, Any]) -> list[str]:
+    """Problems that span entries: duplicate company ids, a key used twice.
+
+    Works on the raw mapping (tolerating wrong shapes, which field validation
+    reports), so they are reported together with every field-level problem.
+    """
+    problems: list[str] = []
+    companies = raw.get("companies")
+    companies = companies if isinstance(companies, list) else []
+    seen_ids: dict[str, int] = {}
+    key_owner: dict[bytes, str] = {}
+    connector = raw.get("connector")
+    connector_keys = connector.get("api_keys", []) if isinstance(connector, dict) else []
+    for index, key in enumerate(connector_keys if isinstance(connector_keys, list) else []):
+        digest = _raw_key_digest(key)
+        if digest is not None:
+            key_owner.setdefault(digest, f"connector.api_keys[{index}]")
+    for index, company in enumerate(companies):
+        if not isinstance(company, dict):
+            continue
+        company_id = company.get("id")
+        if isinstance(company_id, str):
+            if company_id in seen_ids:
+                problems.append(
+                    f"companies[{index}].id: duplicate company id {company_id!r} "
+                    f"(also companies[{seen_ids[company_id]}])"
+                )
+            else:
+                seen_ids[company_id] = index
+        keys = company.get("api_keys", [])
+        for key_index, key in enumerate(keys if isinstance(keys, list) else []):
+            digest = _raw_key_digest(key)
+            if digest is None:
+                continue
+            where = f"companies[{index}].api_keys[{key_index}]"
+            if digest in key_owner:
+                problems.append(f"{where}: the same API key is already used by {key_owner[digest]}")
+            else:
+                key_owner[digest] = where
+    return problems
+
+
+def warnings_for(settings: Settings) -> list[str]:
+    """Things that work but should be fixed (never errors)."""
+    notes = []
+    for index, key in enumerate(settings.connector.api_keys):
+        if not is_hashed(key.get_secret_value()):
+            notes.append(f"connector.api_keys[{index}]: plain key; store it as `bridge hash-key` prints it")
+    for ci, company in enumerate(settings.companies):
+        for ki, key in enumerate(company.api_keys):
+            if not is_hashed(key.get_secret_value()):
+                notes.append(f"companies[{ci}].api_keys[{ki}]: plain key; store it hashed (sha256:...)")
+        if company.agent.provider == "openai" and not settings.providers.openai.api_key.get_secret_value():
+            notes.append(f"companies[{ci}].agent.provider: openai is used but providers.openai.api_key is empty")
+    if not settings.connector.api_keys:
+        notes.append("connector.api_keys: empty; only media sockets announced by a webhook can attach")
+    return notes
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError([f"{path}: no such file"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+
+
+def build_settings(raw: Mapping[str, Any]) -> Settings:
+    """Validate `raw` (plus the environment); raise ConfigError listing every problem."""
+    try:
+        settings = Settings(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc) + cross_check(raw)) from exc
+    # Checked on the validated values too, so keys set through the environment count.
+    problems = cross_check(settings.model_dump())
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def load_settings(path: Path) -> Settings:
+    return build_settings(read_toml(path))
