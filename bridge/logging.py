@@ -58,7 +58,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto", stream: Text
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
-    # aiohttp's own access log would print query strings (which may carry ?api_key=); we log requests ourselves.
+    # aiohttp's access log would print query strings (they may carry ?api_key=); we log requests ourselves.
     logging.getLogger("aiohttp.access").disabled = True
 
 

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from bridge.keys import digest_of, is_e164, is_hashed
 
+
 def _resolve_env_reference(value: object) -> object:
     if isinstance(value, str) and value.startswith("env:"):
         name = value[4:]
@@ -273,7 +274,9 @@ def warnings_for(settings: Settings) -> list[str]:
             if not is_hashed(key.get_secret_value()):
                 notes.append(f"companies[{ci}].api_keys[{ki}]: plain key; store it hashed (sha256:...)")
         if company.agent.provider == "openai" and not settings.providers.openai.api_key.get_secret_value():
-            notes.append(f"companies[{ci}].agent.provider: openai is used but providers.openai.api_key is empty")
+            notes.append(
+                f"companies[{ci}].agent.provider: openai is used but providers.openai.api_key is empty"
+            )
     if not settings.connector.api_keys:
         notes.append("connector.api_keys: empty; only media sockets announced by a webhook can attach")
     return notes

@@ -12,7 +12,9 @@ from bridge.session.manager import SessionManager
 from bridge.settings import Settings
 
 
-def create_app(settings: Settings, manager: SessionManager, directory: Directory | None = None) -> web.Application:
+def create_app(
+    settings: Settings, manager: SessionManager, directory: Directory | None = None
+) -> web.Application:
     app = web.Application(
         middlewares=[access_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.server.max_body_bytes,

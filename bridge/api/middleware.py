@@ -56,9 +56,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code, message = _HTTP_ERRORS.get(exc.status, ("http_error", exc.reason))
-        error = BridgeError(message, code=code)
-        error.status = exc.status  # type: ignore[misc]  # carry aiohttp's own status through
-        response = failure(error)
+        http_error = BridgeError(message, code=code)
+        http_error.status = exc.status  # type: ignore[misc]  # carry aiohttp's own status through
+        response = failure(http_error)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

@@ -22,7 +22,7 @@ def test_defaults_bind_loopback_only() -> None:
 def test_toml_file_is_loaded(tmp_path: Path) -> None:
     path = tmp_path / "bridge.toml"
     path.write_text(
-        '[server]\nport = 9000\nmax_calls = 7\n'
+        "[server]\nport = 9000\nmax_calls = 7\n"
         '[[companies]]\nid = "acme"\napi_keys = ["sha256:' + "a" * 64 + '"]\nphones = ["+34987654321"]\n'
     )
     settings = load_settings(path)
@@ -33,7 +33,7 @@ def test_toml_file_is_loaded(tmp_path: Path) -> None:
 
 def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "bridge.toml"
-    path.write_text('[server]\nport = 9000\nmax_calls = 7\n')
+    path.write_text("[server]\nport = 9000\nmax_calls = 7\n")
     monkeypatch.setenv("BRIDGE_SERVER__PORT", "9100")
     monkeypatch.setenv("BRIDGE_ASTERISK__AMI__HOST", "10.0.0.5")
     settings = load_settings(path)
@@ -64,7 +64,9 @@ def test_every_problem_is_reported_at_once() -> None:
     raw["companies"][0]["phones"] = ["+34987654321", "0034-bad"]
     raw["companies"][1]["agent"] = {"provider": "telepathy"}
     raw["companies"].append({"id": "acme", "api_keys": [hash_key("other")]})
-    raw["companies"].append({"id": "initech", "api_keys": ["acme-key-0123456789"]})  # acme's key, hashed there
+    raw["companies"].append(
+        {"id": "initech", "api_keys": ["acme-key-0123456789"]}
+    )  # acme's key, hashed there
     raw["unknown_section"] = {}
     with pytest.raises(ConfigError) as info:
         build_settings(raw)
@@ -81,14 +83,18 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_company_key_reused_as_connector_key_is_an_error() -> None:
     raw = raw_config()
     raw["companies"][0]["api_keys"] = ["connector-key-xyz"]
-    with pytest.raises(ConfigError, match=r"companies\[0\].api_keys\[0\]: the same API key is already used by connector"):
+    with pytest.raises(
+        ConfigError, match=r"companies\[0\].api_keys\[0\]: the same API key is already used by connector"
+    ):
         build_settings(raw)
 
 
 def test_malformed_hashed_key_is_an_error() -> None:
     raw = raw_config()
     raw["connector"]["api_keys"] = ["sha256:nothex"]
-    with pytest.raises(ConfigError, match=r"connector.api_keys\[0\]: a sha256: key must be followed by 64 hex"):
+    with pytest.raises(
+        ConfigError, match=r"connector.api_keys\[0\]: a sha256: key must be followed by 64 hex"
+    ):
         build_settings(raw)
 
 
@@ -117,7 +123,7 @@ def test_example_config_is_valid_and_covers_every_key(monkeypatch: pytest.Monkey
     text = example.read_text()
 
     def keys_of(model: object, prefix: str = "") -> list[str]:
-        from pydantic import BaseModel  # noqa: PLC0415
+        from pydantic import BaseModel
 
         assert isinstance(model, BaseModel)
         found = []
@@ -127,6 +133,9 @@ def test_example_config_is_valid_and_covers_every_key(monkeypatch: pytest.Monkey
                 found += keys_of(value, f"{prefix}{name}.")
         return found
 
-    missing = [key for key in keys_of(settings) if f"{key} " not in text and f"[{key}" not in text
-               and f".{key}]" not in text]
+    missing = [
+        key
+        for key in keys_of(settings)
+        if f"{key} " not in text and f"[{key}" not in text and f".{key}]" not in text
+    ]
     assert not missing, f"example config lacks: {missing}"

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge.api.factory import create_app
+from bridge.session.manager import SessionManager
+from bridge.settings import Settings
+from tests.helpers import make_settings
+
+ApiFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def api_client_factory() -> AsyncIterator[ApiFactory]:
+    """Start the real HTTP API on a loopback port; returns (client, manager)."""
+    clients: list[TestClient[Any, Any]] = []
+
+    async def start(
+        settings: Settings | None = None, *, max_calls: int | None = None, pending_ttl: float | None = None
+    ) -> tuple[TestClient[Any, Any], SessionManager]:
+        settings = settings or make_settings()
+        manager = SessionManager(
+            max_calls=max_calls or settings.server.max_calls,
+            pending_ttl_seconds=pending_ttl or settings.server.pending_ttl_seconds,
+        )
+        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, manager), host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client, manager
+
+    yield start
+    for client in clients:
+        await client.close()

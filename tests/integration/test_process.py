@@ -1,0 +1,190 @@
+"""The installed daemon as a process: zero-config start, check-config, hash-key, SIGTERM drain, sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bridge.keys import hash_key
+from tests.helpers import CONNECTOR_KEY, free_port
+
+BRIDGE = [sys.executable, "-m", "bridge"]
+
+
+def write_config(path: Path, port: int, drain_seconds: float = 3.0) -> Path:
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\ndrain_seconds = {drain_seconds}\n'
+        f'[connector]\napi_keys = ["{hash_key(CONNECTOR_KEY)}"]\n'
+        "[audiosocket]\nenabled = false\n"
+        '[logging]\nformat = "json"\n'
+        '[[companies]]\nid = "acme"\nphones = ["+34987654321"]\n'
+        f'api_keys = ["{hash_key("k")}"]\n'
+    )
+    return path
+
+
+async def wait_until_up(port: int, process: subprocess.Popen[str], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            assert process.poll() is None, "bridge exited during start-up"
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/health") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+    raise AssertionError("bridge did not come up")
+
+
+@pytest.fixture
+def env() -> Iterator[dict[str, str]]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "WATCHDOG_"))}
+    yield clean
+
+
+def test_hash_key_prints_the_config_form(env: dict[str, str]) -> None:
+    out = subprocess.run([*BRIDGE, "hash-key", "s3cret"], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == hash_key("s3cret")
+    from_stdin = subprocess.run(
+        [*BRIDGE, "hash-key", "-"], input="s3cret\n", capture_output=True, text=True, env=env, check=True
+    )
+    assert from_stdin.stdout.strip() == hash_key("s3cret")
+
+
+def test_check_config_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
+    good = write_config(tmp_path / "good.toml", 8080)
+    result = subprocess.run(
+        [*BRIDGE, "check-config", "--config", str(good)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 companies" in result.stdout
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[server]\nmax_calls = 0\n[[companies]]\nid = "a"\nphones = ["12"]\n'
+        '[[companies]]\nid = "a"\n[companies.agent]\nprovider = "nope"\n'
+    )
+    result = subprocess.run(
+        [*BRIDGE, "check-config", "--config", str(bad)], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 2
+    assert "4 problem(s)" in result.stderr
+    for fragment in (
+        "server.max_calls",
+        "companies[0].phones[0]",
+        "companies[1].agent.provider",
+        "duplicate company id 'a'",
+    ):
+        assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_zero_config_start_prints_keys_once_and_they_work(tmp_path: Path, env: dict[str, str]) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*BRIDGE, "serve"],
+        cwd=tmp_path,
+        env={**env, "BRIDGE_SERVER__PORT": str(port)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_until_up(port, process)
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(5)]
+        company_key = next(line.split()[-1] for line in lines if "company API key" in line)
+        connector_key = next(line.split()[-1] for line in lines if "connector key" in line)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(
+                f"http://127.0.0.1:{port}/api/phones", headers={"X-API-Key": company_key}
+            ) as r:
+                assert r.status == 200
+                assert (await r.json())["data"]["phones"] == ["+15550100000"]
+            body = {
+                "callId": "z1",
+                "event": "connect",
+                "callerPhone": "+34600000000",
+                "b_number": "+15550100000",
+                "websocketUrl": "ws://127.0.0.1/x",
+            }
+            async with http.post(
+                f"http://127.0.0.1:{port}/api/voip/webhook",
+                json=body,
+                headers={"x-connector-api-key": connector_key},
+            ) as r:
+                assert r.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    # The keys were printed once, on stdout, and never logged.
+    assert company_key not in stderr
+    assert connector_key not in stderr
+
+
+async def test_sigterm_drains_and_exits_zero_within_drain_seconds(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    port = free_port()
+    drain_seconds = 3.0
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(10)
+    config = write_config(tmp_path / "bridge.toml", port, drain_seconds)
+    process = subprocess.Popen(
+        [*BRIDGE, "serve", "--config", str(config)],
+        env={**env, "NOTIFY_SOCKET": str(notify_path)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_until_up(port, process)
+        assert notify.recv(1024).startswith(b"READY=1")
+        body = {
+            "callId": "live-1",
+            "event": "connect",
+            "callerPhone": "+34600000000",
+            "b_number": "34987654321",
+            "websocketUrl": "ws://127.0.0.1/x",
+        }
+        async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{port}/api/voip/webhook",
+            json=body,
+            headers={"x-connector-api-key": CONNECTOR_KEY},
+        ) as r:
+            assert r.status == 200
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert notify.recv(1024) == b"STOPPING=1"
+        process.wait(timeout=drain_seconds + 5)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, stderr = process.communicate(timeout=5)
+        notify.close()
+    assert process.returncode == 0, stderr
+    assert elapsed < drain_seconds
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    ended = [e for e in events if e["event"] == "call_ended"]
+    assert ended == [e for e in ended if e["call_id"] == "live-1" and e["disconnected_by"] == "shutdown"]
+    assert len(ended) == 1
+    assert events[-1]["event"] == "stopped"
+    # It no longer accepts connections.
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass
