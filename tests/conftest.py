@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.api.factory import create_app
@@ -12,6 +14,15 @@ from bridge.settings import Settings
 from tests.helpers import make_settings
 
 ApiFactory = Callable[..., Any]
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> Iterator[None]:
+    """Tests that configure logging point it at their own streams; undo that afterwards."""
+    yield
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+    logging.getLogger("aiohttp.access").disabled = False
 
 
 @pytest.fixture
