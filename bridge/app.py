@@ -11,18 +11,36 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.api.appkeys import DIRECTORY
+from bridge.asterisk.media_ws import MEDIA_PATH, MediaEndpoint
 from bridge.api.factory import create_app
 from bridge.directory import Directory
 from bridge.logging import get_logger
+from bridge.providers.base import Provider
+from bridge.providers.factory import provider_for
 from bridge.sdnotify import Notifier
 from bridge.session.manager import SessionManager
-from bridge.settings import ConfigError, Settings, load_settings
+from bridge.session.session import Session
+from bridge.settings import AgentSettings, ConfigError, Settings, load_settings
 
 Reloader = Callable[[], Settings]
 
 
 def settings_reloader(path: Path | None) -> Reloader | None:
     return None if path is None else (lambda: load_settings(path))
+
+
+def add_media_routes(app: web.Application, settings: Settings, manager: SessionManager) -> MediaEndpoint:
+    """The media socket meets the session layer here; providers are picked per company."""
+    holder = app[DIRECTORY]
+
+    def make_provider(session: Session) -> Provider:
+        company = holder.current.companies.get(session.company_id)
+        agent = company.settings.agent if company is not None else AgentSettings()
+        return provider_for(agent, settings)
+
+    endpoint = MediaEndpoint(manager=manager, directory=lambda: holder.current, make_provider=make_provider)
+    app.router.add_get(MEDIA_PATH, endpoint.handle)
+    return endpoint
 
 
 async def serve(settings: Settings, *, reload_settings: Reloader | None = None) -> int:
@@ -33,6 +51,7 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
         max_calls=settings.server.max_calls, pending_ttl_seconds=settings.server.pending_ttl_seconds
     )
     app = create_app(settings, manager)
+    add_media_routes(app, settings, manager)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:

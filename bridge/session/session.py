@@ -61,6 +61,8 @@ class Session:
     stats: CallStats = field(default_factory=CallStats)
     end_request: EndRequest | None = None
     has_owner: bool = False
+    barge_ins: int = 0
+    played_ms_estimated: bool = False  # playout position guessed from the send clock (no marks)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _listeners: list[EndListener] = field(default_factory=list)
@@ -133,4 +135,6 @@ class Session:
             "duration_seconds": self.duration_seconds,
             "disconnected_by": self.disconnected_by.value if self.disconnected_by else None,
             "error_code": self.error_code,
+            "barge_ins": self.barge_ins,
+            "played_ms_estimated": self.played_ms_estimated,
         }

@@ -1,0 +1,301 @@
+"""The chan_websocket media endpoint: a thin aiohttp driver around `ChanWebsocketLeg`.
+
+Asterisk dials out to `/api/real-time-voice-stream`. The upgrade is checked and
+answered at once (Asterisk gives it 500 ms); the model connects in parallel; then
+the socket's messages are fed to the pure leg, and whatever the leg wants sent
+goes out in the order it says (control before audio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from bridge.asterisk.chan_websocket_leg import (
+    AsteriskErrorSeen,
+    AudioReceived,
+    BinaryMessage,
+    ChanWebsocketLeg,
+    CloseSocket,
+    DtmfReceived,
+    ProtocolErrorSeen,
+    Started,
+    TextMessage,
+)
+from bridge.audio.formats import AudioFormat, format_by_name
+from bridge.directory import Directory
+from bridge.errors import BadRequest, NotFound, ShuttingDown, Unauthorized, Unavailable
+from bridge.logging import get_logger
+from bridge.providers.base import Provider, ProviderUnavailable
+from bridge.session.call import CallRunner
+from bridge.session.leg import AudioIn, DtmfIn, LegGone, LegInput, LegStats
+from bridge.session.manager import SessionManager
+from bridge.session.session import CallInfo, EndRequest, Session
+from bridge.session.state import EndedBy
+
+MEDIA_PATH = "/api/real-time-voice-stream"
+INBOUND_QUEUE_LIMIT = 250  # 5 s of 20 ms frames; a stalled model must not grow memory
+MAX_INBOUND_MESSAGE = 65_536
+CLOSE_WAIT_SECONDS = 2.0  # after HANGUP, Asterisk closes the socket itself; wait this long for it
+
+
+class ChanWebsocketMediaLeg:
+    """One chan_websocket connection as a `MediaLeg` for the session."""
+
+    def __init__(self, ws: web.WebSocketResponse, leg: ChanWebsocketLeg) -> None:
+        self._ws = ws
+        self._leg = leg
+        self._loop = asyncio.get_running_loop()
+        self._inbound: asyncio.Queue[LegInput | None] = asyncio.Queue(INBOUND_QUEUE_LIMIT)
+        self._started = asyncio.Event()
+        self._gone = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._hangup_sent = asyncio.Event()
+        self._format: AudioFormat | None = None
+        self._end_reason: EndRequest | None = None
+        self._inbound_drops = 0
+        self._closing: asyncio.Future[None] | None = None
+        self._log = get_logger("chan_websocket")
+
+    # -- driving the socket -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read until the socket closes, writing whatever the leg wants in between."""
+        writer = asyncio.ensure_future(self._write_loop())
+        try:
+            await self._read_loop()
+        finally:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+            self._gone.set()
+            self._started.set()  # wake a waiter: the leg will never start now
+            with contextlib.suppress(asyncio.QueueFull):
+                self._inbound.put_nowait(None)
+
+    async def _read_loop(self) -> None:
+        async for message in self._ws:
+            now = self._loop.time()
+            if message.type is WSMsgType.TEXT:
+                events = self._leg.receive_text(message.data, now)
+            elif message.type is WSMsgType.BINARY:
+                if self._format is not None and len(message.data) % self._format.bytes_per_sample:
+                    self._fail(f"binary message of {len(message.data)} bytes is not whole samples")
+                    break
+                events = self._leg.receive_binary(message.data, now)
+            else:  # ERROR (e.g. over-size): aiohttp already closed the socket with a reason
+                self._log.warning("media_socket_error", error=str(self._ws.exception()))
+                self._end_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+                break
+            for event in events:
+                self._on_event(event)
+            self._kick.set()
+            if self._end_reason is not None:
+                break
+        if self._end_reason is None:
+            self._end_reason = EndRequest(EndedBy.CALLER)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, AudioReceived):
+            self._deliver(AudioIn(event.data))
+        elif isinstance(event, Started):
+            fmt = format_by_name(event.media_start.format)
+            if fmt is None:
+                self._fail(f"format {event.media_start.format} is not supported")
+                return
+            self._format = fmt
+            self._started.set()
+        elif isinstance(event, DtmfReceived):
+            self._deliver(DtmfIn(event.digit))
+        elif isinstance(event, ProtocolErrorSeen):
+            self._log.warning("control_message_rejected", reason=event.reason)
+        elif isinstance(event, AsteriskErrorSeen):
+            self._log.warning("asterisk_error", error_text=event.text.strip())
+
+    def _deliver(self, item: LegInput) -> None:
+        try:
+            self._inbound.put_nowait(item)
+        except asyncio.QueueFull:
+            self._inbound_drops += 1
+
+    def _fail(self, reason: str) -> None:
+        self._log.warning("media_protocol_error", reason=reason)
+        self._end_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+        self._closing = asyncio.ensure_future(
+            self._ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=reason[:120].encode())
+        )
+
+    async def _write_loop(self) -> None:
+        while not self._ws.closed:
+            self._kick.clear()
+            messages, wake = self._leg.poll(self._loop.time())
+            for message in messages:
+                if isinstance(message, BinaryMessage):
+                    await self._ws.send_bytes(message.data)
+                elif isinstance(message, TextMessage):
+                    await self._ws.send_str(message.text)
+                elif isinstance(message, CloseSocket):
+                    await self._ws.close(code=WSCloseCode.OK, message=b"hangup")
+            if self._leg.hangup_sent:
+                self._hangup_sent.set()
+            timeout = None if wake is None else max(0.0, wake - self._loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout)
+
+    # -- MediaLeg ----------------------------------------------------------------------------
+
+    async def wait_started(self) -> AudioFormat:
+        await self._started.wait()
+        if self._format is None:
+            raise LegGone("the socket closed before MEDIA_START")
+        return self._format
+
+    async def inbound(self) -> AsyncIterator[LegInput]:
+        while (item := await self._inbound.get()) is not None:
+            yield item
+
+    @property
+    def end_reason(self) -> EndRequest | None:
+        return self._end_reason if self._gone.is_set() else None
+
+    def play(self, data: bytes) -> None:
+        self._leg.queue_audio(data)
+        self._kick.set()
+
+    def end_response(self) -> None:
+        self._leg.end_response()
+        self._kick.set()
+
+    @property
+    def is_playing(self) -> bool:
+        return self._leg.queued_ms(self._loop.time()) > 0
+
+    def interrupt(self) -> float:
+        played = self._leg.interrupt(self._loop.time())
+        self._kick.set()
+        return played
+
+    async def hangup(self, *, drain: bool) -> None:
+        if self._gone.is_set():
+            return
+        now = self._loop.time()
+        if not drain:
+            self._leg.interrupt(now)
+        self._leg.begin_hangup(now)
+        self._kick.set()
+        # The leg bounds its own drain (queued audio plus a margin), then sends HANGUP.
+        done = asyncio.ensure_future(self._hangup_sent.wait())
+        gone = asyncio.ensure_future(self._gone.wait())
+        await asyncio.wait([done, gone], return_when=asyncio.FIRST_COMPLETED)
+        done.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gone, CLOSE_WAIT_SECONDS)
+        if not self._ws.closed:
+            await self._ws.close(code=WSCloseCode.OK, message=b"call ended")
+
+    def stats(self) -> LegStats:
+        counters = self._leg.counters
+        return LegStats(
+            frames_in=counters.frames_in,
+            frames_out=counters.frames_out,
+            drops=counters.drops_prestart + counters.drops_local_overflow + self._inbound_drops,
+            protocol_errors=counters.protocol_errors,
+            played_ms_estimated=self._leg.played_ms_estimated,
+        )
+
+
+# -- the HTTP side: who may attach, then the upgrade ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MediaEndpoint:
+    manager: SessionManager
+    directory: Callable[[], Directory]
+    make_provider: Callable[[Session], Provider]
+    max_message_bytes: int = 8000
+
+    def connector_authorised(self, request: web.Request) -> bool | None:
+        """True/False for valid/invalid credentials; None when none were given."""
+        key = _basic_password(request.headers.get("Authorization", "")) or request.headers.get(
+            "x-connector-api-key"
+        )
+        if key is None:
+            return None
+        return self.directory().is_connector_key(key)
+
+    def admit(self, request: web.Request) -> Session:
+        """Find or create the call this socket belongs to, or refuse before the upgrade."""
+        if self.manager.draining:
+            raise ShuttingDown("the bridge is shutting down")
+        call_id = request.query.get("callId", "")
+        authorised = self.connector_authorised(request)
+        if authorised is False:
+            raise Unauthorized("invalid connector credentials")
+        if call_id and self.manager.get_pending(call_id) is not None:
+            return self.manager.attach(call_id)
+        if not authorised:
+            if call_id:
+                raise NotFound(f"no pending call {call_id}", code="unknown_call")
+            raise Unauthorized("no credentials and no pending call")
+        called = request.query.get("bNumberE164", "")
+        company = self.directory().company_for_phone(called)
+        if company is None:
+            raise NotFound(f"no company has the number {called}", code="unknown_number")
+        if call_id and len(call_id) > 128:
+            raise BadRequest("callId is too long")
+        info = CallInfo(
+            call_id=call_id or str(uuid.uuid4()),
+            company_id=company.id,
+            direction="inbound",
+            caller=request.query.get("aNumberE164", ""),
+            called=called,
+        )
+        return self.manager.create_attached(info)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        session = self.admit(request)  # a BridgeError here is a refusal before the upgrade
+        try:
+            provider = self.make_provider(session)
+        except ProviderUnavailable as exc:
+            # Refusing lets the dialplan fail over at once (Dial returns) instead of dead air.
+            session.finish(EndedBy.ERROR, exc.code, failed=True)
+            raise Unavailable(str(exc), code=exc.code) from exc
+        ws = web.WebSocketResponse(
+            protocols=("media",), compress=False, max_msg_size=MAX_INBOUND_MESSAGE, autoping=True
+        )
+        try:
+            await ws.prepare(request)
+        except Exception:
+            session.finish(EndedBy.ERROR, "upgrade_failed", failed=True)
+            raise
+        leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg(max_message_bytes=self.max_message_bytes))
+        runner = CallRunner(session, leg, provider)
+        reader = asyncio.ensure_future(leg.run())
+        try:
+            await runner.run()
+        finally:
+            if not ws.closed:
+                await ws.close(code=WSCloseCode.OK, message=b"call ended")
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        return ws
+
+
+def _basic_password(header: str) -> str | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return encoded.strip() or None
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""  # present but unreadable: treated as wrong credentials
+    return decoded.partition(":")[2]

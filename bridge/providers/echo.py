@@ -1,0 +1,104 @@
+"""The `echo` provider: plays the caller back ~200 ms later, like a model that repeats everything.
+
+It is the telephony engineer's wiring test and the test suite's model. It also
+behaves like a model on barge-in: when the caller starts speaking (VAD onset)
+while the echo is still playing earlier speech, it announces the interruption,
+drops what it had not played yet and starts a new response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+
+from bridge.audio.convert import Transcoder
+from bridge.audio.formats import AudioFormat, slin_at
+from bridge.audio.vad import SpeechDetector, SpeechStarted
+from bridge.providers.base import (
+    AudioOut,
+    CallerSpeechStarted,
+    ModelFormats,
+    Provider,
+    ProviderEvent,
+)
+
+EVENT_QUEUE_LIMIT = 512  # ~10 s of 20 ms chunks; the session drains it continuously
+
+
+class EchoProvider(Provider):
+    name = "echo"
+
+    def __init__(self, delay_ms: float = 200.0, vad_aggressiveness: int = 2) -> None:
+        self._delay_ms = delay_ms
+        self._aggressiveness = vad_aggressiveness
+        self._events: asyncio.Queue[ProviderEvent | None] = asyncio.Queue(EVENT_QUEUE_LIMIT)
+        self._delay_line: deque[tuple[bytes, bool]] = deque()
+        self._held_bytes = 0
+        self._delay_bytes = 0
+        self._playing_speech = False
+        self._response_numbers = itertools.count(1)
+        self._response_id = "echo-1"
+        self._to_slin: Transcoder | None = None
+        self._detector: SpeechDetector | None = None
+        self.interruptions = 0
+        self.dropped_events = 0
+        self._closed = False
+
+    def negotiate(self, leg: AudioFormat) -> ModelFormats:
+        return ModelFormats(input=leg, output=leg)  # whatever the leg carries: no transcoding at all
+
+    async def start(self, formats: ModelFormats) -> None:
+        fmt = formats.input
+        self._delay_bytes = fmt.bytes_for_ms(self._delay_ms)
+        self._to_slin = Transcoder(fmt, slin_at(fmt.sample_rate))
+        self._detector = SpeechDetector(fmt.sample_rate, aggressiveness=self._aggressiveness)
+        self._response_id = f"echo-{next(self._response_numbers)}"
+
+    async def send_audio(self, data: bytes) -> None:
+        if self._closed or self._detector is None or self._to_slin is None:
+            return
+        for event in self._detector.feed(self._to_slin.convert(data)):
+            if isinstance(event, SpeechStarted) and self._playing_speech:
+                self._barge_in(event)
+        self._delay_line.append((data, self._detector.speaking))
+        self._held_bytes += len(data)
+        while self._delay_line and self._held_bytes - len(self._delay_line[0][0]) >= self._delay_bytes:
+            chunk, was_speech = self._delay_line.popleft()
+            self._held_bytes -= len(chunk)
+            self._playing_speech = was_speech
+            self._emit(AudioOut(chunk, self._response_id))
+
+    def _barge_in(self, event: SpeechStarted) -> None:
+        """What a model does when interrupted: say so, and drop the rest of what it was saying."""
+        self.interruptions += 1
+        self._delay_line.clear()
+        self._held_bytes = 0
+        self._playing_speech = False
+        self._response_id = f"echo-{next(self._response_numbers)}"
+        self._emit(CallerSpeechStarted(audio_ms=event.offset_ms))
+
+    def _emit(self, event: ProviderEvent) -> None:
+        try:
+            self._events.put_nowait(event)
+        except asyncio.QueueFull:
+            self.dropped_events += 1
+
+    async def events(self) -> AsyncIterator[ProviderEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def interrupt(self, played_ms: float) -> None:
+        """Already cut at the onset (see `_barge_in`); nothing is left to truncate."""
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        while True:  # make room for the end marker even if the consumer stalled
+            try:
+                self._events.put_nowait(None)
+                return
+            except asyncio.QueueFull:
+                self._events.get_nowait()

@@ -1,0 +1,80 @@
+"""The Asterisk side of a call as the session sees it, whatever the transport.
+
+chan_websocket and AudioSocket drivers implement `MediaLeg`; the session never
+touches sockets or wire formats, only this surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias
+
+from bridge.audio.formats import AudioFormat
+from bridge.session.session import EndRequest
+
+
+@dataclass(frozen=True, slots=True)
+class AudioIn:
+    """Caller audio in the leg's format."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfIn:
+    digit: str
+
+
+LegInput: TypeAlias = AudioIn | DtmfIn
+
+
+class LegGone(Exception):
+    """The peer went away before the leg started (no format was ever announced)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegStats:
+    frames_in: int
+    frames_out: int
+    drops: int
+    protocol_errors: int
+    played_ms_estimated: bool
+
+
+class MediaLeg(Protocol):
+    async def wait_started(self) -> AudioFormat:
+        """The leg's audio format, once the peer has said it (raises TimeoutError if it never does)."""
+        ...
+
+    def inbound(self) -> AsyncIterator[LegInput]:
+        """Caller audio and keys; ends when the peer is gone (see `end_reason`)."""
+        ...
+
+    @property
+    def end_reason(self) -> EndRequest | None:
+        """Why `inbound` ended: the caller hung up, or the peer broke the protocol."""
+        ...
+
+    def play(self, data: bytes) -> None:
+        """Queue model audio (leg format) for the caller; opens a response if none is open."""
+        ...
+
+    def end_response(self) -> None:
+        """The model finished this response: play its tail now."""
+        ...
+
+    @property
+    def is_playing(self) -> bool:
+        """Model audio is queued or still playing, i.e. the caller would hear the bot now."""
+        ...
+
+    def interrupt(self) -> float:
+        """Barge-in: drop all queued playout at once; returns ms of the response the caller heard."""
+        ...
+
+    async def hangup(self, *, drain: bool) -> None:
+        """End the call from our side, after the queued audio played out if `drain` (bounded)."""
+        ...
+
+    def stats(self) -> LegStats: ...
