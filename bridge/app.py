@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
 from bridge.api.appkeys import DIRECTORY
-from bridge.asterisk.media_ws import MEDIA_PATH, MediaEndpoint
 from bridge.api.factory import create_app
+from bridge.asterisk.media_ws import MEDIA_PATH, MediaEndpoint
 from bridge.directory import Directory
 from bridge.logging import get_logger
 from bridge.providers.base import Provider
@@ -29,8 +30,21 @@ def settings_reloader(path: Path | None) -> Reloader | None:
     return None if path is None else (lambda: load_settings(path))
 
 
-def add_media_routes(app: web.Application, settings: Settings, manager: SessionManager) -> MediaEndpoint:
-    """The media socket meets the session layer here; providers are picked per company."""
+@dataclass
+class Services:
+    """Everything that listens, started in order; `close` stops them in reverse."""
+
+    settings: Settings
+    manager: SessionManager
+    app: web.Application
+    runner: web.AppRunner
+    http_port: int
+
+    async def close(self) -> None:
+        await self.runner.cleanup()
+
+
+def make_provider_picker(app: web.Application, settings: Settings) -> Callable[[Session], Provider]:
     holder = app[DIRECTORY]
 
     def make_provider(session: Session) -> Provider:
@@ -38,28 +52,42 @@ def add_media_routes(app: web.Application, settings: Settings, manager: SessionM
         agent = company.settings.agent if company is not None else AgentSettings()
         return provider_for(agent, settings)
 
-    endpoint = MediaEndpoint(manager=manager, directory=lambda: holder.current, make_provider=make_provider)
-    app.router.add_get(MEDIA_PATH, endpoint.handle)
-    return endpoint
+    return make_provider
+
+
+async def start_services(settings: Settings) -> Services:
+    """Build and start the HTTP API with the media socket (raises OSError if a port is taken)."""
+    manager = SessionManager(
+        max_calls=settings.server.max_calls, pending_ttl_seconds=settings.server.pending_ttl_seconds
+    )
+    app = create_app(settings, manager)
+    holder = app[DIRECTORY]
+    media = MediaEndpoint(
+        manager=manager,
+        directory=lambda: holder.current,
+        make_provider=make_provider_picker(app, settings),
+    )
+    app.router.add_get(MEDIA_PATH, media.handle)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    http_port = runner.addresses[0][1]
+    return Services(settings, manager, app, runner, http_port)
 
 
 async def serve(settings: Settings, *, reload_settings: Reloader | None = None) -> int:
     """Run the daemon until SIGTERM/SIGINT, then drain and exit 0."""
     log = get_logger("app")
     notifier = Notifier()
-    manager = SessionManager(
-        max_calls=settings.server.max_calls, pending_ttl_seconds=settings.server.pending_ttl_seconds
-    )
-    app = create_app(settings, manager)
-    add_media_routes(app, settings, manager)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
-        await site.start()
+        services = await start_services(settings)
     except OSError as exc:
-        await runner.cleanup()
-        log.error("cannot_listen", host=settings.server.host, port=settings.server.port, error=exc.strerror)
+        log.error("cannot_listen", host=settings.server.host, error=exc.strerror)
         return 1
 
     stop = asyncio.Event()
@@ -67,15 +95,15 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if reload_settings is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload, app, reload_settings, notifier)
+        loop.add_signal_handler(signal.SIGHUP, _reload, services.app, reload_settings, notifier)
 
     log.info(
         "listening",
-        http=f"{settings.server.host}:{settings.server.port}",
+        http=f"{settings.server.host}:{services.http_port}",
         max_calls=settings.server.max_calls,
         companies=len(settings.companies),
     )
-    notifier.ready(f"serving on {settings.server.host}:{settings.server.port}")
+    notifier.ready(f"serving on {settings.server.host}:{services.http_port}")
     watchdog = (
         asyncio.create_task(_watchdog(notifier, notifier.watchdog_interval))
         if notifier.watchdog_interval
@@ -84,8 +112,8 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
     try:
         await stop.wait()
         notifier.stopping()
-        log.info("shutdown_requested", live_calls=manager.capacity().active_calls)
-        await manager.drain(settings.server.drain_seconds)
+        log.info("shutdown_requested", live_calls=services.manager.capacity().active_calls)
+        await services.manager.drain(settings.server.drain_seconds)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
@@ -93,8 +121,8 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-        await runner.cleanup()
-    log.info("stopped", calls=dict(manager.outcomes))
+        await services.close()
+    log.info("stopped", calls=dict(services.manager.outcomes))
     return 0
 
 

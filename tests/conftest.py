@@ -9,6 +9,7 @@ import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.api.factory import create_app
+from bridge.app import Services, start_services
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
 from tests.helpers import make_settings
@@ -51,3 +52,18 @@ async def api_client_factory() -> AsyncIterator[ApiFactory]:
     yield start
     for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def bridge_factory() -> AsyncIterator[Callable[..., Any]]:
+    """The whole daemon (HTTP API, media socket) on loopback ports, stopped after the test."""
+    started: list[Services] = []
+
+    async def start(**server: Any) -> Services:
+        services = await start_services(make_settings(**server))
+        started.append(services)
+        return services
+
+    yield start
+    for services in started:
+        await services.close()

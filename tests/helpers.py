@@ -60,3 +60,50 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def voiced(sample_rate: int, seconds: float, f0: float = 140.0, level: float = 0.3) -> Any:
+    """A vowel-like sound (harmonics of f0 under a syllable-rate envelope) that WebRTC VAD calls speech."""
+    import numpy as np  # noqa: PLC0415
+
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    harmonics = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12) if f0 * k < sample_rate / 2)
+    envelope = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t)
+    return (harmonics * envelope * level * 32767 / 2).astype(np.int16)
+
+
+def utterances(sample_rate: int, spans: list[tuple[float, float]]) -> bytes:
+    """s16le audio: voiced sound over each (start, end) second span, silence elsewhere."""
+    import numpy as np  # noqa: PLC0415
+
+    total = max(end for _, end in spans)
+    out = np.zeros(int(sample_rate * total), dtype=np.int16)
+    for index, (start, end) in enumerate(spans):
+        piece = voiced(sample_rate, end - start, f0=120.0 + 25 * index)
+        first = int(start * sample_rate)
+        out[first : first + len(piece)] = piece
+    return out.tobytes()
+
+
+def best_correlation(sent: bytes, received: bytes, sample_rate: int, max_lag_s: float = 1.0) -> tuple[float, int]:
+    """Highest normalised cross-correlation of `received` against `sent`, over lags 0..max_lag_s.
+
+    Candidate lags come from an FFT cross-correlation; each is then scored exactly on the overlap.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    a = np.frombuffer(sent, dtype=np.int16).astype(np.float64)
+    b = np.frombuffer(received, dtype=np.int16).astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    raw = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)
+    max_lag = min(int(max_lag_s * sample_rate), len(b) - 1)
+    candidates = np.argsort(raw[: max_lag + 1])[-5:]
+    best, best_lag = 0.0, 0
+    for lag in (int(c) for c in candidates):
+        n = min(len(a), len(b) - lag)
+        x, y = a[:n], b[lag : lag + n]
+        denominator = float(np.sqrt(np.dot(x, x) * np.dot(y, y)))
+        score = float(np.dot(x, y)) / denominator if denominator else 0.0
+        if score > best:
+            best, best_lag = score, lag
+    return best, best_lag

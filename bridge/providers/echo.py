@@ -25,6 +25,9 @@ from bridge.providers.base import (
 )
 
 EVENT_QUEUE_LIMIT = 512  # ~10 s of 20 ms chunks; the session drains it continuously
+# Still "playing" this long after the last speech it released: a caller who starts again that soon
+# is talking over the echo of their previous phrase.
+PLAYING_HOLD_MS = 250.0
 
 
 class EchoProvider(Provider):
@@ -37,10 +40,12 @@ class EchoProvider(Provider):
         self._delay_line: deque[tuple[bytes, bool]] = deque()
         self._held_bytes = 0
         self._delay_bytes = 0
-        self._playing_speech = False
+        self._released_ms = 0.0
+        self._speech_released_at_ms: float | None = None
         self._response_numbers = itertools.count(1)
         self._response_id = "echo-1"
         self._to_slin: Transcoder | None = None
+        self._format: AudioFormat | None = None
         self._detector: SpeechDetector | None = None
         self.interruptions = 0
         self.dropped_events = 0
@@ -52,30 +57,41 @@ class EchoProvider(Provider):
     async def start(self, formats: ModelFormats) -> None:
         fmt = formats.input
         self._delay_bytes = fmt.bytes_for_ms(self._delay_ms)
+        self._format = fmt
         self._to_slin = Transcoder(fmt, slin_at(fmt.sample_rate))
-        self._detector = SpeechDetector(fmt.sample_rate, aggressiveness=self._aggressiveness)
+        # A short onset and hangover: a caller who starts again while their echo still plays interrupts it.
+        self._detector = SpeechDetector(
+            fmt.sample_rate, aggressiveness=self._aggressiveness, onset_ms=60, hangover_ms=150
+        )
         self._response_id = f"echo-{next(self._response_numbers)}"
 
     async def send_audio(self, data: bytes) -> None:
         if self._closed or self._detector is None or self._to_slin is None:
             return
         for event in self._detector.feed(self._to_slin.convert(data)):
-            if isinstance(event, SpeechStarted) and self._playing_speech:
+            if isinstance(event, SpeechStarted) and self._playing:
                 self._barge_in(event)
         self._delay_line.append((data, self._detector.speaking))
         self._held_bytes += len(data)
         while self._delay_line and self._held_bytes - len(self._delay_line[0][0]) >= self._delay_bytes:
             chunk, was_speech = self._delay_line.popleft()
             self._held_bytes -= len(chunk)
-            self._playing_speech = was_speech
+            self._released_ms += self._format.ms_for_bytes(len(chunk)) if self._format else 0.0
+            if was_speech:
+                self._speech_released_at_ms = self._released_ms
             self._emit(AudioOut(chunk, self._response_id))
+
+    @property
+    def _playing(self) -> bool:
+        last = self._speech_released_at_ms
+        return last is not None and self._released_ms - last <= PLAYING_HOLD_MS
 
     def _barge_in(self, event: SpeechStarted) -> None:
         """What a model does when interrupted: say so, and drop the rest of what it was saying."""
         self.interruptions += 1
         self._delay_line.clear()
         self._held_bytes = 0
-        self._playing_speech = False
+        self._speech_released_at_ms = None
         self._response_id = f"echo-{next(self._response_numbers)}"
         self._emit(CallerSpeechStarted(audio_ms=event.offset_ms))
 
