@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bridge.api.appkeys import DIRECTORY
 from bridge.api.factory import create_app
+from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
 from bridge.asterisk.media_ws import MEDIA_PATH, MediaEndpoint
 from bridge.directory import Directory
 from bridge.logging import get_logger
@@ -39,8 +40,15 @@ class Services:
     app: web.Application
     runner: web.AppRunner
     http_port: int
+    audiosocket: asyncio.Server | None = None
+
+    @property
+    def audiosocket_port(self) -> int | None:
+        return self.audiosocket.sockets[0].getsockname()[1] if self.audiosocket else None
 
     async def close(self) -> None:
+        if self.audiosocket is not None:
+            self.audiosocket.close()
         await self.runner.cleanup()
 
 
@@ -70,14 +78,24 @@ async def start_services(settings: Settings) -> Services:
     app.router.add_get(MEDIA_PATH, media.handle)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
+    services = Services(settings, manager, app, runner, http_port=0)
     try:
         site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
         await site.start()
+        services.http_port = runner.addresses[0][1]
+        if settings.audiosocket.enabled:
+            endpoint = AudioSocketEndpoint(
+                manager=manager,
+                make_provider=make_provider_picker(app, settings),
+                webhookless_company=settings.audiosocket.webhookless_company,
+            )
+            services.audiosocket = await asyncio.start_server(
+                endpoint.handle, settings.audiosocket.host, settings.audiosocket.port, reuse_address=True
+            )
     except OSError:
-        await runner.cleanup()
+        await services.close()
         raise
-    http_port = runner.addresses[0][1]
-    return Services(settings, manager, app, runner, http_port)
+    return services
 
 
 async def serve(settings: Settings, *, reload_settings: Reloader | None = None) -> int:
@@ -100,6 +118,7 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
     log.info(
         "listening",
         http=f"{settings.server.host}:{services.http_port}",
+        audiosocket=f"{settings.audiosocket.host}:{services.audiosocket_port}" if services.audiosocket else None,
         max_calls=settings.server.max_calls,
         companies=len(settings.companies),
     )

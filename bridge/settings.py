@@ -80,6 +80,9 @@ class AudioSocketSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9092, ge=0, le=65535)
+    # AudioSocket carries no numbers: a call with no `connect` webhook before it goes to this company
+    # (empty: such calls are refused).
+    webhookless_company: str = ""
 
 
 class StorageSettings(_Section):

@@ -59,8 +59,8 @@ async def bridge_factory() -> AsyncIterator[Callable[..., Any]]:
     """The whole daemon (HTTP API, media socket) on loopback ports, stopped after the test."""
     started: list[Services] = []
 
-    async def start(**server: Any) -> Services:
-        services = await start_services(make_settings(**server))
+    async def start(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> Services:
+        services = await start_services(make_settings(audiosocket=audiosocket, **server))
         started.append(services)
         return services
 

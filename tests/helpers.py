@@ -16,11 +16,11 @@ ACME_PHONE = "+34987654321"
 GLOBEX_PHONE = "+442071234567"
 
 
-def raw_config(**server: Any) -> dict[str, Any]:
+def raw_config(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": 0, **server},
         "connector": {"api_keys": [hash_key(CONNECTOR_KEY)]},
-        "audiosocket": {"enabled": False},
+        "audiosocket": {"enabled": True, "port": 0, **audiosocket} if audiosocket is not None else {"enabled": False},
         "companies": [
             {
                 "id": "acme",
@@ -51,8 +51,8 @@ def raw_config(**server: Any) -> dict[str, Any]:
     }
 
 
-def make_settings(**server: Any) -> Settings:
-    return build_settings(raw_config(**server))
+def make_settings(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> Settings:
+    return build_settings(raw_config(audiosocket=audiosocket, **server))
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ from bridge.asterisk.chan_websocket_leg import (
     ProtocolErrorSeen,
     Started,
     TextMessage,
+    Xon,
 )
 from bridge.audio.formats import AudioFormat, format_by_name
 from bridge.directory import Directory
@@ -114,6 +115,9 @@ class ChanWebsocketMediaLeg:
             self._started.set()
         elif isinstance(event, DtmfReceived):
             self._deliver(DtmfIn(event.digit))
+        elif isinstance(event, Xon):
+            # XON says "below 800"; the STATUS reply says exactly how deep, so sending resumes sooner.
+            self._leg.request_status()
         elif isinstance(event, ProtocolErrorSeen):
             self._log.warning("control_message_rejected", reason=event.reason)
         elif isinstance(event, AsteriskErrorSeen):

@@ -134,6 +134,7 @@ class CallRunner:
             if isinstance(item, AudioIn):
                 await self.provider.send_audio(uplink.convert(item.data))
             elif isinstance(item, DtmfIn):
+                self.session.dtmf_digits += item.digit
                 self._log.info("dtmf", digit=item.digit)
                 await self.provider.send_dtmf(item.digit)
         return self.leg.end_reason or EndRequest(EndedBy.CALLER)

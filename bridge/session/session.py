@@ -62,6 +62,7 @@ class Session:
     end_request: EndRequest | None = None
     has_owner: bool = False
     barge_ins: int = 0
+    dtmf_digits: str = ""
     played_ms_estimated: bool = False  # playout position guessed from the send clock (no marks)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
