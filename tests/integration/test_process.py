@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import aiohttp
@@ -188,3 +189,48 @@ async def test_sigterm_drains_and_exits_zero_within_drain_seconds(
     # It no longer accepts connections.
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
+
+
+async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(tmp_path: Path,
+                                                                     env: dict[str, str]) -> None:
+    from bridge.simulate import SimulatedCallOptions, run_simulated_call
+
+    port = free_port()
+    drain_seconds = 3.0
+    config = write_config(tmp_path / "bridge.toml", port, drain_seconds)
+    with config.open("a") as handle:
+        handle.write('[companies.agent]\nprovider = "echo"\n')
+    process = subprocess.Popen([*BRIDGE, "serve", "--config", str(config)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await wait_until_up(port, process)
+        records: asyncio.Queue[Any] = asyncio.Queue()
+        call = asyncio.create_task(run_simulated_call(SimulatedCallOptions(
+            url=f"http://127.0.0.1:{port}", connector_key=CONNECTOR_KEY, call_id="live-2",
+            called="+34987654321", seconds=30, wait_for_bridge_hangup=True, records=records)))
+        while (await asyncio.wait_for(records.get(), 10)).name != "START_MEDIA_BUFFERING":
+            pass
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        body = {"callId": "late-1", "event": "connect", "callerPhone": "+34600000000",
+                "b_number": "34987654321", "websocketUrl": "ws://127.0.0.1/x"}
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"http://127.0.0.1:{port}/api/voip/webhook", json=body,
+                                 headers={"x-connector-api-key": CONNECTOR_KEY}) as r:
+                assert r.status == 503
+                assert (await r.json())["code"] == "shutting_down"
+        summary = await asyncio.wait_for(call, drain_seconds + 5)
+        await asyncio.get_running_loop().run_in_executor(None, process.wait, 10)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, stderr = process.communicate(timeout=5)
+    assert process.returncode == 0, stderr
+    assert elapsed < drain_seconds + 1.0
+    assert summary.hangup_by == "bridge"
+    assert summary.ok, summary.errors
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    ended = [e for e in events if e["event"] == "call_ended" and e["call_id"] == "live-2"]
+    assert ended[0]["disconnected_by"] == "shutdown"
