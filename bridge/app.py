@@ -118,7 +118,9 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
     log.info(
         "listening",
         http=f"{settings.server.host}:{services.http_port}",
-        audiosocket=f"{settings.audiosocket.host}:{services.audiosocket_port}" if services.audiosocket else None,
+        audiosocket=f"{settings.audiosocket.host}:{services.audiosocket_port}"
+        if services.audiosocket
+        else None,
         max_calls=settings.server.max_calls,
         companies=len(settings.companies),
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+import numpy as np
+
 from bridge.keys import hash_key
 from bridge.settings import Settings, build_settings
 
@@ -20,7 +22,9 @@ def raw_config(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> d
     return {
         "server": {"host": "127.0.0.1", "port": 0, **server},
         "connector": {"api_keys": [hash_key(CONNECTOR_KEY)]},
-        "audiosocket": {"enabled": True, "port": 0, **audiosocket} if audiosocket is not None else {"enabled": False},
+        "audiosocket": {"enabled": True, "port": 0, **audiosocket}
+        if audiosocket is not None
+        else {"enabled": False},
         "companies": [
             {
                 "id": "acme",
@@ -64,7 +68,6 @@ def free_port() -> int:
 
 def voiced(sample_rate: int, seconds: float, f0: float = 140.0, level: float = 0.3) -> Any:
     """A vowel-like sound (harmonics of f0 under a syllable-rate envelope) that WebRTC VAD calls speech."""
-    import numpy as np  # noqa: PLC0415
 
     t = np.arange(int(sample_rate * seconds)) / sample_rate
     harmonics = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12) if f0 * k < sample_rate / 2)
@@ -74,7 +77,6 @@ def voiced(sample_rate: int, seconds: float, f0: float = 140.0, level: float = 0
 
 def utterances(sample_rate: int, spans: list[tuple[float, float]]) -> bytes:
     """s16le audio: voiced sound over each (start, end) second span, silence elsewhere."""
-    import numpy as np  # noqa: PLC0415
 
     total = max(end for _, end in spans)
     out = np.zeros(int(sample_rate * total), dtype=np.int16)
@@ -85,12 +87,13 @@ def utterances(sample_rate: int, spans: list[tuple[float, float]]) -> bytes:
     return out.tobytes()
 
 
-def best_correlation(sent: bytes, received: bytes, sample_rate: int, max_lag_s: float = 1.0) -> tuple[float, int]:
+def best_correlation(
+    sent: bytes, received: bytes, sample_rate: int, max_lag_s: float = 1.0
+) -> tuple[float, int]:
     """Highest normalised cross-correlation of `received` against `sent`, over lags 0..max_lag_s.
 
     Candidate lags come from an FFT cross-correlation; each is then scored exactly on the overlap.
     """
-    import numpy as np  # noqa: PLC0415
 
     a = np.frombuffer(sent, dtype=np.int16).astype(np.float64)
     b = np.frombuffer(received, dtype=np.int16).astype(np.float64)

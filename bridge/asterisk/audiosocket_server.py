@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bridge.asterisk.audiosocket import (
@@ -31,8 +31,7 @@ from bridge.audio.formats import AudioFormat, slin_at
 from bridge.audio.pacer import FramePacer
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
-from bridge.providers.base import Provider, ProviderUnavailable
-from bridge.session.call import CallRunner
+from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, LegInput, LegStats
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, EndRequest, Session
@@ -49,8 +48,13 @@ DRAIN_MARGIN_S = 1.0
 class AudioSocketMediaLeg:
     """One AudioSocket connection as a `MediaLeg` for the session."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, parser: AudioSocketParser,
-                 first_audio: list[Audio]) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        parser: AudioSocketParser,
+        first_audio: list[Audio],
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._parser = parser
@@ -110,7 +114,9 @@ class AudioSocketMediaLeg:
         elif isinstance(event, Hangup):
             self._end_reason = EndRequest(EndedBy.CALLER)
         elif isinstance(event, ProtocolError | PeerError | Uuid):
-            reason = event.reason if isinstance(event, ProtocolError) else f"unexpected {type(event).__name__}"
+            reason = (
+                event.reason if isinstance(event, ProtocolError) else f"unexpected {type(event).__name__}"
+            )
             self._fail(reason)
 
     def _on_audio(self, audio: Audio) -> None:
@@ -120,7 +126,9 @@ class AudioSocketMediaLeg:
             self._chunker = FrameChunker(self._format.frame_bytes)
             self._started.set()
         elif audio.kind != self._audio_kind:
-            self._fail(f"audio type {audio.kind:#04x} after {self._audio_kind:#04x}: the format must not change")
+            self._fail(
+                f"audio type {audio.kind:#04x} after {self._audio_kind:#04x}: the format must not change"
+            )
             return
         if len(audio.payload) % 2:
             self._fail(f"audio payload of {len(audio.payload)} bytes is not whole 16-bit samples")
@@ -245,7 +253,7 @@ class AudioSocketMediaLeg:
 @dataclass(frozen=True, slots=True)
 class AudioSocketEndpoint:
     manager: SessionManager
-    make_provider: Callable[[Session], Provider]
+    make_provider: ProviderFactory
     webhookless_company: str = ""
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -258,8 +266,8 @@ class AudioSocketEndpoint:
         try:
             call_uuid, early_audio = await asyncio.wait_for(_read_uuid(reader, parser), UUID_TIMEOUT_S)
             session = self._admit(call_uuid)
-            provider = self.make_provider(session)
-        except (TimeoutError, ValueError, BridgeError, ProviderUnavailable) as exc:
+            provider = provider_or_refuse(session, self.make_provider)
+        except (TimeoutError, ValueError, BridgeError) as exc:
             log.warning("audiosocket_refused", reason=str(exc) or type(exc).__name__)
             writer.write(encode_hangup())
             with contextlib.suppress(ConnectionError, OSError):
@@ -284,8 +292,9 @@ class AudioSocketEndpoint:
                 return self.manager.attach(candidate)
         if not self.webhookless_company:
             raise ValueError(f"no pending call {call_uuid} (and [audiosocket] webhookless_company is unset)")
-        info = CallInfo(call_id=call_uuid, company_id=self.webhookless_company, direction="inbound",
-                        caller="", called="")
+        info = CallInfo(
+            call_id=call_uuid, company_id=self.webhookless_company, direction="inbound", caller="", called=""
+        )
         return self.manager.create_attached(info)
 
 

@@ -32,10 +32,9 @@ from bridge.asterisk.chan_websocket_leg import (
 )
 from bridge.audio.formats import AudioFormat, format_by_name
 from bridge.directory import Directory
-from bridge.errors import BadRequest, NotFound, ShuttingDown, Unauthorized, Unavailable
+from bridge.errors import BadRequest, NotFound, ShuttingDown, Unauthorized
 from bridge.logging import get_logger
-from bridge.providers.base import Provider, ProviderUnavailable
-from bridge.session.call import CallRunner
+from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, LegInput, LegStats
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, EndRequest, Session
@@ -62,7 +61,7 @@ class ChanWebsocketMediaLeg:
         self._format: AudioFormat | None = None
         self._end_reason: EndRequest | None = None
         self._inbound_drops = 0
-        self._closing: asyncio.Future[None] | None = None
+        self._closing: asyncio.Future[bool] | None = None
         self._log = get_logger("chan_websocket")
 
     # -- driving the socket -------------------------------------------------------------------
@@ -222,7 +221,7 @@ class ChanWebsocketMediaLeg:
 class MediaEndpoint:
     manager: SessionManager
     directory: Callable[[], Directory]
-    make_provider: Callable[[Session], Provider]
+    make_provider: ProviderFactory
     max_message_bytes: int = 8000
 
     def connector_authorised(self, request: web.Request) -> bool | None:
@@ -265,12 +264,7 @@ class MediaEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         session = self.admit(request)  # a BridgeError here is a refusal before the upgrade
-        try:
-            provider = self.make_provider(session)
-        except ProviderUnavailable as exc:
-            # Refusing lets the dialplan fail over at once (Dial returns) instead of dead air.
-            session.finish(EndedBy.ERROR, exc.code, failed=True)
-            raise Unavailable(str(exc), code=exc.code) from exc
+        provider = provider_or_refuse(session, self.make_provider)
         ws = web.WebSocketResponse(
             protocols=("media",), compress=False, max_msg_size=MAX_INBOUND_MESSAGE, autoping=True
         )

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from bridge.audio.convert import Transcoder
+from bridge.errors import Unavailable
 from bridge.logging import get_logger
 from bridge.providers.base import (
     AudioOut,
@@ -40,6 +41,19 @@ class CallTimeouts:
 
 
 DRAINED_ENDINGS = frozenset({EndedBy.BOT, EndedBy.API, EndedBy.SHUTDOWN, EndedBy.TIMEOUT})
+
+
+ProviderFactory = Callable[[Session], Provider]
+
+
+def provider_or_refuse(session: Session, make_provider: ProviderFactory) -> Provider:
+    """The call's provider; if there is none to be had, the call fails and the socket is refused."""
+    try:
+        return make_provider(session)
+    except ProviderUnavailable as exc:
+        # Refusing lets the dialplan fail over at once (Dial returns) instead of dead air.
+        session.finish(EndedBy.ERROR, exc.code, failed=True)
+        raise Unavailable(str(exc), code=exc.code) from exc
 
 
 class _LaneFinished(Exception):

@@ -55,8 +55,15 @@ async def test_bridge_hangup_sends_0x00_after_the_queue_drains(bridge_factory: S
     services: Services = await bridge_factory(audiosocket={})
     call_id = str(uuid.uuid4())
     call = asyncio.create_task(
-        run_simulated_call(options(services, call_id=call_id, seconds=10, wait_for_bridge_hangup=True,
-                                   audio=AudioSource(pcm=utterances(16000, [(0.1, 3.0)]), sample_rate=16000)))
+        run_simulated_call(
+            options(
+                services,
+                call_id=call_id,
+                seconds=10,
+                wait_for_bridge_hangup=True,
+                audio=AudioSource(pcm=utterances(16000, [(0.1, 3.0)]), sample_rate=16000),
+            )
+        )
     )
     for _ in range(250):
         session = services.manager.get(call_id)

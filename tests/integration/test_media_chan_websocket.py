@@ -45,8 +45,9 @@ async def test_echo_call_returns_what_was_sent(bridge_factory: StartBridge, fmt:
     rate = 8000 if fmt == "ulaw" else int(fmt.removeprefix("slin")) * 1000
     sent = utterances(rate, CALM_SPEECH)
     summary = await run_simulated_call(
-        options(services, format=fmt, control=control, audio=AudioSource(pcm=sent, sample_rate=rate),
-                seconds=5.0)
+        options(
+            services, format=fmt, control=control, audio=AudioSource(pcm=sent, sample_rate=rate), seconds=5.0
+        )
     )
     assert summary.ok, summary.errors
     assert summary.hangup_by == "caller"
@@ -79,8 +80,14 @@ async def test_bridge_ended_call_drains_before_hangup(bridge_factory: StartBridg
     records: asyncio.Queue[Any] = asyncio.Queue()
     call = asyncio.create_task(
         run_simulated_call(
-            options(services, call_id="drain-1", audio=AudioSource(pcm=sent, sample_rate=16000),
-                    seconds=10, wait_for_bridge_hangup=True, records=records)
+            options(
+                services,
+                call_id="drain-1",
+                audio=AudioSource(pcm=sent, sample_rate=16000),
+                seconds=10,
+                wait_for_bridge_hangup=True,
+                records=records,
+            )
         )
     )
     # Once the echo is playing, the API side ends the call.
@@ -111,12 +118,15 @@ async def test_terminate_webhook_ends_a_live_call(bridge_factory: StartBridge) -
             break
         await asyncio.sleep(0.02)
     assert session is not None
-    import aiohttp  # noqa: PLC0415
+    import aiohttp
 
     async with aiohttp.ClientSession() as http:
         body = {"callId": "term-1", "event": "terminate", "b_number": "+34987654321"}
-        async with http.post(f"http://127.0.0.1:{services.http_port}/api/voip/webhook", json=body,
-                             headers={"x-connector-api-key": CONNECTOR_KEY}) as response:
+        async with http.post(
+            f"http://127.0.0.1:{services.http_port}/api/voip/webhook",
+            json=body,
+            headers={"x-connector-api-key": CONNECTOR_KEY},
+        ) as response:
             assert response.status == 200
     summary = await asyncio.wait_for(call, 10)
     assert summary.hangup_by == "bridge"

@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -163,11 +163,14 @@ async def test_sigterm_drains_and_exits_zero_within_drain_seconds(
             "b_number": "34987654321",
             "websocketUrl": "ws://127.0.0.1/x",
         }
-        async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{port}/api/voip/webhook",
-            json=body,
-            headers={"x-connector-api-key": CONNECTOR_KEY},
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/api/voip/webhook",
+                json=body,
+                headers={"x-connector-api-key": CONNECTOR_KEY},
+            ) as r,
+        ):
             assert r.status == 200
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
@@ -191,8 +194,9 @@ async def test_sigterm_drains_and_exits_zero_within_drain_seconds(
         pass
 
 
-async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(tmp_path: Path,
-                                                                     env: dict[str, str]) -> None:
+async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
     from bridge.simulate import SimulatedCallOptions, run_simulated_call
 
     port = free_port()
@@ -200,26 +204,48 @@ async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(tmp_path:
     config = write_config(tmp_path / "bridge.toml", port, drain_seconds)
     with config.open("a") as handle:
         handle.write('[companies.agent]\nprovider = "echo"\n')
-    process = subprocess.Popen([*BRIDGE, "serve", "--config", str(config)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*BRIDGE, "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         await wait_until_up(port, process)
         records: asyncio.Queue[Any] = asyncio.Queue()
-        call = asyncio.create_task(run_simulated_call(SimulatedCallOptions(
-            url=f"http://127.0.0.1:{port}", connector_key=CONNECTOR_KEY, call_id="live-2",
-            called="+34987654321", seconds=30, wait_for_bridge_hangup=True, records=records)))
+        call = asyncio.create_task(
+            run_simulated_call(
+                SimulatedCallOptions(
+                    url=f"http://127.0.0.1:{port}",
+                    connector_key=CONNECTOR_KEY,
+                    call_id="live-2",
+                    called="+34987654321",
+                    seconds=30,
+                    wait_for_bridge_hangup=True,
+                    records=records,
+                )
+            )
+        )
         while (await asyncio.wait_for(records.get(), 10)).name != "START_MEDIA_BUFFERING":
             pass
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
-        body = {"callId": "late-1", "event": "connect", "callerPhone": "+34600000000",
-                "b_number": "34987654321", "websocketUrl": "ws://127.0.0.1/x"}
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{port}/api/voip/webhook", json=body,
-                                 headers={"x-connector-api-key": CONNECTOR_KEY}) as r:
-                assert r.status == 503
-                assert (await r.json())["code"] == "shutting_down"
+        body = {
+            "callId": "late-1",
+            "event": "connect",
+            "callerPhone": "+34600000000",
+            "b_number": "34987654321",
+            "websocketUrl": "ws://127.0.0.1/x",
+        }
+        async with aiohttp.ClientSession() as http, http.post(
+            f"http://127.0.0.1:{port}/api/voip/webhook",
+            json=body,
+            headers={"x-connector-api-key": CONNECTOR_KEY},
+        ) as r:
+            assert r.status == 503
+            assert (await r.json())["code"] == "shutting_down"
         summary = await asyncio.wait_for(call, drain_seconds + 5)
         await asyncio.get_running_loop().run_in_executor(None, process.wait, 10)
         elapsed = time.monotonic() - started

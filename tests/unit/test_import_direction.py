@@ -96,6 +96,11 @@ def test_asterisk_and_providers_never_import_each_other() -> None:
     assert violations(("bridge.providers",), ("bridge.asterisk",)) == []
 
 
+def test_the_fake_asterisk_shares_no_code_with_the_server_side() -> None:
+    # simulate-call is a second, independent implementation of the peer: one bug cannot hide in both.
+    assert violations(("bridge.simulate",), ("bridge.asterisk", "bridge.session", "bridge.api")) == []
+
+
 def test_api_reaches_calls_only_through_the_session_package() -> None:
     assert violations(("bridge.api",), ("bridge.asterisk", "bridge.providers", "bridge.store")) == []
 
