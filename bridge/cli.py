@@ -14,6 +14,8 @@ from typing import Any
 from bridge.keys import hash_key
 from bridge.logging import configure_logging
 from bridge.settings import ConfigError, Settings, build_settings, load_settings, warnings_for
+from bridge.simulate.cli_entry import add_arguments as add_simulate_arguments
+from bridge.simulate.cli_entry import run_from_args as run_simulate_call
 
 DEMO_PHONE = "+15550100000"
 
@@ -106,9 +108,7 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate_call(args: argparse.Namespace) -> int:
-    from bridge.simulate.cli_entry import run_from_args  # noqa: PLC0415
-
-    return run_loop(run_from_args(args))
+    return run_loop(run_simulate_call(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,12 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_cmd.set_defaults(handler=cmd_hash_key)
 
     simulate = commands.add_parser("simulate-call", help="play a PBX plus Asterisk against a running bridge")
-    try:
-        from bridge.simulate.cli_entry import add_arguments  # noqa: PLC0415
-    except ImportError:
-        pass
-    else:
-        add_arguments(simulate)
+    add_simulate_arguments(simulate)
     simulate.set_defaults(handler=cmd_simulate_call)
     return parser
 

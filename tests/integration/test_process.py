@@ -127,6 +127,33 @@ async def test_zero_config_start_prints_keys_once_and_they_work(tmp_path: Path, 
                 headers={"x-connector-api-key": connector_key},
             ) as r:
                 assert r.status == 200
+        # The wiring test a telephony engineer runs: a simulated Asterisk call against the demo setup.
+        heard = tmp_path / "heard.wav"
+        simulate = await asyncio.create_subprocess_exec(
+            *BRIDGE,
+            "simulate-call",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--connector-key",
+            connector_key,
+            "--called",
+            "+15550100000",
+            "--format",
+            "ulaw",
+            "--seconds",
+            "2",
+            "--out",
+            str(heard),
+            "--json",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(simulate.communicate(), 30)
+        assert simulate.returncode == 0, err.decode()
+        summary = json.loads(out.decode().strip().splitlines()[-1])
+        assert summary["frames_received"] > 50
+        assert heard.stat().st_size > 44 + 8000 * 2  # a WAV header and over a second of 8 kHz audio
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=10)
@@ -239,11 +266,14 @@ async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(
             "b_number": "34987654321",
             "websocketUrl": "ws://127.0.0.1/x",
         }
-        async with aiohttp.ClientSession() as http, http.post(
-            f"http://127.0.0.1:{port}/api/voip/webhook",
-            json=body,
-            headers={"x-connector-api-key": CONNECTOR_KEY},
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{port}/api/voip/webhook",
+                json=body,
+                headers={"x-connector-api-key": CONNECTOR_KEY},
+            ) as r,
+        ):
             assert r.status == 503
             assert (await r.json())["code"] == "shutting_down"
         summary = await asyncio.wait_for(call, drain_seconds + 5)
