@@ -21,6 +21,9 @@ class Encoding(enum.StrEnum):
     SLIN = "slin"  # signed 16-bit little-endian PCM
 
 
+_SILENCE_BYTE: Final = MappingProxyType({Encoding.ULAW: 0xFF, Encoding.ALAW: 0xD5, Encoding.SLIN: 0x00})
+
+
 @dataclass(frozen=True, slots=True)
 class AudioFormat:
     """A concrete audio format: encoding plus sample rate (always mono)."""
@@ -44,6 +47,15 @@ class AudioFormat:
     def frame_bytes(self) -> int:
         """Bytes in one 20 ms frame (Asterisk's optimal_frame_size for this format)."""
         return self.bytes_for_ms(PTIME_MS)
+
+    @property
+    def silence_byte(self) -> int:
+        """The byte value of digital silence: 0xFF for µ-law, 0xD5 for A-law, 0 for signed linear."""
+        return _SILENCE_BYTE[self.encoding]
+
+    def silence(self, nbytes: int) -> bytes:
+        """`nbytes` of digital silence in this format (for padding a short last frame)."""
+        return bytes((self.silence_byte,)) * nbytes
 
 
 ULAW: Final = AudioFormat("ulaw", Encoding.ULAW, 8000)
