@@ -47,8 +47,11 @@ async def test_echo_call_paced_at_20ms(bridge_factory: StartBridge, fmt: str) ->
     assert 0.18 * rate <= lag <= 0.5 * rate
     # Asterisk does not re-time AudioSocket audio: the bridge must deliver one frame per 20 ms.
     assert set(summary.message_sizes) <= {rate // 50 * 2}
-    assert summary.arrival.bursts == 0
     assert summary.arrival.mean_ms == pytest.approx(20.0, abs=1.0)
+    # A burst from the bridge would put audio far ahead of real time at the caller. (Three frames read
+    # together can also come from a stall of the test's own event loop, so allow a few frames.)
+    assert summary.arrival.max_lead_ms is not None
+    assert summary.arrival.max_lead_ms <= 100
 
 
 async def test_bridge_hangup_sends_0x00_after_the_queue_drains(bridge_factory: StartBridge) -> None:
