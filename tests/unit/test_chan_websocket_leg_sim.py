@@ -1,0 +1,413 @@
+"""ChanWebsocketLeg against a strict fake of Asterisk's playout queue, on a simulated clock.
+
+The fake follows asterisk-chan-websocket.md §8-§11 and the 22.10.1 captures: binary messages are cut
+into optimal_frame_size frames (a trailing partial is dropped outside buffering mode), one frame is
+played per 20 ms tick, marks and buffering markers fire when they reach the head, FLUSH_MEDIA drops
+everything including marks, XOFF at 900 and a silent drop at >= 1000. It records every violation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.asterisk import chan_websocket as cw
+from bridge.asterisk.chan_websocket import ControlFormat
+from bridge.asterisk.chan_websocket_leg import (
+    BinaryMessage,
+    ChanWebsocketLeg,
+    Drained,
+    LegEvent,
+    Outgoing,
+    PlayedUpTo,
+    TextMessage,
+)
+
+TICK = 0.02
+
+
+@dataclass
+class FakeAsterisk:
+    fmt: ControlFormat = ControlFormat.JSON
+    frame: int = 640
+    queue: deque[tuple[str, bytes | str]] = field(default_factory=deque)
+    buffering: bool = False
+    leftover: bytes = b""
+    paused: bool = False
+    full: bool = False
+    drain_asked: bool = False
+    hung_up_at: float | None = None
+    played: bytearray = field(default_factory=bytearray)
+    played_at: list[tuple[float, int]] = field(default_factory=list)  # (time, total bytes played)
+    outbox: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    log: list[Outgoing] = field(default_factory=list)
+    max_queue: int = 0
+    levels: tuple[int, int, int] = (800, 900, 1000)  # XON below, XOFF at, drop at (Asterisk's)
+
+    def media_start(self) -> str:
+        start = cw.MediaStart("bridge_media", "WebSocket/bridge_media/0x1", "1.2", "slin16", self.frame, 20,
+                              {}, self.fmt)
+        return cw.encode_event(start, self.fmt)
+
+    @property
+    def frames_queued(self) -> int:
+        return sum(1 for kind, _ in self.queue if kind == "frame")
+
+    def send(self, event: cw.Event) -> None:
+        self.outbox.append(cw.encode_event(event, self.fmt))
+
+    def handle(self, msg: Outgoing, now: float) -> None:
+        self.log.append(msg)
+        if self.hung_up_at is not None:
+            self.violations.append(f"{msg!r} after HANGUP")
+        if isinstance(msg, TextMessage):
+            self._command(msg.text, now)
+        elif isinstance(msg, BinaryMessage):
+            self._binary(msg.data)
+
+    def _command(self, text: str, now: float) -> None:
+        if text.startswith("{") != (self.fmt is ControlFormat.JSON):
+            self.violations.append(f"wrong control format: {text}")
+        cmd = cw.parse_command(text)
+        match cmd:
+            case cw.ProtocolError():
+                self.violations.append(f"bad command {text!r}: {cmd.reason}")
+            case cw.StartMediaBuffering():
+                self.buffering = True
+            case cw.StopMediaBuffering(cid):
+                if self.leftover:
+                    self.queue.append(("frame", self.leftover))
+                self.leftover, self.buffering = b"", False
+                self.queue.append(("done", cid or ""))
+            case cw.MarkMedia(cid):
+                if self.fmt is ControlFormat.PLAIN:
+                    self.violations.append("MARK_MEDIA in plain text (may be 22.7)")
+                self.queue.append(("mark", cid or ""))
+            case cw.FlushMedia():
+                self.queue.clear()
+                self.leftover, self.buffering = b"", False
+            case cw.PauseMedia():
+                self.paused = True
+            case cw.ContinueMedia():
+                self.paused = False
+            case cw.ReportQueueDrained():
+                self.drain_asked = True
+            case cw.Hangup():
+                self.hung_up_at = now
+            case cw.GetStatus():
+                self.send(cw.Status(self.frames_queued, self.levels[0], self.levels[1], self.full,
+                                    self.buffering, self.paused, "1.2"))
+            case _:
+                pass
+
+    def _binary(self, data: bytes) -> None:
+        if len(data) > 8000:
+            self.violations.append(f"binary message of {len(data)} bytes")
+        if self.frames_queued >= self.levels[2]:
+            self.violations.append("message dropped: queue full")
+            return
+        data = self.leftover + data
+        self.leftover = b""
+        whole = len(data) - len(data) % self.frame
+        for i in range(0, whole, self.frame):
+            self.queue.append(("frame", data[i : i + self.frame]))
+        if whole < len(data):
+            if self.buffering:
+                self.leftover = data[whole:]
+            else:
+                self.violations.append(f"partial frame of {len(data) - whole} bytes discarded")
+        self.max_queue = max(self.max_queue, self.frames_queued)
+        if self.frames_queued >= self.levels[1] and not self.full:
+            self.full = True
+            self.send(cw.MediaXoff("1.2"))
+
+    def tick(self, now: float) -> None:
+        if self.paused or self.hung_up_at is not None:
+            return
+        while self.queue and self.queue[0][0] != "frame":
+            kind, cid = self.queue.popleft()
+            assert isinstance(cid, str)
+            done = cw.MediaMarkProcessed(cid, "1.2") if kind == "mark" else cw.MediaBufferingCompleted(cid)
+            self.send(done)
+        if self.queue:
+            _, frame = self.queue.popleft()
+            assert isinstance(frame, bytes)
+            self.played += frame
+            self.played_at.append((now, len(self.played)))
+            if self.full and self.frames_queued < self.levels[0]:
+                self.full = False
+                self.send(cw.MediaXon("1.2"))
+        elif self.drain_asked:
+            self.drain_asked = False
+            self.send(cw.QueueDrained())
+
+
+Action = Callable[[ChanWebsocketLeg, float], None]
+
+
+@dataclass
+class Sim:
+    leg: ChanWebsocketLeg
+    ast: FakeAsterisk
+    now: float = 0.0
+    events: list[tuple[float, LegEvent]] = field(default_factory=list)
+    depth_seen: int = 0
+
+    def pump(self) -> float | None:
+        while True:
+            out, wake = self.leg.poll(self.now)
+            for msg in out:
+                self.ast.handle(msg, self.now)
+            self.depth_seen = max(self.depth_seen, self.leg.modelled_depth(self.now))
+            replies, self.ast.outbox = self.ast.outbox, []
+            for text in replies:
+                self.events += [(self.now, e) for e in self.leg.receive_text(text, self.now)]
+            if not replies:
+                return wake
+
+    def run(self, until: float, actions: list[tuple[float, Action]] = ()) -> None:  # type: ignore[assignment]
+        pending = sorted(actions, key=lambda a: a[0])
+        next_tick = (int(self.now / TICK) + 1) * TICK
+        wake = self.pump()
+        while self.now < until:
+            t = min([next_tick, until] + ([wake] if wake is not None else []) + [a[0] for a in pending[:1]])
+            self.now = max(self.now, t)
+            while pending and pending[0][0] <= self.now:
+                pending.pop(0)[1](self.leg, self.now)
+            if self.now >= next_tick - 1e-12:
+                self.ast.tick(self.now)
+                next_tick += TICK
+            wake = self.pump()
+            if wake is not None and wake <= self.now:
+                raise AssertionError(f"poll asked to be woken in the past: {wake} <= {self.now}")
+
+
+def started(fmt: ControlFormat = ControlFormat.JSON, frame: int = 640, **kw: int) -> Sim:
+    sim = Sim(ChanWebsocketLeg(**kw), FakeAsterisk(fmt=fmt, frame=frame))
+    sim.events += [(0.0, e) for e in sim.leg.receive_text(sim.ast.media_start(), 0.0)]
+    return sim
+
+
+def pattern(n: int, start: int = 0) -> bytes:
+    return bytes((start + i) % 251 for i in range(n))
+
+
+def feed(audio: bytes, chunk: int, every: float, t0: float, end: bool = True) -> list[tuple[float, Action]]:
+    """Model audio arriving in `chunk`-byte pieces every `every` seconds from t0, then end_response."""
+    acts: list[tuple[float, Action]] = []
+    for k, i in enumerate(range(0, len(audio), chunk)):
+        piece = audio[i : i + chunk]
+        acts.append((t0 + k * every, lambda leg, now, p=piece: leg.queue_audio(p) or None))  # type: ignore[misc]
+    if end:
+        acts.append((t0 + len(acts) * every, lambda leg, now: leg.end_response()))
+    return acts
+
+
+@pytest.mark.parametrize("fmt", list(ControlFormat))
+def test_a_fast_response_plays_whole_in_order_without_violations(fmt: ControlFormat) -> None:
+    sim = started(fmt)
+    audio = pattern(640 * 500 + 333)  # 10 s and a short tail, delivered in 1 s
+    sim.run(15.0, feed(audio, 6400, 0.02, 0.1))
+    assert sim.ast.violations == []
+    assert bytes(sim.ast.played) == audio
+    assert sim.ast.max_queue <= 200
+    assert sim.depth_seen <= 200
+    for msg in sim.ast.log:
+        if isinstance(msg, BinaryMessage):
+            assert len(msg.data) <= 8000
+    # once playout began it never starved: one frame per tick until the end
+    times = [t for t, _ in sim.ast.played_at]
+    assert max(b - a for a, b in itertools.pairwise(times)) == pytest.approx(TICK)
+    assert times[0] < 0.1 + 0.03
+
+
+def test_binary_messages_are_whole_frames_except_the_bracketed_tail() -> None:
+    sim = started()
+    audio = pattern(640 * 37 + 100)
+    sim.run(3.0, feed(audio, 999, 0.01, 0.0))
+    texts = [m.text for m in sim.ast.log if isinstance(m, TextMessage)]
+    binaries = [m for m in sim.ast.log if isinstance(m, BinaryMessage)]
+    assert [len(b.data) % 640 for b in binaries[:-1]] == [0] * (len(binaries) - 1)
+    assert len(binaries[-1].data) == 100
+    tail_at = sim.ast.log.index(binaries[-1])
+    assert isinstance(sim.ast.log[tail_at + 1], TextMessage)
+    assert "STOP_MEDIA_BUFFERING" in sim.ast.log[tail_at + 1].text  # type: ignore[union-attr]
+    assert texts[0] == '{"command":"START_MEDIA_BUFFERING"}'
+    assert sim.ast.violations == []
+
+
+def test_marks_report_exactly_what_was_played() -> None:
+    sim = started()
+    audio = pattern(640 * 100)
+    sim.run(4.0, feed(audio, 640 * 25, 0.05, 0.0))
+    played = [e for _, e in sim.events if isinstance(e, PlayedUpTo)]
+    assert len(played) >= 5
+    for t, e in sim.events:
+        if isinstance(e, PlayedUpTo):
+            heard = max((n for at, n in sim.ast.played_at if at < t - 1e-9), default=0)  # before this tick
+            assert e.total_ms == pytest.approx(heard / 32)  # slin16: 32 bytes per ms
+            assert e.response == 1
+    assert played[-1].ms == pytest.approx(2000)
+    assert sim.leg.played_ms(sim.now) == pytest.approx(2000)
+
+
+def test_back_to_back_responses_are_bracketed_and_marked_separately() -> None:
+    sim = started()
+    first, second = pattern(640 * 30 + 10), pattern(640 * 20 + 30, 99)
+    sim.run(2.0, [*feed(first, len(first), 0.0, 0.0), *feed(second, len(second), 0.0, 0.0)])
+    assert sim.ast.violations == []
+    assert bytes(sim.ast.played) == first + second
+    texts = [m.text for m in sim.ast.log if isinstance(m, TextMessage)]
+    assert sum("START_MEDIA_BUFFERING" in t for t in texts) == 2
+    assert sum("STOP_MEDIA_BUFFERING" in t for t in texts) == 2
+    played = [e for _, e in sim.events if isinstance(e, PlayedUpTo)]
+    ends = {e.response: e.ms for e in played}
+    assert ends == {1: pytest.approx(len(first) / 32), 2: pytest.approx(len(second) / 32)}
+    assert [e.total_ms for e in played] == sorted(e.total_ms for e in played)
+    assert played[-1].total_ms == pytest.approx((len(first) + len(second)) / 32)
+
+
+@pytest.mark.parametrize("fmt", list(ControlFormat))
+def test_barge_in_flushes_first_and_reports_what_was_heard(fmt: ControlFormat) -> None:
+    sim = started(fmt)
+    sim.run(3.01, feed(pattern(640 * 400), 6400, 0.02, 0.0, end=False))
+    assert sim.leg.local_queued_bytes() > 0  # audio is still waiting here, and more in Asterisk
+    heard = sim.leg.interrupt(sim.now)
+    n_before = len(sim.ast.log)
+    out, _ = sim.leg.poll(sim.now)
+    assert out
+    assert out[0] == TextMessage(cw.encode_command(cw.FlushMedia(), fmt))
+    for msg in out:
+        sim.ast.handle(msg, sim.now)
+    assert sim.ast.log[n_before] == out[0]
+    truly = len(sim.ast.played) / 32
+    assert heard == pytest.approx(truly, abs=40.0)
+    # stale audio (the old generation) is refused; new audio opens a new bracket
+    assert not sim.leg.queue_audio(pattern(640), generation=sim.leg.generation - 1)
+    assert sim.leg.counters.drops_stale == 640
+    sim.run(3.5, feed(pattern(640 * 10, 7), 640 * 10, 0.01, 3.2))
+    assert sim.ast.violations == []
+    assert len(sim.ast.played) == pytest.approx(truly * 32 + 6400, abs=640)
+
+
+@pytest.mark.parametrize("fmt", list(ControlFormat))
+def test_hangup_waits_for_the_drain_then_hangs_up(fmt: ControlFormat) -> None:
+    sim = started(fmt)
+    audio = pattern(640 * 150 + 64)
+    acts = [*feed(audio, 640 * 50, 0.05, 0.0, end=False), (0.2, lambda leg, now: leg.begin_hangup(now))]
+    sim.run(6.0, acts)
+    assert sim.ast.violations == []
+    assert bytes(sim.ast.played) == audio  # nothing clipped
+    assert sim.ast.hung_up_at is not None
+    drained_at = [t for t, e in sim.events if isinstance(e, Drained)]
+    assert drained_at == [sim.ast.hung_up_at]
+    assert sim.ast.hung_up_at >= sim.ast.played_at[-1][0]
+    texts = [m.text for m in sim.ast.log if isinstance(m, TextMessage)]
+    stop = next(i for i, t in enumerate(texts) if "STOP_MEDIA_BUFFERING" in t)
+    drain = "MARK_MEDIA" if fmt is ControlFormat.JSON else "REPORT_QUEUE_DRAINED"
+    assert drain in texts[stop + 1]
+    assert "HANGUP" in texts[-1]
+
+
+def test_xoff_from_an_asterisk_with_a_smaller_queue_loses_nothing() -> None:
+    sim = started()
+    sim.ast.levels = (40, 50, 80)  # our model allows 200 frames; this Asterisk says XOFF at 50
+    audio = pattern(640 * 600)
+    sim.run(14.0, feed(audio, 640 * 100, 0.05, 0.0))
+    assert sim.ast.violations == []
+    assert bytes(sim.ast.played) == audio
+    assert sim.leg.counters.xoff_count >= 1
+    assert sim.ast.max_queue < 80
+    times = [t for t, _ in sim.ast.played_at]
+    assert max(b - a for a, b in itertools.pairwise(times)) == pytest.approx(TICK)  # and no gaps
+
+
+def test_hangup_goes_at_the_deadline_when_no_drain_event_comes() -> None:
+    sim = started(ControlFormat.PLAIN)
+    sim.ast.tick = lambda now: None  # type: ignore[method-assign]  # a wedged Asterisk: nothing plays
+    sim.run(0.5, [*feed(pattern(640 * 20), 6400, 0.0, 0.0), (0.1, lambda leg, now: leg.begin_hangup(now))])
+    assert sim.ast.hung_up_at is None
+    sim.run(3.0)
+    assert sim.ast.hung_up_at is not None
+    assert sim.ast.hung_up_at == pytest.approx(0.4 + 1.5, abs=0.03)  # audio sent at 0 plays by 0.4; + margin
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 9000), st.floats(0.0, 0.3)), min_size=1, max_size=30),
+    st.sampled_from([160, 640, 960]),
+    st.sampled_from(list(ControlFormat)),
+)
+def test_any_delivery_pattern_keeps_the_invariants(
+    pieces: list[tuple[int, float]], frame: int, fmt: ControlFormat
+) -> None:
+    sim = started(fmt, frame=frame)
+    acts: list[tuple[float, Action]] = []
+    t, sent = 0.0, b""
+    for size, gap in pieces:
+        t += gap
+        piece = pattern(size - size % 2, len(sent))
+        sent += piece
+        acts.append((t, lambda leg, now, p=piece: leg.queue_audio(p) or None))  # type: ignore[misc]
+    acts.append((t, lambda leg, now: leg.end_response()))
+    sim.run(t + len(sent) / (frame * 50) + 1.0, acts)
+    assert sim.ast.violations == []
+    assert bytes(sim.ast.played) == sent
+    assert sim.depth_seen <= 200
+    assert sim.ast.max_queue <= 200
+
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("audio"), st.integers(1, 4000)), st.tuples(st.just("end"), st.just(0)),
+        st.tuples(st.just("interrupt"), st.just(0)), st.tuples(st.just("pause"), st.just(0)),
+        st.tuples(st.just("resume"), st.just(0)), st.tuples(st.just("status"), st.just(0)),
+        st.tuples(st.just("wait"), st.integers(1, 500)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(operations, st.sampled_from(list(ControlFormat)))
+def test_random_operations_keep_the_protocol_and_always_hang_up(
+    ops: list[tuple[str, int]], fmt: ControlFormat
+) -> None:
+    sim = started(fmt)
+    t = 0.0
+    for op, arg in ops:
+        leg = sim.leg
+        if op == "wait":
+            sim.run(t + arg / 1000)
+            t += arg / 1000
+            continue
+        n_before = len(sim.ast.log)
+        if op == "audio":
+            leg.queue_audio(pattern(arg - arg % 2))
+        elif op == "end":
+            leg.end_response()
+        elif op == "interrupt":
+            leg.interrupt(t)
+        elif op == "pause":
+            leg.pause(t)
+        elif op == "resume":
+            leg.resume(t)
+        else:
+            leg.request_status()
+        sim.run(t)
+        if op == "interrupt":  # control overtakes audio: the flush is the first thing written
+            assert sim.ast.log[n_before] == TextMessage(cw.encode_command(cw.FlushMedia(), fmt))
+    sim.leg.resume(t)
+    sim.leg.begin_hangup(t)
+    sim.run(t + 60.0)
+    assert sim.ast.violations == []
+    assert sim.ast.hung_up_at is not None
+    assert sim.depth_seen <= 200
+    assert sim.ast.max_queue <= 200
