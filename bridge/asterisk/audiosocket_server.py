@@ -32,7 +32,7 @@ from bridge.audio.pacer import FramePacer
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
-from bridge.session.leg import AudioIn, DtmfIn, LegGone, LegInput, LegStats
+from bridge.session.leg import AudioIn, DtmfIn, LegInbox, LegInput, LegStats
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, EndRequest, Session
 from bridge.session.state import EndedBy
@@ -59,18 +59,14 @@ class AudioSocketMediaLeg:
         self._writer = writer
         self._parser = parser
         self._loop = asyncio.get_running_loop()
-        self._inbound: asyncio.Queue[LegInput | None] = asyncio.Queue(INBOUND_QUEUE_LIMIT)
-        self._started = asyncio.Event()
-        self._gone = asyncio.Event()
+        self._inbox = LegInbox(INBOUND_QUEUE_LIMIT)
         self._kick = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._format: AudioFormat | None = None
         self._audio_kind = 0
         self._chunker: FrameChunker | None = None
         self._playout: deque[bytes] = deque()
         self._pacer = FramePacer(PTIME_S, max_lag_s=PTIME_S)
-        self._end_reason: EndRequest | None = None
         self._response_frames = 0  # frames of the current response written to Asterisk
         self._hung_up = False
         self.frames_in = self.frames_out = self.drops = self.protocol_errors = 0
@@ -88,20 +84,16 @@ class AudioSocketMediaLeg:
             pacer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pacer
-            self._gone.set()
-            self._started.set()
             self._idle.set()
-            with contextlib.suppress(asyncio.QueueFull):
-                self._inbound.put_nowait(None)
+            self._inbox.close(EndRequest(EndedBy.CALLER))  # EOF: Asterisk hangs up without a 0x00
 
     async def _read_loop(self) -> None:
-        while self._end_reason is None:
+        while self._inbox.closing_reason is None:
             try:
                 data = await self._reader.read(READ_SIZE)
             except (ConnectionError, OSError):
                 data = b""
             if not data:
-                self._end_reason = EndRequest(EndedBy.CALLER)  # Asterisk hung up: EOF, no 0x00 first
                 return
             for event in self._parser.feed(data):
                 self._on_event(event)
@@ -110,9 +102,9 @@ class AudioSocketMediaLeg:
         if isinstance(event, Audio):
             self._on_audio(event)
         elif isinstance(event, Dtmf):
-            self._deliver(DtmfIn(event.digit))
+            self._inbox.deliver(DtmfIn(event.digit))
         elif isinstance(event, Hangup):
-            self._end_reason = EndRequest(EndedBy.CALLER)
+            self._inbox.closing_reason = EndRequest(EndedBy.CALLER)
         elif isinstance(event, ProtocolError | PeerError | Uuid):
             reason = (
                 event.reason if isinstance(event, ProtocolError) else f"unexpected {type(event).__name__}"
@@ -120,11 +112,11 @@ class AudioSocketMediaLeg:
             self._fail(reason)
 
     def _on_audio(self, audio: Audio) -> None:
-        if self._format is None:
-            self._format = slin_at(audio.sample_rate)
+        if self._chunker is None:
+            fmt = slin_at(audio.sample_rate)
             self._audio_kind = audio.kind
-            self._chunker = FrameChunker(self._format.frame_bytes)
-            self._started.set()
+            self._chunker = FrameChunker(fmt.frame_bytes)
+            self._inbox.start(fmt)
         elif audio.kind != self._audio_kind:
             self._fail(
                 f"audio type {audio.kind:#04x} after {self._audio_kind:#04x}: the format must not change"
@@ -134,20 +126,14 @@ class AudioSocketMediaLeg:
             self._fail(f"audio payload of {len(audio.payload)} bytes is not whole 16-bit samples")
             return
         self.frames_in += 1
-        self._deliver(AudioIn(audio.payload))
-
-    def _deliver(self, item: LegInput) -> None:
-        try:
-            self._inbound.put_nowait(item)
-        except asyncio.QueueFull:
-            self.drops += 1
+        self._inbox.deliver(AudioIn(audio.payload))
 
     def _fail(self, reason: str) -> None:
-        if self._end_reason is not None:
+        if self._inbox.closing_reason is not None:
             return
         self.protocol_errors += 1
         self._log.warning("media_protocol_error", reason=reason)
-        self._end_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+        self._inbox.closing_reason = EndRequest(EndedBy.ERROR, "protocol_error")
         self._write_hangup()
 
     # -- writing: the pacer ---------------------------------------------------------------------
@@ -175,21 +161,17 @@ class AudioSocketMediaLeg:
     # -- MediaLeg ----------------------------------------------------------------------------
 
     async def wait_started(self) -> AudioFormat:
-        await self._started.wait()
-        if self._format is None:
-            raise LegGone("the connection closed before any audio")
-        return self._format
+        return await self._inbox.wait_started()
 
-    async def inbound(self) -> AsyncIterator[LegInput]:
-        while (item := await self._inbound.get()) is not None:
-            yield item
+    def inbound(self) -> AsyncIterator[LegInput]:
+        return self._inbox.items()
 
     @property
     def end_reason(self) -> EndRequest | None:
-        return self._end_reason if self._gone.is_set() else None
+        return self._inbox.end_reason
 
     def play(self, data: bytes) -> None:
-        if self._chunker is None or self._format is None or self._hung_up:
+        if self._chunker is None or self._hung_up:
             return
         if len(self._playout) * PTIME_S >= PLAYOUT_LIMIT_S:
             self.drops += 1
@@ -221,7 +203,7 @@ class AudioSocketMediaLeg:
         return played_ms
 
     async def hangup(self, *, drain: bool) -> None:
-        if self._gone.is_set() or self._hung_up:
+        if self._inbox.gone or self._hung_up:
             return
         if drain:
             self.end_response()
@@ -229,7 +211,7 @@ class AudioSocketMediaLeg:
                 await asyncio.wait_for(self._idle.wait(), len(self._playout) * PTIME_S + DRAIN_MARGIN_S)
         self._write_hangup()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._gone.wait(), 2.0)
+            await asyncio.wait_for(self._inbox.wait_gone(), 2.0)
         self._writer.close()
 
     def _write_hangup(self) -> None:
@@ -244,7 +226,7 @@ class AudioSocketMediaLeg:
         return LegStats(
             frames_in=self.frames_in,
             frames_out=self.frames_out,
-            drops=self.drops,
+            drops=self.drops + self._inbox.drops,
             protocol_errors=self.protocol_errors,
             played_ms_estimated=False,  # what the pacer wrote is what the caller heard
         )

@@ -28,14 +28,13 @@ from bridge.asterisk.chan_websocket_leg import (
     ProtocolErrorSeen,
     Started,
     TextMessage,
-    Xon,
 )
 from bridge.audio.formats import AudioFormat, format_by_name
 from bridge.directory import Directory
 from bridge.errors import BadRequest, NotFound, ShuttingDown, Unauthorized
 from bridge.logging import get_logger
 from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
-from bridge.session.leg import AudioIn, DtmfIn, LegGone, LegInput, LegStats
+from bridge.session.leg import AudioIn, DtmfIn, LegInbox, LegInput, LegStats
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, EndRequest, Session
 from bridge.session.state import EndedBy
@@ -53,14 +52,9 @@ class ChanWebsocketMediaLeg:
         self._ws = ws
         self._leg = leg
         self._loop = asyncio.get_running_loop()
-        self._inbound: asyncio.Queue[LegInput | None] = asyncio.Queue(INBOUND_QUEUE_LIMIT)
-        self._started = asyncio.Event()
-        self._gone = asyncio.Event()
+        self._inbox = LegInbox(INBOUND_QUEUE_LIMIT)
         self._kick = asyncio.Event()
         self._hangup_sent = asyncio.Event()
-        self._format: AudioFormat | None = None
-        self._end_reason: EndRequest | None = None
-        self._inbound_drops = 0
         self._closing: asyncio.Future[bool] | None = None
         self._log = get_logger("chan_websocket")
 
@@ -75,10 +69,7 @@ class ChanWebsocketMediaLeg:
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-            self._gone.set()
-            self._started.set()  # wake a waiter: the leg will never start now
-            with contextlib.suppress(asyncio.QueueFull):
-                self._inbound.put_nowait(None)
+            self._inbox.close(EndRequest(EndedBy.CALLER))  # Asterisk closing the socket is the hangup
 
     async def _read_loop(self) -> None:
         async for message in self._ws:
@@ -86,51 +77,40 @@ class ChanWebsocketMediaLeg:
             if message.type is WSMsgType.TEXT:
                 events = self._leg.receive_text(message.data, now)
             elif message.type is WSMsgType.BINARY:
-                if self._format is not None and len(message.data) % self._format.bytes_per_sample:
+                fmt = self._inbox.format
+                if fmt is not None and len(message.data) % fmt.bytes_per_sample:
                     self._fail(f"binary message of {len(message.data)} bytes is not whole samples")
                     break
                 events = self._leg.receive_binary(message.data, now)
             else:  # ERROR (e.g. over-size): aiohttp already closed the socket with a reason
                 self._log.warning("media_socket_error", error=str(self._ws.exception()))
-                self._end_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+                self._inbox.closing_reason = EndRequest(EndedBy.ERROR, "protocol_error")
                 break
             for event in events:
                 self._on_event(event)
             self._kick.set()
-            if self._end_reason is not None:
+            if self._inbox.closing_reason is not None:
                 break
-        if self._end_reason is None:
-            self._end_reason = EndRequest(EndedBy.CALLER)
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, AudioReceived):
-            self._deliver(AudioIn(event.data))
+            self._inbox.deliver(AudioIn(event.data))
         elif isinstance(event, Started):
             fmt = format_by_name(event.media_start.format)
             if fmt is None:
                 self._fail(f"format {event.media_start.format} is not supported")
                 return
-            self._format = fmt
-            self._started.set()
+            self._inbox.start(fmt)
         elif isinstance(event, DtmfReceived):
-            self._deliver(DtmfIn(event.digit))
-        elif isinstance(event, Xon):
-            # XON says "below 800"; the STATUS reply says exactly how deep, so sending resumes sooner.
-            self._leg.request_status()
+            self._inbox.deliver(DtmfIn(event.digit))
         elif isinstance(event, ProtocolErrorSeen):
             self._log.warning("control_message_rejected", reason=event.reason)
         elif isinstance(event, AsteriskErrorSeen):
             self._log.warning("asterisk_error", error_text=event.text.strip())
 
-    def _deliver(self, item: LegInput) -> None:
-        try:
-            self._inbound.put_nowait(item)
-        except asyncio.QueueFull:
-            self._inbound_drops += 1
-
     def _fail(self, reason: str) -> None:
         self._log.warning("media_protocol_error", reason=reason)
-        self._end_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+        self._inbox.closing_reason = EndRequest(EndedBy.ERROR, "protocol_error")
         self._closing = asyncio.ensure_future(
             self._ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=reason[:120].encode())
         )
@@ -155,18 +135,14 @@ class ChanWebsocketMediaLeg:
     # -- MediaLeg ----------------------------------------------------------------------------
 
     async def wait_started(self) -> AudioFormat:
-        await self._started.wait()
-        if self._format is None:
-            raise LegGone("the socket closed before MEDIA_START")
-        return self._format
+        return await self._inbox.wait_started()
 
-    async def inbound(self) -> AsyncIterator[LegInput]:
-        while (item := await self._inbound.get()) is not None:
-            yield item
+    def inbound(self) -> AsyncIterator[LegInput]:
+        return self._inbox.items()
 
     @property
     def end_reason(self) -> EndRequest | None:
-        return self._end_reason if self._gone.is_set() else None
+        return self._inbox.end_reason
 
     def play(self, data: bytes) -> None:
         self._leg.queue_audio(data)
@@ -186,7 +162,7 @@ class ChanWebsocketMediaLeg:
         return played
 
     async def hangup(self, *, drain: bool) -> None:
-        if self._gone.is_set():
+        if self._inbox.gone:
             return
         now = self._loop.time()
         if not drain:
@@ -195,7 +171,7 @@ class ChanWebsocketMediaLeg:
         self._kick.set()
         # The leg bounds its own drain (queued audio plus a margin), then sends HANGUP.
         done = asyncio.ensure_future(self._hangup_sent.wait())
-        gone = asyncio.ensure_future(self._gone.wait())
+        gone = asyncio.ensure_future(self._inbox.wait_gone())
         await asyncio.wait([done, gone], return_when=asyncio.FIRST_COMPLETED)
         done.cancel()
         with contextlib.suppress(TimeoutError):
@@ -208,7 +184,7 @@ class ChanWebsocketMediaLeg:
         return LegStats(
             frames_in=counters.frames_in,
             frames_out=counters.frames_out,
-            drops=counters.drops_prestart + counters.drops_local_overflow + self._inbound_drops,
+            drops=counters.drops_prestart + counters.drops_local_overflow + self._inbox.drops,
             protocol_errors=counters.protocol_errors,
             played_ms_estimated=self._leg.played_ms_estimated,
         )

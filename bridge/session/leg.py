@@ -6,6 +6,8 @@ touches sockets or wire formats, only this surface.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
@@ -40,6 +42,62 @@ class LegStats:
     drops: int
     protocol_errors: int
     played_ms_estimated: bool
+
+
+class LegInbox:
+    """The receiving half every transport driver shares: start, caller input (bounded), and the end.
+
+    Drivers feed it from their read loop; the session reads it through the `MediaLeg` methods.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._items: asyncio.Queue[LegInput | None] = asyncio.Queue(limit)
+        self._started = asyncio.Event()
+        self._gone = asyncio.Event()
+        self.format: AudioFormat | None = None
+        self.closing_reason: EndRequest | None = None  # why reading stopped (set by the driver)
+        self.drops = 0
+
+    def start(self, fmt: AudioFormat) -> None:
+        self.format = fmt
+        self._started.set()
+
+    def deliver(self, item: LegInput) -> None:
+        """Hand caller input to the session; a stalled session loses input, memory does not grow."""
+        try:
+            self._items.put_nowait(item)
+        except asyncio.QueueFull:
+            self.drops += 1
+
+    def close(self, default: EndRequest) -> None:
+        """The peer is gone: wake every waiter and end the input stream."""
+        if self.closing_reason is None:
+            self.closing_reason = default
+        self._gone.set()
+        self._started.set()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._items.put_nowait(None)
+
+    @property
+    def gone(self) -> bool:
+        return self._gone.is_set()
+
+    async def wait_gone(self) -> None:
+        await self._gone.wait()
+
+    async def wait_started(self) -> AudioFormat:
+        await self._started.wait()
+        if self.format is None:
+            raise LegGone("the peer left before announcing its audio format")
+        return self.format
+
+    async def items(self) -> AsyncIterator[LegInput]:
+        while (item := await self._items.get()) is not None:
+            yield item
+
+    @property
+    def end_reason(self) -> EndRequest | None:
+        return self.closing_reason if self._gone.is_set() else None
 
 
 class MediaLeg(Protocol):

@@ -103,7 +103,7 @@ async def test_bridge_ended_call_drains_before_hangup(bridge_factory: StartBridg
     names = [r.name for r in summary.records if r.kind == "command"]
     hangup_at = names.index("HANGUP")
     assert "STOP_MEDIA_BUFFERING" in names[:hangup_at]
-    assert {"REPORT_QUEUE_DRAINED", "MARK_MEDIA"} & set(names[hangup_at - 2 : hangup_at])
+    assert names[hangup_at - 2 : hangup_at] == ["MARK_MEDIA", "REPORT_QUEUE_DRAINED"]
     assert summary.frames_queued_at_hangup == 0, "the goodbye was clipped"
 
 
