@@ -290,3 +290,42 @@ async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     ended = [e for e in events if e["event"] == "call_ended" and e["call_id"] == "live-2"]
     assert ended[0]["disconnected_by"] == "shutdown"
+
+
+async def test_sighup_reloads_companies_and_keys(tmp_path: Path, env: dict[str, str]) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "bridge.toml", port)
+    process = subprocess.Popen(
+        [*BRIDGE, "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_until_up(port, process)
+        phones_url = f"http://127.0.0.1:{port}/api/phones"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(phones_url, headers={"X-API-Key": "new-key"}) as r:
+                assert r.status == 401
+            config.write_text(config.read_text().replace(hash_key("k"), hash_key("new-key")))
+            process.send_signal(signal.SIGHUP)
+            for _ in range(100):
+                async with http.get(phones_url, headers={"X-API-Key": "new-key"}) as r:
+                    if r.status == 200:
+                        break
+                await asyncio.sleep(0.05)
+            assert r.status == 200
+            async with http.get(phones_url, headers={"X-API-Key": "k"}) as r:
+                assert r.status == 401  # the old key is gone
+            # A broken file is refused and the running configuration stays.
+            config.write_text("[server\n")
+            process.send_signal(signal.SIGHUP)
+            await asyncio.sleep(0.3)
+            async with http.get(phones_url, headers={"X-API-Key": "new-key"}) as r:
+                assert r.status == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert '"event": "reload_failed"' in stderr
