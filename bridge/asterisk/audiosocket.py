@@ -45,10 +45,19 @@ class Kind(enum.IntEnum):
     ERROR = 0xFF
 
 
-RATE_FOR_AUDIO_TYPE: Final[Mapping[int, int]] = MappingProxyType({
-    Kind.SLIN: 8000, Kind.SLIN12: 12000, Kind.SLIN16: 16000, Kind.SLIN24: 24000, Kind.SLIN32: 32000,
-    Kind.SLIN44: 44100, Kind.SLIN48: 48000, Kind.SLIN96: 96000, Kind.SLIN192: 192000,
-})
+RATE_FOR_AUDIO_TYPE: Final[Mapping[int, int]] = MappingProxyType(
+    {
+        Kind.SLIN: 8000,
+        Kind.SLIN12: 12000,
+        Kind.SLIN16: 16000,
+        Kind.SLIN24: 24000,
+        Kind.SLIN32: 32000,
+        Kind.SLIN44: 44100,
+        Kind.SLIN48: 48000,
+        Kind.SLIN96: 96000,
+        Kind.SLIN192: 192000,
+    }
+)
 AUDIO_TYPE_FOR_RATE: Final[Mapping[int, int]] = MappingProxyType(
     {rate: kind for kind, rate in RATE_FOR_AUDIO_TYPE.items()}
 )
@@ -162,7 +171,8 @@ class AudioSocketParser:
             return "first message is not the UUID" if first else "UUID sent twice"
         allowed = (
             kind in RATE_FOR_AUDIO_TYPE or kind in (Kind.HANGUP, Kind.UUID, Kind.DTMF, Kind.ERROR)
-            if self.from_asterisk else kind in RATE_FOR_AUDIO_TYPE or kind == Kind.HANGUP
+            if self.from_asterisk
+            else kind in RATE_FOR_AUDIO_TYPE or kind == Kind.HANGUP
         )
         if not allowed:
             return f"unexpected message type 0x{kind:02x}"

@@ -66,9 +66,11 @@ class MediaStart:
 class MediaXoff:
     channel_id: str | None = None
 
+
 @dataclass(frozen=True, slots=True)
 class MediaXon:
     channel_id: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class QueueDrained:
@@ -91,15 +93,18 @@ class MediaBufferingCompleted:
     correlation_id: str = ""
     channel_id: str | None = None
 
+
 @dataclass(frozen=True, slots=True)
 class MediaMarkProcessed:
     correlation_id: str = ""
     channel_id: str | None = None
 
+
 @dataclass(frozen=True, slots=True)
 class DtmfEnd:
     digit: str
     channel_id: str | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class AsteriskError:
@@ -120,8 +125,16 @@ class ProtocolError:
 
 
 Event: TypeAlias = (
-    MediaStart | MediaXoff | MediaXon | QueueDrained | Status | MediaBufferingCompleted
-    | MediaMarkProcessed | DtmfEnd | AsteriskError | ProtocolError
+    MediaStart
+    | MediaXoff
+    | MediaXon
+    | QueueDrained
+    | Status
+    | MediaBufferingCompleted
+    | MediaMarkProcessed
+    | DtmfEnd
+    | AsteriskError
+    | ProtocolError
 )
 
 # --------------------------------------------------------------------------- commands (bridge -> Asterisk)
@@ -131,29 +144,36 @@ Event: TypeAlias = (
 class Answer:
     """Answer the channel (needed only with the dial option `n`)."""
 
+
 @dataclass(frozen=True, slots=True)
 class Hangup:
     """Hang up (cause 16); Asterisk then closes the socket."""
+
 
 @dataclass(frozen=True, slots=True)
 class StartMediaBuffering:
     """Keep partial frames across binary messages until STOP_MEDIA_BUFFERING."""
 
+
 @dataclass(frozen=True, slots=True)
 class FlushMedia:
     """Drop every queued frame and mark; leaves buffering mode; does not clear pause."""
+
 
 @dataclass(frozen=True, slots=True)
 class PauseMedia:
     """Stop playout, keep the queue."""
 
+
 @dataclass(frozen=True, slots=True)
 class ContinueMedia:
     """Resume playout."""
 
+
 @dataclass(frozen=True, slots=True)
 class ReportQueueDrained:
     """One-shot: QUEUE_DRAINED the next time a tick finds the queue empty."""
+
 
 @dataclass(frozen=True, slots=True)
 class GetStatus:
@@ -196,15 +216,31 @@ class SetMediaDirection:
 
 
 Command: TypeAlias = (
-    Answer | Hangup | StartMediaBuffering | StopMediaBuffering | MarkMedia | FlushMedia | PauseMedia
-    | ContinueMedia | ReportQueueDrained | GetStatus | SetMediaDirection
+    Answer
+    | Hangup
+    | StartMediaBuffering
+    | StopMediaBuffering
+    | MarkMedia
+    | FlushMedia
+    | PauseMedia
+    | ContinueMedia
+    | ReportQueueDrained
+    | GetStatus
+    | SetMediaDirection
 )
 
-_NO_ARG_COMMANDS: Final[Mapping[str, Callable[[], Command]]] = MappingProxyType({
-    "ANSWER": Answer, "HANGUP": Hangup, "START_MEDIA_BUFFERING": StartMediaBuffering,
-    "FLUSH_MEDIA": FlushMedia, "PAUSE_MEDIA": PauseMedia, "CONTINUE_MEDIA": ContinueMedia,
-    "REPORT_QUEUE_DRAINED": ReportQueueDrained, "GET_STATUS": GetStatus,
-})
+_NO_ARG_COMMANDS: Final[Mapping[str, Callable[[], Command]]] = MappingProxyType(
+    {
+        "ANSWER": Answer,
+        "HANGUP": Hangup,
+        "START_MEDIA_BUFFERING": StartMediaBuffering,
+        "FLUSH_MEDIA": FlushMedia,
+        "PAUSE_MEDIA": PauseMedia,
+        "CONTINUE_MEDIA": ContinueMedia,
+        "REPORT_QUEUE_DRAINED": ReportQueueDrained,
+        "GET_STATUS": GetStatus,
+    }
+)
 _ID_COMMANDS: Final[Mapping[str, Callable[[str | None], Command]]] = MappingProxyType(
     {"STOP_MEDIA_BUFFERING": StopMediaBuffering, "MARK_MEDIA": MarkMedia}
 )
@@ -259,6 +295,7 @@ def _int(minimum: int) -> Callable[[str, Any, bool], int]:
         if type(value) is not int or not minimum <= value < 2**31:
             raise _Bad(f"{key} is not an integer >= {minimum}")
         return value
+
     return read
 
 
@@ -295,30 +332,62 @@ def _variables(key: str, value: Any, plain: bool) -> Mapping[str, str]:
 
 # How each field is read, and its value when absent (_REQUIRED: a ProtocolError).
 _REQUIRED: Final = object()
-_FIELDS: Final[Mapping[str, tuple[Callable[[str, Any, bool], Any], object]]] = MappingProxyType({
-    "connection_id": (_text, _REQUIRED), "channel": (_text, _REQUIRED), "format": (_text, _REQUIRED),
-    "channel_id": (_optional, None), "optimal_frame_size": (_int(1), _REQUIRED),
-    "ptime": (_int(1), _REQUIRED),
-    "channel_variables": (_variables, {}), "queue_length": (_int(0), _REQUIRED),
-    "xon_level": (_int(0), _REQUIRED), "xoff_level": (_int(0), _REQUIRED), "queue_full": (_bool, _REQUIRED),
-    "bulk_media": (_bool, _REQUIRED), "media_paused": (_bool, _REQUIRED), "digit": (_digit, _REQUIRED),
-    "correlation_id": (_correlation, ""),
-    "error_text": (lambda k, v, p: _text(k, v, p, allow_empty=True).rstrip(), _REQUIRED),
-})
+_FIELDS: Final[Mapping[str, tuple[Callable[[str, Any, bool], Any], object]]] = MappingProxyType(
+    {
+        "connection_id": (_text, _REQUIRED),
+        "channel": (_text, _REQUIRED),
+        "format": (_text, _REQUIRED),
+        "channel_id": (_optional, None),
+        "optimal_frame_size": (_int(1), _REQUIRED),
+        "ptime": (_int(1), _REQUIRED),
+        "channel_variables": (_variables, {}),
+        "queue_length": (_int(0), _REQUIRED),
+        "xon_level": (_int(0), _REQUIRED),
+        "xoff_level": (_int(0), _REQUIRED),
+        "queue_full": (_bool, _REQUIRED),
+        "bulk_media": (_bool, _REQUIRED),
+        "media_paused": (_bool, _REQUIRED),
+        "digit": (_digit, _REQUIRED),
+        "correlation_id": (_correlation, ""),
+        "error_text": (lambda k, v, p: _text(k, v, p, allow_empty=True).rstrip(), _REQUIRED),
+    }
+)
 # Each event: its class and its fields in Asterisk's wire order (channel_variables: JSON only).
-_EVENTS: Final[Mapping[str, tuple[type[Any], tuple[str, ...]]]] = MappingProxyType({
-    "MEDIA_START": (MediaStart, ("connection_id", "channel", "channel_id", "format", "optimal_frame_size",
-                                 "ptime", "channel_variables")),
-    "MEDIA_XOFF": (MediaXoff, ("channel_id",)),
-    "MEDIA_XON": (MediaXon, ("channel_id",)),
-    "QUEUE_DRAINED": (QueueDrained, ("channel_id",)),
-    "STATUS": (Status, ("channel_id", "queue_length", "xon_level", "xoff_level", "queue_full", "bulk_media",
-                        "media_paused")),
-    "MEDIA_BUFFERING_COMPLETED": (MediaBufferingCompleted, ("channel_id", "correlation_id")),
-    "MEDIA_MARK_PROCESSED": (MediaMarkProcessed, ("channel_id", "correlation_id")),
-    "DTMF_END": (DtmfEnd, ("digit", "channel_id")),
-    "ERROR": (AsteriskError, ("channel_id", "error_text")),
-})
+_EVENTS: Final[Mapping[str, tuple[type[Any], tuple[str, ...]]]] = MappingProxyType(
+    {
+        "MEDIA_START": (
+            MediaStart,
+            (
+                "connection_id",
+                "channel",
+                "channel_id",
+                "format",
+                "optimal_frame_size",
+                "ptime",
+                "channel_variables",
+            ),
+        ),
+        "MEDIA_XOFF": (MediaXoff, ("channel_id",)),
+        "MEDIA_XON": (MediaXon, ("channel_id",)),
+        "QUEUE_DRAINED": (QueueDrained, ("channel_id",)),
+        "STATUS": (
+            Status,
+            (
+                "channel_id",
+                "queue_length",
+                "xon_level",
+                "xoff_level",
+                "queue_full",
+                "bulk_media",
+                "media_paused",
+            ),
+        ),
+        "MEDIA_BUFFERING_COMPLETED": (MediaBufferingCompleted, ("channel_id", "correlation_id")),
+        "MEDIA_MARK_PROCESSED": (MediaMarkProcessed, ("channel_id", "correlation_id")),
+        "DTMF_END": (DtmfEnd, ("digit", "channel_id")),
+        "ERROR": (AsteriskError, ("channel_id", "error_text")),
+    }
+)
 _EVENT_NAMES: Final[Mapping[object, str]] = MappingProxyType({cls: n for n, (cls, _) in _EVENTS.items()})
 _ID_EVENTS: Final = frozenset(("MEDIA_BUFFERING_COMPLETED", "MEDIA_MARK_PROCESSED"))
 _PLAIN_KEYED: Final = frozenset(("MEDIA_START", "STATUS", "DTMF_END", "ERROR"))  # others: no channel_id

@@ -30,25 +30,31 @@ _ID_WRAP: Final = 16**6  # correlation ids stay <= 7 characters
 class Started:
     media_start: MediaStart
 
+
 @dataclass(frozen=True, slots=True)
 class AudioReceived:
     data: bytes
+
 
 @dataclass(frozen=True, slots=True)
 class DtmfReceived:
     digit: str
 
+
 @dataclass(frozen=True, slots=True)
 class Drained:
     """Asterisk's queue ran empty (QUEUE_DRAINED, or the hangup drain mark was reached)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Xoff:
     pass
 
+
 @dataclass(frozen=True, slots=True)
 class Xon:
     pass
+
 
 @dataclass(frozen=True, slots=True)
 class PlayedUpTo:
@@ -58,13 +64,16 @@ class PlayedUpTo:
     ms: float
     total_ms: float
 
+
 @dataclass(frozen=True, slots=True)
 class StatusReceived:
     status: Status
 
+
 @dataclass(frozen=True, slots=True)
 class ProtocolErrorSeen:
     reason: str
+
 
 @dataclass(frozen=True, slots=True)
 class AsteriskErrorSeen:
@@ -72,8 +81,16 @@ class AsteriskErrorSeen:
 
 
 LegEvent: TypeAlias = (
-    Started | AudioReceived | DtmfReceived | Drained | Xoff | Xon | PlayedUpTo | StatusReceived
-    | ProtocolErrorSeen | AsteriskErrorSeen
+    Started
+    | AudioReceived
+    | DtmfReceived
+    | Drained
+    | Xoff
+    | Xon
+    | PlayedUpTo
+    | StatusReceived
+    | ProtocolErrorSeen
+    | AsteriskErrorSeen
 )
 
 
@@ -82,9 +99,11 @@ LegEvent: TypeAlias = (
 class TextMessage:
     text: str
 
+
 @dataclass(frozen=True, slots=True)
 class BinaryMessage:
     data: bytes
+
 
 @dataclass(frozen=True, slots=True)
 class CloseSocket:
@@ -131,9 +150,16 @@ class ChanWebsocketLeg:
     `max_message_bytes` (at least one frame, even if a frame is larger than that cap)."""
 
     def __init__(
-        self, *, max_message_bytes: int = 8000, prestart_buffer_ms: int = 1000, marks_every_ms: int = 200,
-        max_ahead_frames: int = 200, local_queue_limit_ms: int = 30_000, initial_burst_frames: int = 10,
-        rate: float = 1.5, hangup_margin_s: float = 1.5,
+        self,
+        *,
+        max_message_bytes: int = 8000,
+        prestart_buffer_ms: int = 1000,
+        marks_every_ms: int = 200,
+        max_ahead_frames: int = 200,
+        local_queue_limit_ms: int = 30_000,
+        initial_burst_frames: int = 10,
+        rate: float = 1.5,
+        hangup_margin_s: float = 1.5,
     ) -> None:
         if min(max_message_bytes, local_queue_limit_ms, marks_every_ms) <= 0 or prestart_buffer_ms < 0:
             raise ValueError("sizes and limits must be positive")

@@ -71,10 +71,7 @@ SLIN96: Final = AudioFormat("slin96", Encoding.SLIN, 96000)
 SLIN192: Final = AudioFormat("slin192", Encoding.SLIN, 192000)
 
 FORMATS: Final = MappingProxyType(
-    {
-        f.name: f
-        for f in (ULAW, ALAW, SLIN, SLIN12, SLIN16, SLIN24, SLIN32, SLIN44, SLIN48, SLIN96, SLIN192)
-    }
+    {f.name: f for f in (ULAW, ALAW, SLIN, SLIN12, SLIN16, SLIN24, SLIN32, SLIN44, SLIN48, SLIN96, SLIN192)}
 )
 
 

@@ -15,8 +15,13 @@ from bridge.audio.formats import FORMATS, SLIN16, SLIN24, ULAW
 CALL = uuid.UUID("0f8c2d64-7a1b-4c3e-9d5f-2e6a8b4c1d90")
 
 
-def feed_all(data: bytes, *, from_asterisk: bool = True, max_payload: int = aus.MAX_PAYLOAD,
-             cuts: list[int] | None = None) -> tuple[list[aus.Event], aus.AudioSocketParser]:
+def feed_all(
+    data: bytes,
+    *,
+    from_asterisk: bool = True,
+    max_payload: int = aus.MAX_PAYLOAD,
+    cuts: list[int] | None = None,
+) -> tuple[list[aus.Event], aus.AudioSocketParser]:
     parser = aus.AudioSocketParser(from_asterisk=from_asterisk, max_payload=max_payload)
     events: list[aus.Event] = []
     bounds = [0, *sorted(c for c in (cuts or []) if 0 < c < len(data)), len(data)]
@@ -38,11 +43,24 @@ def test_the_captured_opening_parses_to_the_uuid() -> None:
 
 def test_a_call_round_trips_byte_by_byte() -> None:
     frame, short = b"\x01\x02" * 320, b"\x03\x04" * 208  # Asterisk's last frame can be short
-    stream = (aus.encode_uuid(CALL) + aus.encode_audio(frame, aus.Kind.SLIN16) + aus.encode_dtmf("#")
-              + aus.encode_audio(short, aus.Kind.SLIN16) + aus.encode_error(7) + aus.encode_error()
-              + aus.encode_hangup())
-    expected = [aus.Uuid(CALL), aus.Audio(0x12, 16000, frame), aus.Dtmf("#"), aus.Audio(0x12, 16000, short),
-                aus.PeerError(7), aus.PeerError(None), aus.Hangup()]
+    stream = (
+        aus.encode_uuid(CALL)
+        + aus.encode_audio(frame, aus.Kind.SLIN16)
+        + aus.encode_dtmf("#")
+        + aus.encode_audio(short, aus.Kind.SLIN16)
+        + aus.encode_error(7)
+        + aus.encode_error()
+        + aus.encode_hangup()
+    )
+    expected = [
+        aus.Uuid(CALL),
+        aus.Audio(0x12, 16000, frame),
+        aus.Dtmf("#"),
+        aus.Audio(0x12, 16000, short),
+        aus.PeerError(7),
+        aus.PeerError(None),
+        aus.Hangup(),
+    ]
     assert feed_all(stream)[0] == expected
     events, parser = feed_all(stream, cuts=list(range(len(stream))))  # one byte at a time
     assert events == expected
@@ -57,9 +75,20 @@ def test_hangup_is_three_bytes_and_ends_the_stream() -> None:
     assert parser.feed(aus.encode_audio(b"\x00\x00")) == []
 
 
-@pytest.mark.parametrize(("kind", "rate"), [(0x10, 8000), (0x11, 12000), (0x12, 16000), (0x13, 24000),
-                                            (0x14, 32000), (0x15, 44100), (0x16, 48000), (0x17, 96000),
-                                            (0x18, 192000)])
+@pytest.mark.parametrize(
+    ("kind", "rate"),
+    [
+        (0x10, 8000),
+        (0x11, 12000),
+        (0x12, 16000),
+        (0x13, 24000),
+        (0x14, 32000),
+        (0x15, 44100),
+        (0x16, 48000),
+        (0x17, 96000),
+        (0x18, 192000),
+    ],
+)
 def test_every_audio_type_and_its_rate(kind: int, rate: int) -> None:
     assert aus.RATE_FOR_AUDIO_TYPE[kind] == rate
     assert aus.AUDIO_TYPE_FOR_RATE[rate] == kind
@@ -125,9 +154,16 @@ def test_partial_input_is_held_not_reported() -> None:
 
 @pytest.mark.parametrize(
     "call",
-    [lambda: aus.encode_audio(b""), lambda: aus.encode_audio(b"\x00\x00", 0x03),
-     lambda: aus.encode_audio(b"\x00" * 65536), lambda: aus.encode_dtmf("E"), lambda: aus.encode_dtmf("12"),
-     lambda: aus.encode_error(256), lambda: aus.encode_uuid("not-a-uuid"), lambda: aus.encode_message(256)],
+    [
+        lambda: aus.encode_audio(b""),
+        lambda: aus.encode_audio(b"\x00\x00", 0x03),
+        lambda: aus.encode_audio(b"\x00" * 65536),
+        lambda: aus.encode_dtmf("E"),
+        lambda: aus.encode_dtmf("12"),
+        lambda: aus.encode_error(256),
+        lambda: aus.encode_uuid("not-a-uuid"),
+        lambda: aus.encode_message(256),
+    ],
 )
 def test_encoders_refuse_what_no_peer_should_send(call: object) -> None:
     with pytest.raises(ValueError):
@@ -136,10 +172,14 @@ def test_encoders_refuse_what_no_peer_should_send(call: object) -> None:
 
 # ------------------------------------------------------------------ property-based
 
-audio_msgs = st.builds(aus.encode_audio, st.binary(min_size=1, max_size=700),
-                       st.sampled_from(sorted(aus.RATE_FOR_AUDIO_TYPE)))
-valid_msgs = audio_msgs | st.builds(aus.encode_dtmf, st.sampled_from("0123456789*#ABCD")) | st.builds(
-    aus.encode_error, st.none() | st.integers(0, 255))
+audio_msgs = st.builds(
+    aus.encode_audio, st.binary(min_size=1, max_size=700), st.sampled_from(sorted(aus.RATE_FOR_AUDIO_TYPE))
+)
+valid_msgs = (
+    audio_msgs
+    | st.builds(aus.encode_dtmf, st.sampled_from("0123456789*#ABCD"))
+    | st.builds(aus.encode_error, st.none() | st.integers(0, 255))
+)
 
 
 @settings(deadline=None)  # no timing assertions
@@ -152,20 +192,26 @@ def test_valid_streams_parse_fully_wherever_they_are_split(msgs: list[bytes], cu
     assert parser.buffered == 0
     assert feed_all(stream, cuts=cuts)[0] == whole
     assert [aus.encode_audio(e.payload, e.kind) for e in whole if isinstance(e, aus.Audio)] == [
-        m for m in msgs if m[0] >= 0x10 and m[0] != 0xFF]
+        m for m in msgs if m[0] >= 0x10 and m[0] != 0xFF
+    ]
 
 
 @settings(deadline=None)  # no timing assertions
-@given(st.lists(valid_msgs | st.binary(max_size=8), max_size=12), st.lists(st.integers(0, 2000), max_size=20),
-       st.booleans(), st.sampled_from([aus.MAX_PAYLOAD, 100]))
+@given(
+    st.lists(valid_msgs | st.binary(max_size=8), max_size=12),
+    st.lists(st.integers(0, 2000), max_size=20),
+    st.booleans(),
+    st.sampled_from([aus.MAX_PAYLOAD, 100]),
+)
 def test_random_bytes_never_raise_and_splits_do_not_matter(
     parts: list[bytes], cuts: list[int], from_asterisk: bool, max_payload: int
 ) -> None:
     junk = b"".join(parts)  # valid messages mixed with random bytes
     for stream in (junk, aus.encode_uuid(CALL) + junk):
         whole, parser = feed_all(stream, from_asterisk=from_asterisk, max_payload=max_payload)
-        split, split_parser = feed_all(stream, from_asterisk=from_asterisk, max_payload=max_payload,
-                                       cuts=cuts)
+        split, split_parser = feed_all(
+            stream, from_asterisk=from_asterisk, max_payload=max_payload, cuts=cuts
+        )
         assert split == whole
         assert split_parser.closed == parser.closed
         errors = [e for e in whole if isinstance(e, aus.ProtocolError)]

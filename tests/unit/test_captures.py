@@ -71,7 +71,11 @@ def test_every_message_from_asterisk_parses(name: str) -> None:
         if isinstance(ev, cw.MediaStart):
             assert ev.control_format is cw.detect_format(text)
             assert (ev.connection_id, ev.format, ev.optimal_frame_size, ev.ptime) == (
-                "bridge_media", "slin16", 640, 20)
+                "bridge_media",
+                "slin16",
+                640,
+                20,
+            )
             assert ev.channel_id  # 22.7+ carries it in both formats
         # Asterisk's own JSON is compact: our encoder reproduces it byte for byte
         if text.startswith("{") and not isinstance(ev, cw.AsteriskError):
@@ -96,8 +100,9 @@ def test_every_command_sent_parses_unless_asterisk_refused_it(name: str) -> None
 
 def test_json_refusals_drew_error_events() -> None:
     records = load("ws_full_json.jsonl")
-    errors = [cw.parse_event(r["text"]) for r in records if r.get("kind") == "text_rx"
-              and '"ERROR"' in r["text"]]
+    errors = [
+        cw.parse_event(r["text"]) for r in records if r.get("kind") == "text_rx" and '"ERROR"' in r["text"]
+    ]
     assert errors == [
         cw.AsteriskError("'sideways' is not a valid direction for SET_MEDIA_DIRECTION.", "1795212352.2"),
         cw.AsteriskError("Unable to parse JSON command", "1795212352.2"),

@@ -16,23 +16,48 @@ from bridge.asterisk.chan_websocket import ControlFormat
 JSON, PLAIN = ControlFormat.JSON, ControlFormat.PLAIN
 
 EVENTS: list[cw.Event] = [
-    cw.MediaStart("bridge_media", "WebSocket/bridge_media/0x7f3a", "1795212352.2", "slin16", 640, 20,
-                  {"AI_SESSION": "c-9f2", "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": "640"}, JSON),
+    cw.MediaStart(
+        "bridge_media",
+        "WebSocket/bridge_media/0x7f3a",
+        "1795212352.2",
+        "slin16",
+        640,
+        20,
+        {"AI_SESSION": "c-9f2", "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": "640"},
+        JSON,
+    ),
     cw.MediaStart("ai", "WebSocket/ai/0x1", None, "ulaw", 160, 20, {}, JSON),
-    cw.MediaXoff("1.2"), cw.MediaXon("1.2"), cw.QueueDrained("1.2"), cw.MediaXoff(), cw.QueueDrained(),
+    cw.MediaXoff("1.2"),
+    cw.MediaXon("1.2"),
+    cw.QueueDrained("1.2"),
+    cw.MediaXoff(),
+    cw.QueueDrained(),
     cw.Status(1000, 800, 900, True, False, False, "1.2"),
     cw.Status(0, 800, 900, False, True, True),
-    cw.MediaBufferingCompleted("r1", "1.2"), cw.MediaBufferingCompleted(""),
-    cw.MediaMarkProcessed("m7", "1.2"), cw.MediaMarkProcessed("m8"),
-    cw.DtmfEnd("#", "1.2"), cw.DtmfEnd("5"),
+    cw.MediaBufferingCompleted("r1", "1.2"),
+    cw.MediaBufferingCompleted(""),
+    cw.MediaMarkProcessed("m7", "1.2"),
+    cw.MediaMarkProcessed("m8"),
+    cw.DtmfEnd("#", "1.2"),
+    cw.DtmfEnd("5"),
     cw.AsteriskError("'sideways' is not a valid direction for SET_MEDIA_DIRECTION.", "1.2"),
     cw.AsteriskError("Unable to parse JSON command"),
 ]
 
 COMMANDS: list[cw.Command] = [
-    cw.Answer(), cw.Hangup(), cw.StartMediaBuffering(), cw.StopMediaBuffering(), cw.StopMediaBuffering("r1"),
-    cw.MarkMedia("m1"), cw.MarkMedia(None), cw.FlushMedia(), cw.PauseMedia(), cw.ContinueMedia(),
-    cw.ReportQueueDrained(), cw.GetStatus(), cw.SetMediaDirection(cw.MediaDirection.IN),
+    cw.Answer(),
+    cw.Hangup(),
+    cw.StartMediaBuffering(),
+    cw.StopMediaBuffering(),
+    cw.StopMediaBuffering("r1"),
+    cw.MarkMedia("m1"),
+    cw.MarkMedia(None),
+    cw.FlushMedia(),
+    cw.PauseMedia(),
+    cw.ContinueMedia(),
+    cw.ReportQueueDrained(),
+    cw.GetStatus(),
+    cw.SetMediaDirection(cw.MediaDirection.IN),
 ]
 
 
@@ -42,8 +67,10 @@ def as_plain(event: cw.Event) -> cw.Event:
         return dataclasses.replace(event, channel_variables={}, control_format=PLAIN)
     if isinstance(event, cw.Status | cw.DtmfEnd | cw.AsteriskError):
         return event
-    assert isinstance(event, cw.MediaXoff | cw.MediaXon | cw.QueueDrained | cw.MediaBufferingCompleted
-                      | cw.MediaMarkProcessed)
+    assert isinstance(
+        event,
+        cw.MediaXoff | cw.MediaXon | cw.QueueDrained | cw.MediaBufferingCompleted | cw.MediaMarkProcessed,
+    )
     return dataclasses.replace(event, channel_id=None)
 
 
@@ -71,8 +98,11 @@ def test_every_command_round_trips(cmd: cw.Command, fmt: ControlFormat) -> None:
     ("cmd", "json_text", "plain_text"),
     [
         (cw.Hangup(), '{"command":"HANGUP"}', "HANGUP"),
-        (cw.StopMediaBuffering("r1"), '{"command":"STOP_MEDIA_BUFFERING","correlation_id":"r1"}',
-         "STOP_MEDIA_BUFFERING r1"),
+        (
+            cw.StopMediaBuffering("r1"),
+            '{"command":"STOP_MEDIA_BUFFERING","correlation_id":"r1"}',
+            "STOP_MEDIA_BUFFERING r1",
+        ),
         (cw.StopMediaBuffering(), '{"command":"STOP_MEDIA_BUFFERING"}', "STOP_MEDIA_BUFFERING"),
         (cw.MarkMedia("m1f"), '{"command":"MARK_MEDIA","correlation_id":"m1f"}', "MARK_MEDIA m1f"),
         (cw.ReportQueueDrained(), '{"command":"REPORT_QUEUE_DRAINED"}', "REPORT_QUEUE_DRAINED"),
@@ -112,14 +142,17 @@ def test_correlation_ids_must_be_bare_words(bad: str) -> None:
 
 
 def test_plain_media_start_22_6_has_no_channel_id() -> None:
-    ev = cw.parse_event("MEDIA_START connection_id:ai channel:WebSocket/ai/0x55 format:ulaw "
-                        "optimal_frame_size:160 ptime:20")
+    ev = cw.parse_event(
+        "MEDIA_START connection_id:ai channel:WebSocket/ai/0x55 format:ulaw optimal_frame_size:160 ptime:20"
+    )
     assert ev == cw.MediaStart("ai", "WebSocket/ai/0x55", None, "ulaw", 160, 20, {}, PLAIN)
 
 
 def test_plain_media_start_22_7_has_channel_id() -> None:
-    ev = cw.parse_event("MEDIA_START connection_id:bridge_media channel:WebSocket/bridge_media/0x7f39fc0 "
-                        "channel_id:1795212381.5 format:slin16 optimal_frame_size:640 ptime:20")
+    ev = cw.parse_event(
+        "MEDIA_START connection_id:bridge_media channel:WebSocket/bridge_media/0x7f39fc0 "
+        "channel_id:1795212381.5 format:slin16 optimal_frame_size:640 ptime:20"
+    )
     assert isinstance(ev, cw.MediaStart)
     assert (ev.channel_id, ev.format, ev.optimal_frame_size, ev.ptime) == ("1795212381.5", "slin16", 640, 20)
     assert ev.control_format is PLAIN
@@ -127,17 +160,22 @@ def test_plain_media_start_22_7_has_channel_id() -> None:
 
 
 def test_plain_tokens_split_at_first_colon() -> None:
-    ev = cw.parse_event("MEDIA_START connection_id:a:b channel:X/y:z format:slin "
-                        "optimal_frame_size:320 ptime:20")
+    ev = cw.parse_event(
+        "MEDIA_START connection_id:a:b channel:X/y:z format:slin optimal_frame_size:320 ptime:20"
+    )
     assert isinstance(ev, cw.MediaStart)
     assert (ev.connection_id, ev.channel) == ("a:b", "X/y:z")
 
 
 def test_plain_status_22_6_and_22_7() -> None:
-    old = cw.parse_event("STATUS queue_length:3 xon_level:800 xoff_level:900 queue_full:false "
-                         "bulk_media:true media_paused:false")
-    new = cw.parse_event("STATUS channel_id:9.1 queue_length:3 xon_level:800 xoff_level:900 "
-                         "queue_full:false bulk_media:true media_paused:false")
+    old = cw.parse_event(
+        "STATUS queue_length:3 xon_level:800 xoff_level:900 queue_full:false "
+        "bulk_media:true media_paused:false"
+    )
+    new = cw.parse_event(
+        "STATUS channel_id:9.1 queue_length:3 xon_level:800 xoff_level:900 "
+        "queue_full:false bulk_media:true media_paused:false"
+    )
     assert old == cw.Status(3, 800, 900, False, True, False, None)
     assert new == cw.Status(3, 800, 900, False, True, False, "9.1")
 
@@ -153,7 +191,8 @@ def test_ids_after_event_names_are_bare_words() -> None:
     assert cw.parse_event("MEDIA_MARK_PROCESSED mark-2") == cw.MediaMarkProcessed("mark-2")
     assert cw.parse_event("MEDIA_BUFFERING_COMPLETED") == cw.MediaBufferingCompleted("")
     assert cw.parse_event('{"event":"MEDIA_BUFFERING_COMPLETED","channel_id":"1","correlation_id":""}') == (
-        cw.MediaBufferingCompleted("", "1"))
+        cw.MediaBufferingCompleted("", "1")
+    )
 
 
 def test_json_error_text_loses_trailing_newline() -> None:
@@ -164,29 +203,54 @@ def test_json_error_text_loses_trailing_newline() -> None:
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("", "empty"), ("   ", "empty"), ("HELLO world", "unknown event"), ("[1,2]", "unknown event"),
-        ("{not json", "invalid JSON"), ("[]", "unknown event"), ('{"event":1}', "unknown event"),
-        ('"MEDIA_XON"', "unknown event"), ('{"event":"MEDIA_BOGUS"}', "unknown event"),
+        ("", "empty"),
+        ("   ", "empty"),
+        ("HELLO world", "unknown event"),
+        ("[1,2]", "unknown event"),
+        ("{not json", "invalid JSON"),
+        ("[]", "unknown event"),
+        ('{"event":1}', "unknown event"),
+        ('"MEDIA_XON"', "unknown event"),
+        ('{"event":"MEDIA_BOGUS"}', "unknown event"),
         ('{"event":"STATUS","queue_length":1}', "missing"),
-        ('{"event":"STATUS","queue_length":"1","xon_level":800,"xoff_level":900,"queue_full":false,'
-         '"bulk_media":false,"media_paused":false}', "queue_length"),
-        ('{"event":"STATUS","queue_length":1,"xon_level":800,"xoff_level":900,"queue_full":0,'
-         '"bulk_media":false,"media_paused":false}', "queue_full"),
-        ('{"event":"MEDIA_START","connection_id":"a","channel":"b","format":"ulaw","optimal_frame_size":true,'
-         '"ptime":20}', "optimal_frame_size"),
-        ('{"event":"MEDIA_START","connection_id":"a","channel":"b","format":"ulaw","optimal_frame_size":0,'
-         '"ptime":20}', "optimal_frame_size"),
-        ('{"event":"MEDIA_START","connection_id":"a","channel":"b","format":"ulaw","optimal_frame_size":160,'
-         '"ptime":20,"channel_variables":{"A":1}}', "channel_variables"),
+        (
+            '{"event":"STATUS","queue_length":"1","xon_level":800,"xoff_level":900,"queue_full":false,'
+            '"bulk_media":false,"media_paused":false}',
+            "queue_length",
+        ),
+        (
+            '{"event":"STATUS","queue_length":1,"xon_level":800,"xoff_level":900,"queue_full":0,'
+            '"bulk_media":false,"media_paused":false}',
+            "queue_full",
+        ),
+        (
+            '{"event":"MEDIA_START","connection_id":"a","channel":"b","format":"ulaw","optimal_frame_size":true,'
+            '"ptime":20}',
+            "optimal_frame_size",
+        ),
+        (
+            '{"event":"MEDIA_START","connection_id":"a","channel":"b","format":"ulaw","optimal_frame_size":0,'
+            '"ptime":20}',
+            "optimal_frame_size",
+        ),
+        (
+            '{"event":"MEDIA_START","connection_id":"a","channel":"b","format":"ulaw","optimal_frame_size":160,'
+            '"ptime":20,"channel_variables":{"A":1}}',
+            "channel_variables",
+        ),
         ('{"event":"MEDIA_XOFF","channel_id":7}', "channel_id"),
         ('{"event":"DTMF_END","digit":"12"}', "DTMF"),
         ("MEDIA_START connection_id:a channel:b format:ulaw optimal_frame_size:1x0 ptime:20", "optimal"),
         ("MEDIA_START connection_id:a channel:b format:ulaw optimal_frame_size:160", "ptime"),
         ("MEDIA_START connection_id:a connection_id:b", "duplicate"),
         ("STATUS queue_length:1 junk", "key:value"),
-        ("STATUS queue_length:1 xon_level:800 xoff_level:900 queue_full:yes bulk_media:false "
-         "media_paused:false", "queue_full"),
-        ("DTMF_END digit:", "digit"), ("ERROR channel_id:1", "error_text"),
+        (
+            "STATUS queue_length:1 xon_level:800 xoff_level:900 queue_full:yes bulk_media:false "
+            "media_paused:false",
+            "queue_full",
+        ),
+        ("DTMF_END digit:", "digit"),
+        ("ERROR channel_id:1", "error_text"),
         ("MEDIA_MARK_PROCESSED \x01", "bare word"),
     ],
 )
@@ -222,8 +286,17 @@ def test_parse_command_accepts_what_asterisk_accepts(text: str, expected: cw.Com
 
 @pytest.mark.parametrize(
     "text",
-    ["", "{not json", "BOGUS", "get_status", "HANGUP now", "MARK_MEDIA a b", '{"command":5}',
-     '{"command":"MARK_MEDIA","correlation_id":5}', '{"command":"SET_MEDIA_DIRECTION","direction":"up"}'],
+    [
+        "",
+        "{not json",
+        "BOGUS",
+        "get_status",
+        "HANGUP now",
+        "MARK_MEDIA a b",
+        '{"command":5}',
+        '{"command":"MARK_MEDIA","correlation_id":5}',
+        '{"command":"SET_MEDIA_DIRECTION","direction":"up"}',
+    ],
 )
 def test_parse_command_rejects(text: str) -> None:
     assert isinstance(cw.parse_command(text), cw.ProtocolError)
@@ -252,9 +325,20 @@ digits = st.sampled_from(sorted(cw.DTMF_DIGITS))
 small = st.integers(0, 5000)
 
 event_strategy: st.SearchStrategy[cw.Event] = st.one_of(
-    st.builds(cw.MediaStart, words, words, opt_id, words, st.integers(1, 8000), st.integers(1, 100),
-              st.dictionaries(words, st.text(max_size=20), max_size=4), st.just(JSON)),
-    st.builds(cw.MediaXoff, opt_id), st.builds(cw.MediaXon, opt_id), st.builds(cw.QueueDrained, opt_id),
+    st.builds(
+        cw.MediaStart,
+        words,
+        words,
+        opt_id,
+        words,
+        st.integers(1, 8000),
+        st.integers(1, 100),
+        st.dictionaries(words, st.text(max_size=20), max_size=4),
+        st.just(JSON),
+    ),
+    st.builds(cw.MediaXoff, opt_id),
+    st.builds(cw.MediaXon, opt_id),
+    st.builds(cw.QueueDrained, opt_id),
     st.builds(cw.Status, small, small, small, st.booleans(), st.booleans(), st.booleans(), opt_id),
     st.builds(cw.MediaBufferingCompleted, words | st.just(""), opt_id),
     st.builds(cw.MediaMarkProcessed, words | st.just(""), opt_id),
@@ -281,8 +365,15 @@ def test_arbitrary_text_never_raises(text: str) -> None:
     assert isinstance(cmd, cw.Command | cw.ProtocolError)
     first = text.strip().split(" ", 1)[0]
     if not first.startswith("{") and first not in {
-        "MEDIA_START", "MEDIA_XOFF", "MEDIA_XON", "QUEUE_DRAINED", "STATUS", "MEDIA_BUFFERING_COMPLETED",
-        "MEDIA_MARK_PROCESSED", "DTMF_END", "ERROR",
+        "MEDIA_START",
+        "MEDIA_XOFF",
+        "MEDIA_XON",
+        "QUEUE_DRAINED",
+        "STATUS",
+        "MEDIA_BUFFERING_COMPLETED",
+        "MEDIA_MARK_PROCESSED",
+        "DTMF_END",
+        "ERROR",
     }:
         assert isinstance(ev, cw.ProtocolError)
 
@@ -294,17 +385,35 @@ json_values = st.recursive(
 )
 
 VALID: dict[str, dict[str, Any]] = {
-    "MEDIA_START": {"connection_id": "a", "channel": "b", "channel_id": "1.2", "format": "slin16",
-                    "optimal_frame_size": 640, "ptime": 20, "channel_variables": {"A": "b"}},
-    "STATUS": {"channel_id": "1", "queue_length": 1, "xon_level": 800, "xoff_level": 900,
-               "queue_full": False, "bulk_media": False, "media_paused": False},
+    "MEDIA_START": {
+        "connection_id": "a",
+        "channel": "b",
+        "channel_id": "1.2",
+        "format": "slin16",
+        "optimal_frame_size": 640,
+        "ptime": 20,
+        "channel_variables": {"A": "b"},
+    },
+    "STATUS": {
+        "channel_id": "1",
+        "queue_length": 1,
+        "xon_level": 800,
+        "xoff_level": 900,
+        "queue_full": False,
+        "bulk_media": False,
+        "media_paused": False,
+    },
     "DTMF_END": {"digit": "5", "channel_id": "1"},
     "ERROR": {"error_text": "x", "channel_id": "1"},
     "MEDIA_MARK_PROCESSED": {"correlation_id": "m1", "channel_id": "1"},
     "MEDIA_XON": {"channel_id": "1"},
 }
-REQUIRED = {"MEDIA_START": {"connection_id", "channel", "format", "optimal_frame_size", "ptime"},
-            "STATUS": set(VALID["STATUS"]) - {"channel_id"}, "DTMF_END": {"digit"}, "ERROR": {"error_text"}}
+REQUIRED = {
+    "MEDIA_START": {"connection_id", "channel", "format", "optimal_frame_size", "ptime"},
+    "STATUS": set(VALID["STATUS"]) - {"channel_id"},
+    "DTMF_END": {"digit"},
+    "ERROR": {"error_text"},
+}
 INT_KEYS = {"optimal_frame_size", "ptime", "queue_length", "xon_level", "xoff_level"}
 BOOL_KEYS = {"queue_full", "bulk_media", "media_paused"}
 
@@ -315,8 +424,9 @@ def wrong_for(key: str) -> st.SearchStrategy[object]:
     if key in BOOL_KEYS:
         return json_values.filter(lambda v: type(v) is not bool)
     if key == "channel_variables":
-        return json_values.filter(lambda v: not isinstance(v, dict) or any(
-            not isinstance(x, str) for x in v.values()))
+        return json_values.filter(
+            lambda v: not isinstance(v, dict) or any(not isinstance(x, str) for x in v.values())
+        )
     return json_values.filter(lambda v: not isinstance(v, str))
 
 

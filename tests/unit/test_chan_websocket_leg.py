@@ -33,8 +33,9 @@ def start_text(fmt: ControlFormat = JSON, fmt_name: str = "slin16", frame: int =
     return cw.encode_event(cw.MediaStart("ai", "WebSocket/ai/0x1", "1.2", fmt_name, frame, 20, {}, fmt), fmt)
 
 
-def started_leg(fmt: ControlFormat = JSON, fmt_name: str = "slin16", frame: int = 640,
-                **kw: Any) -> ChanWebsocketLeg:
+def started_leg(
+    fmt: ControlFormat = JSON, fmt_name: str = "slin16", frame: int = 640, **kw: Any
+) -> ChanWebsocketLeg:
     leg = ChanWebsocketLeg(**kw)
     assert isinstance(leg.receive_text(start_text(fmt, fmt_name, frame), 0.0)[0], Started)
     return leg
@@ -83,8 +84,9 @@ def test_prestart_release_trims_to_the_real_format() -> None:
     for i in range(10):
         leg.receive_binary(bytes([i]) * 640, 0.0)
     events = leg.receive_text(start_text(), 0.1)
-    assert [e for e in events if isinstance(e, AudioReceived)] == [AudioReceived(bytes([i]) * 640)
-                                                                   for i in range(5)]
+    assert [e for e in events if isinstance(e, AudioReceived)] == [
+        AudioReceived(bytes([i]) * 640) for i in range(5)
+    ]
     assert leg.counters.drops_prestart == 5
 
 
@@ -114,8 +116,10 @@ def test_plain_text_media_start_sets_plain_control_and_estimated_playout() -> No
 # ------------------------------------------------------------------ outbound framing
 
 
-@pytest.mark.parametrize(("fmt_name", "frame", "per_message"), [("ulaw", 160, 10), ("slin16", 640, 10),
-                                                                ("slin24", 960, 8), ("slin48", 1920, 4)])
+@pytest.mark.parametrize(
+    ("fmt_name", "frame", "per_message"),
+    [("ulaw", 160, 10), ("slin16", 640, 10), ("slin24", 960, 8), ("slin48", 1920, 4)],
+)
 def test_messages_are_whole_frames_within_the_size_cap(fmt_name: str, frame: int, per_message: int) -> None:
     leg = started_leg(JSON, fmt_name, frame)
     assert leg.queue_audio(b"\x01" * frame * 100)
@@ -288,7 +292,8 @@ def test_played_ms_from_marks() -> None:
     assert first.correlation_id is not None
     assert len(first.correlation_id) <= 8
     assert leg.receive_text(event(JSON, cw.MediaMarkProcessed(first.correlation_id, "1.2")), now) == [
-        PlayedUpTo(1, 200.0, 200.0)]
+        PlayedUpTo(1, 200.0, 200.0)
+    ]
     assert leg.played_ms(now) == pytest.approx(now * 1000, abs=1.0)  # the mark, plus the clock since
     assert leg.played_ms(now) >= 200.0
     now = run_until(0.25, now)
@@ -324,8 +329,11 @@ def test_begin_hangup_drains_then_hangs_up(fmt: ControlFormat) -> None:
     assert wake == pytest.approx(0.2 + 1.5)
     assert leg.poll(0.5)[0] == []  # no HANGUP before the drain event or the deadline
     last = drain_cmds[0]
-    drained = (cw.MediaMarkProcessed(last.correlation_id or "", "1.2") if isinstance(last, cw.MarkMedia)
-               else cw.QueueDrained())
+    drained = (
+        cw.MediaMarkProcessed(last.correlation_id or "", "1.2")
+        if isinstance(last, cw.MarkMedia)
+        else cw.QueueDrained()
+    )
     assert Drained() in leg.receive_text(event(fmt, drained), 0.6)
     out, wake = leg.poll(0.6)
     assert texts(out) == [cw.encode_command(cw.Hangup(), fmt)]
@@ -357,8 +365,16 @@ def test_answer_and_pause_resume() -> None:
     assert binaries(out)
 
 
-@pytest.mark.parametrize("kw", [{"max_ahead_frames": 900}, {"initial_burst_frames": 0}, {"rate": 0.5},
-                                {"max_message_bytes": 0}, {"marks_every_ms": 0}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"max_ahead_frames": 900},
+        {"initial_burst_frames": 0},
+        {"rate": 0.5},
+        {"max_message_bytes": 0},
+        {"marks_every_ms": 0},
+    ],
+)
 def test_bad_settings_are_refused(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         ChanWebsocketLeg(**kw)  # type: ignore[arg-type]

@@ -52,8 +52,9 @@ class FakeAsterisk:
     levels: tuple[int, int, int] = (800, 900, 1000)  # XON below, XOFF at, drop at (Asterisk's)
 
     def media_start(self) -> str:
-        start = cw.MediaStart("bridge_media", "WebSocket/bridge_media/0x1", "1.2", "slin16", self.frame, 20,
-                              {}, self.fmt)
+        start = cw.MediaStart(
+            "bridge_media", "WebSocket/bridge_media/0x1", "1.2", "slin16", self.frame, 20, {}, self.fmt
+        )
         return cw.encode_event(start, self.fmt)
 
     @property
@@ -102,8 +103,17 @@ class FakeAsterisk:
             case cw.Hangup():
                 self.hung_up_at = now
             case cw.GetStatus():
-                self.send(cw.Status(self.frames_queued, self.levels[0], self.levels[1], self.full,
-                                    self.buffering, self.paused, "1.2"))
+                self.send(
+                    cw.Status(
+                        self.frames_queued,
+                        self.levels[0],
+                        self.levels[1],
+                        self.full,
+                        self.buffering,
+                        self.paused,
+                        "1.2",
+                    )
+                )
             case _:
                 pass
 
@@ -366,9 +376,12 @@ def test_any_delivery_pattern_keeps_the_invariants(
 
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("audio"), st.integers(1, 4000)), st.tuples(st.just("end"), st.just(0)),
-        st.tuples(st.just("interrupt"), st.just(0)), st.tuples(st.just("pause"), st.just(0)),
-        st.tuples(st.just("resume"), st.just(0)), st.tuples(st.just("status"), st.just(0)),
+        st.tuples(st.just("audio"), st.integers(1, 4000)),
+        st.tuples(st.just("end"), st.just(0)),
+        st.tuples(st.just("interrupt"), st.just(0)),
+        st.tuples(st.just("pause"), st.just(0)),
+        st.tuples(st.just("resume"), st.just(0)),
+        st.tuples(st.just("status"), st.just(0)),
         st.tuples(st.just("wait"), st.integers(1, 500)),
     ),
     max_size=40,
