@@ -77,6 +77,7 @@ class CallRunner:
         self.provider = provider
         self.timeouts = timeouts or CallTimeouts()
         self.barge_ins = 0
+        self._playing_response: str | None = None
         self._cancelled_response: str | None = None
         self._log = get_logger("call").bind(call_id=session.call_id)
 
@@ -156,7 +157,9 @@ class CallRunner:
     async def _downlink(self, downlink: Transcoder) -> EndRequest:
         async for event in self.provider.events():
             if isinstance(event, AudioOut):
+                # Deltas of a response the caller interrupted may still be in flight: drop them.
                 if event.response_id != self._cancelled_response:
+                    self._playing_response = event.response_id
                     self.leg.play(downlink.convert(event.data))
             elif isinstance(event, ResponseAudioDone):
                 tail = downlink.flush()
@@ -177,6 +180,7 @@ class CallRunner:
         if not self.leg.is_playing:
             return
         played_ms = self.leg.interrupt()  # control overtakes audio: the flush goes out first
+        self._cancelled_response = self._playing_response
         downlink.reset()
         self.barge_ins += 1
         self._log.debug("barge_in", played_ms=round(played_ms))
