@@ -216,4 +216,5 @@ class AudioSocketCall:
             played=self.timeline.played,
             records=self.journal.records,
             received_audio=self.timeline.pcm(),
+            received_stream=self.timeline.stream(),
         )

@@ -86,6 +86,8 @@ class CallSummary:
       AudioSocket: audio messages received). bytes_received counts every binary byte the bridge sent.
     errors: one line per event Asterisk would punish (dropped audio, ignored or rejected commands, 1009
       close...), capped at 200 lines; error_counts has the exact totals by code.
+    received_stream: the same audio back to back, without the silence of ticks where nothing played (the
+      content the bridge sent, whatever its timing; compare it with what the caller said).
     received_audio: what the caller heard, s16le mono at `sample_rate`, laid on the call timeline (tick k
       starts at sample k * samples-per-20ms; silence where nothing played).
     """
@@ -128,6 +130,7 @@ class CallSummary:
     played: list[PlayedFrame] = field(default_factory=list)
     records: list[PeerRecord] = field(default_factory=list)
     received_audio: bytes = b""
+    received_stream: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -139,7 +142,7 @@ class CallSummary:
     def to_dict(self) -> dict[str, object]:
         """Everything except the audio, the per-frame list and the journal (those can be large)."""
         data = asdict(self)
-        for key in ("received_audio", "played", "records"):
+        for key in ("received_audio", "received_stream", "played", "records"):
             data.pop(key)
         data["message_sizes"] = {str(k): v for k, v in self.message_sizes.items()}
         data["ok"] = self.ok
@@ -215,6 +218,10 @@ class Timeline:
         self._next_free = start + nsamples
         self._chunks.append((start, data))
         self.played.append(PlayedFrame(round(t, 4), start // self.samples_per_frame, len(data)))
+
+    def stream(self) -> bytes:
+        """Every frame heard, in order, back to back (s16le)."""
+        return b"".join(decode_from_leg(data, self.fmt).tobytes() for _, data in self._chunks)
 
     def pcm(self) -> bytes:
         if not self._chunks:

@@ -298,6 +298,7 @@ class WebSocketCall:
             played=self.timeline.played,
             records=self.journal.records,
             received_audio=self.timeline.pcm(),
+            received_stream=self.timeline.stream(),
         )
         if hangup_by == "bridge" and lost:
             summary.warnings.append(
