@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import socket
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bridge.asterisk.audiosocket import (
@@ -27,12 +26,12 @@ from bridge.asterisk.audiosocket import (
     encode_hangup,
 )
 from bridge.audio.chunker import FrameChunker
-from bridge.audio.formats import AudioFormat, slin_at
+from bridge.audio.formats import slin_at
 from bridge.audio.pacer import FramePacer
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
-from bridge.session.leg import AudioIn, DtmfIn, LegInbox, LegInput, LegStats
+from bridge.session.leg import AudioIn, DtmfIn, InboxLeg, LegInbox, LegStats
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, EndRequest, Session
 from bridge.session.state import EndedBy
@@ -45,7 +44,7 @@ PLAYOUT_LIMIT_S = 30.0  # model audio further ahead than this is a bug upstream:
 DRAIN_MARGIN_S = 1.0
 
 
-class AudioSocketMediaLeg:
+class AudioSocketMediaLeg(InboxLeg):
     """One AudioSocket connection as a `MediaLeg` for the session."""
 
     def __init__(
@@ -159,16 +158,6 @@ class AudioSocketMediaLeg:
             self._response_frames += 1
 
     # -- MediaLeg ----------------------------------------------------------------------------
-
-    async def wait_started(self) -> AudioFormat:
-        return await self._inbox.wait_started()
-
-    def inbound(self) -> AsyncIterator[LegInput]:
-        return self._inbox.items()
-
-    @property
-    def end_reason(self) -> EndRequest | None:
-        return self._inbox.end_reason
 
     def play(self, data: bytes) -> None:
         if self._chunker is None or self._hung_up:

@@ -13,7 +13,7 @@ import base64
 import binascii
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -29,12 +29,12 @@ from bridge.asterisk.chan_websocket_leg import (
     Started,
     TextMessage,
 )
-from bridge.audio.formats import AudioFormat, format_by_name
+from bridge.audio.formats import format_by_name
 from bridge.directory import Directory
 from bridge.errors import BadRequest, NotFound, ShuttingDown, Unauthorized
 from bridge.logging import get_logger
 from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
-from bridge.session.leg import AudioIn, DtmfIn, LegInbox, LegInput, LegStats
+from bridge.session.leg import AudioIn, DtmfIn, InboxLeg, LegInbox, LegStats
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, EndRequest, Session
 from bridge.session.state import EndedBy
@@ -45,7 +45,7 @@ MAX_INBOUND_MESSAGE = 65_536
 CLOSE_WAIT_SECONDS = 2.0  # after HANGUP, Asterisk closes the socket itself; wait this long for it
 
 
-class ChanWebsocketMediaLeg:
+class ChanWebsocketMediaLeg(InboxLeg):
     """One chan_websocket connection as a `MediaLeg` for the session."""
 
     def __init__(self, ws: web.WebSocketResponse, leg: ChanWebsocketLeg) -> None:
@@ -133,16 +133,6 @@ class ChanWebsocketMediaLeg:
                 await asyncio.wait_for(self._kick.wait(), timeout)
 
     # -- MediaLeg ----------------------------------------------------------------------------
-
-    async def wait_started(self) -> AudioFormat:
-        return await self._inbox.wait_started()
-
-    def inbound(self) -> AsyncIterator[LegInput]:
-        return self._inbox.items()
-
-    @property
-    def end_reason(self) -> EndRequest | None:
-        return self._inbox.end_reason
 
     def play(self, data: bytes) -> None:
         self._leg.queue_audio(data)

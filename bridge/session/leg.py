@@ -100,6 +100,22 @@ class LegInbox:
         return self.closing_reason if self._gone.is_set() else None
 
 
+class InboxLeg:
+    """The `MediaLeg` reading methods, for a driver that keeps its input in `self._inbox`."""
+
+    _inbox: LegInbox
+
+    async def wait_started(self) -> AudioFormat:
+        return await self._inbox.wait_started()
+
+    def inbound(self) -> AsyncIterator[LegInput]:
+        return self._inbox.items()
+
+    @property
+    def end_reason(self) -> EndRequest | None:
+        return self._inbox.end_reason
+
+
 class MediaLeg(Protocol):
     async def wait_started(self) -> AudioFormat:
         """The leg's audio format, once the peer has said it (raises TimeoutError if it never does)."""
