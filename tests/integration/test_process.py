@@ -49,6 +49,27 @@ async def wait_until_up(port: int, process: subprocess.Popen[str], timeout: floa
     raise AssertionError("bridge did not come up")
 
 
+async def post_connect(
+    port: int, call_id: str, *, b_number: str = "34987654321", key: str = CONNECTOR_KEY
+) -> tuple[int, dict[str, Any]]:
+    """A PBX's `connect` webhook to the daemon on `port`: (status, JSON body)."""
+    body = {
+        "callId": call_id,
+        "event": "connect",
+        "callerPhone": "+34600000000",
+        "b_number": b_number,
+        "websocketUrl": "ws://127.0.0.1/x",
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"http://127.0.0.1:{port}/api/voip/webhook", json=body, headers={"x-connector-api-key": key}
+        ) as response,
+    ):
+        payload: dict[str, Any] = await response.json()
+        return response.status, payload
+
+
 @pytest.fixture
 def env() -> Iterator[dict[str, str]]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "NOTIFY_", "WATCHDOG_"))}
@@ -108,25 +129,14 @@ async def test_zero_config_start_prints_keys_once_and_they_work(tmp_path: Path, 
         lines = [process.stdout.readline() for _ in range(5)]
         company_key = next(line.split()[-1] for line in lines if "company API key" in line)
         connector_key = next(line.split()[-1] for line in lines if "connector key" in line)
-        async with aiohttp.ClientSession() as http:
-            async with http.get(
-                f"http://127.0.0.1:{port}/api/phones", headers={"X-API-Key": company_key}
-            ) as r:
-                assert r.status == 200
-                assert (await r.json())["data"]["phones"] == ["+15550100000"]
-            body = {
-                "callId": "z1",
-                "event": "connect",
-                "callerPhone": "+34600000000",
-                "b_number": "+15550100000",
-                "websocketUrl": "ws://127.0.0.1/x",
-            }
-            async with http.post(
-                f"http://127.0.0.1:{port}/api/voip/webhook",
-                json=body,
-                headers={"x-connector-api-key": connector_key},
-            ) as r:
-                assert r.status == 200
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/api/phones", headers={"X-API-Key": company_key}) as r,
+        ):
+            assert r.status == 200
+            assert (await r.json())["data"]["phones"] == ["+15550100000"]
+        status, _ = await post_connect(port, "z1", b_number="+15550100000", key=connector_key)
+        assert status == 200
         # The wiring test a telephony engineer runs: a simulated Asterisk call against the demo setup.
         heard = tmp_path / "heard.wav"
         simulate = await asyncio.create_subprocess_exec(
@@ -183,22 +193,8 @@ async def test_sigterm_drains_and_exits_zero_within_drain_seconds(
     try:
         await wait_until_up(port, process)
         assert notify.recv(1024).startswith(b"READY=1")
-        body = {
-            "callId": "live-1",
-            "event": "connect",
-            "callerPhone": "+34600000000",
-            "b_number": "34987654321",
-            "websocketUrl": "ws://127.0.0.1/x",
-        }
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"http://127.0.0.1:{port}/api/voip/webhook",
-                json=body,
-                headers={"x-connector-api-key": CONNECTOR_KEY},
-            ) as r,
-        ):
-            assert r.status == 200
+        status, _ = await post_connect(port, "live-1")
+        assert status == 200
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert notify.recv(1024) == b"STOPPING=1"
@@ -259,23 +255,9 @@ async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(
         started = time.monotonic()
         process.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.3)
-        body = {
-            "callId": "late-1",
-            "event": "connect",
-            "callerPhone": "+34600000000",
-            "b_number": "34987654321",
-            "websocketUrl": "ws://127.0.0.1/x",
-        }
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(
-                f"http://127.0.0.1:{port}/api/voip/webhook",
-                json=body,
-                headers={"x-connector-api-key": CONNECTOR_KEY},
-            ) as r,
-        ):
-            assert r.status == 503
-            assert (await r.json())["code"] == "shutting_down"
+        status, payload = await post_connect(port, "late-1")
+        assert status == 503
+        assert payload["code"] == "shutting_down"
         summary = await asyncio.wait_for(call, drain_seconds + 5)
         await asyncio.get_running_loop().run_in_executor(None, process.wait, 10)
         elapsed = time.monotonic() - started
