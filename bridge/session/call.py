@@ -79,6 +79,9 @@ class CallRunner:
         self.barge_ins = 0
         self._playing_response: str | None = None
         self._cancelled_response: str | None = None
+        # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
+        # can be momentarily empty while the bot is still speaking.
+        self._response_open = False
         self._log = get_logger("call").bind(call_id=session.call_id)
 
     async def run(self) -> None:
@@ -160,12 +163,14 @@ class CallRunner:
                 # Deltas of a response the caller interrupted may still be in flight: drop them.
                 if event.response_id != self._cancelled_response:
                     self._playing_response = event.response_id
+                    self._response_open = True
                     self.leg.play(downlink.convert(event.data))
             elif isinstance(event, ResponseAudioDone):
                 tail = downlink.flush()
                 if tail:
                     self.leg.play(tail)
                 self.leg.end_response()
+                self._response_open = False
             elif isinstance(event, CallerSpeechStarted):
                 await self._barge_in(downlink)
             elif isinstance(event, HangupRequested):
@@ -177,8 +182,9 @@ class CallRunner:
         return EndRequest(EndedBy.ERROR, "provider_disconnected")
 
     async def _barge_in(self, downlink: Transcoder) -> None:
-        if not self.leg.is_playing:
+        if not (self._response_open or self.leg.is_playing):
             return
+        self._response_open = False
         played_ms = self.leg.interrupt()  # control overtakes audio: the flush goes out first
         self._cancelled_response = self._playing_response
         downlink.reset()
