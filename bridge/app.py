@@ -5,24 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from bridge.api.appkeys import DIRECTORY
 from bridge.api.factory import create_app
+from bridge.asterisk.ami import AmiController
+from bridge.asterisk.ari import AriController
 from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
 from bridge.asterisk.media_ws import MEDIA_PATH, MediaEndpoint
 from bridge.directory import Directory
 from bridge.logging import get_logger
-from bridge.providers.base import Provider
-from bridge.providers.factory import provider_for
+from bridge.providers.factory import CallBrief, provider_for
 from bridge.sdnotify import Notifier
+from bridge.session.call import CallPlan
+from bridge.session.calls import CallService
+from bridge.session.control import CallController
+from bridge.session.costs import PriceTable
 from bridge.session.manager import SessionManager
+from bridge.session.records import CallRecorder
 from bridge.session.session import Session
+from bridge.session.tools import ToolBox
 from bridge.settings import AgentSettings, ConfigError, Settings, load_settings
+from bridge.settings_agents import REALTIME_PROVIDERS
+from bridge.store import SqliteCallStore, open_store
 
 Reloader = Callable[[], Settings]
 
@@ -40,6 +51,11 @@ class Services:
     app: web.Application
     runner: web.AppRunner
     http_port: int
+    http: aiohttp.ClientSession
+    calls: CallService
+    recorder: CallRecorder
+    store: SqliteCallStore
+    controller: CallController | None = None
     audiosocket: asyncio.Server | None = None
 
     @property
@@ -50,35 +66,101 @@ class Services:
         if self.audiosocket is not None:
             self.audiosocket.close()
         await self.runner.cleanup()
+        await self.calls.close()
+        if self.controller is not None:
+            await self.controller.close()
+        await self.recorder.flush()
+        await self.store.close()
+        await self.http.close()
 
 
-def make_provider_picker(app: web.Application, settings: Settings) -> Callable[[Session], Provider]:
+def build_controller(settings: Settings) -> CallController | None:
+    """AMI or ARI as `[asterisk] control` says; None when its credentials are not configured."""
+    asterisk = settings.asterisk
+    if asterisk.control == "ami":
+        if not asterisk.ami.secret.get_secret_value():
+            return None
+        return AmiController(asterisk.ami, asterisk.originate, asterisk.transfer_context)
+    if not asterisk.ari.password.get_secret_value():
+        return None
+    return AriController(asterisk.ari, asterisk.originate, asterisk.transfer_context)
+
+
+def make_call_planner(
+    app: web.Application,
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    controller: CallController | None = None,
+) -> Callable[[Session], CallPlan]:
+    """What each call gets: its company's agent (read at call time, so SIGHUP applies to new calls)."""
     holder = app[DIRECTORY]
 
-    def make_provider(session: Session) -> Provider:
+    def plan_call(session: Session) -> CallPlan:
         company = holder.current.companies.get(session.company_id)
         agent = company.settings.agent if company is not None else AgentSettings()
-        return provider_for(agent, settings)
+        tools = ToolBox(agent, controller=controller, http=http)
+        info = session.info
+        brief = CallBrief(info.call_objective, info.first_message, info.variables)
+        provider = provider_for(agent, settings, call=brief, tools=tools.specs(), http=http)
+        prices = None
+        if agent.provider in REALTIME_PROVIDERS:
+            section = settings.providers.realtime(agent.provider)
+            session.model = section.model
+            prices = PriceTable(
+                section.prices.get(section.model),
+                section.transcription_prices.get(section.transcription_model),
+            )
+        return CallPlan(
+            provider,
+            tools=tools,
+            prices=prices,
+            controller=controller,
+            local_barge_in_ms=agent.local_barge_in_ms if agent.local_barge_in else None,
+        )
 
-    return make_provider
+    return plan_call
 
 
 async def start_services(settings: Settings) -> Services:
     """Build and start the HTTP API with the media socket (raises OSError if a port is taken)."""
+    log = get_logger("app")
+    store = await open_store(settings.storage.url)
+    interrupted = await store.mark_interrupted(time.time())
+    if interrupted:
+        log.warning("calls_interrupted_by_restart", calls=interrupted)
+    recorder = CallRecorder(store)
     manager = SessionManager(
-        max_calls=settings.server.max_calls, pending_ttl_seconds=settings.server.pending_ttl_seconds
+        max_calls=settings.server.max_calls,
+        pending_ttl_seconds=settings.server.pending_ttl_seconds,
+        on_new_session=recorder.track,
     )
-    app = create_app(settings, manager)
+    controller = build_controller(settings)
+    if controller is not None:
+        await controller.start()
+    calls = CallService(
+        manager, store, controller, dial_timeout_seconds=settings.asterisk.originate.timeout_seconds
+    )
+    app = create_app(settings, manager, calls)
     holder = app[DIRECTORY]
-    media = MediaEndpoint(
-        manager=manager,
-        directory=lambda: holder.current,
-        make_provider=make_provider_picker(app, settings),
-    )
+    # One HTTP client for every model socket and tool call: shared connection pool, no per-call setup.
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10))
+    plan_call = make_call_planner(app, settings, http, controller)
+    media = MediaEndpoint(manager=manager, directory=lambda: holder.current, make_provider=plan_call)
     app.router.add_get(MEDIA_PATH, media.handle)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
-    services = Services(settings, manager, app, runner, http_port=0)
+    services = Services(
+        settings,
+        manager,
+        app,
+        runner,
+        http_port=0,
+        http=http,
+        calls=calls,
+        recorder=recorder,
+        store=store,
+        controller=controller,
+    )
     try:
         site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_address=True)
         await site.start()
@@ -86,7 +168,7 @@ async def start_services(settings: Settings) -> Services:
         if settings.audiosocket.enabled:
             endpoint = AudioSocketEndpoint(
                 manager=manager,
-                make_provider=make_provider_picker(app, settings),
+                make_provider=plan_call,
                 webhookless_company=settings.audiosocket.webhookless_company,
             )
             services.audiosocket = await asyncio.start_server(

@@ -7,7 +7,6 @@ validating and kept as `SecretStr`, so a settings repr never shows them.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -25,17 +22,16 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bridge.keys import digest_of, is_e164, is_hashed
+from bridge.settings_agents import (
+    REALTIME_PROVIDERS,
+    AgentSettings,
+    ProvidersSettings,
+    Secret,
+    Section,
+)
+from bridge.settings_agents import resolve_env_reference as _resolve_env_reference
 
-
-def _resolve_env_reference(value: object) -> object:
-    if isinstance(value, str) and value.startswith("env:"):
-        name = value[4:]
-        if not name:
-            raise ValueError("env: needs a variable name, e.g. env:OPENAI_API_KEY")
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
-        return os.environ[name]
-    return value
+__all__ = ["AgentSettings", "ConfigError", "ProvidersSettings", "Settings", "build_settings", "load_settings"]
 
 
 def _check_configured_key(value: SecretStr) -> SecretStr:
@@ -52,18 +48,13 @@ def _e164(value: str) -> str:
     return value
 
 
-Secret = Annotated[SecretStr, BeforeValidator(_resolve_env_reference)]
 ConfiguredKey = Annotated[
     SecretStr, BeforeValidator(_resolve_env_reference), AfterValidator(_check_configured_key)
 ]
 E164Phone = Annotated[str, AfterValidator(_e164)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ServerSettings(_Section):
+class ServerSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     max_calls: int = Field(200, ge=1)
@@ -72,11 +63,11 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, ge=1024)
 
 
-class ConnectorSettings(_Section):
+class ConnectorSettings(Section):
     api_keys: list[ConfiguredKey] = Field(default_factory=list)
 
 
-class AudioSocketSettings(_Section):
+class AudioSocketSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9092, ge=0, le=65535)
@@ -85,54 +76,46 @@ class AudioSocketSettings(_Section):
     webhookless_company: str = ""
 
 
-class StorageSettings(_Section):
+class StorageSettings(Section):
     url: str = "sqlite:///var/bridge.db"
 
 
-class AmiSettings(_Section):
+class AmiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(5038, ge=1, le=65535)
     username: str = "bridge"
     secret: Secret = SecretStr("")
 
 
-class AriSettings(_Section):
+class AriSettings(Section):
     url: str = "http://127.0.0.1:8088"
     username: str = "bridge"
     password: Secret = SecretStr("")
     app: str = "bridge"
 
 
-class OriginateSettings(_Section):
+class OriginateSettings(Section):
     endpoint: str = "PJSIP/{to}@trunk"
     context: str = "bridge-outbound"
     exten: str = "s"
     timeout_seconds: float = Field(30.0, gt=0)
 
 
-class AsteriskSettings(_Section):
+class AsteriskSettings(Section):
     control: Literal["ami", "ari"] = "ami"
+    # Where a transferred caller goes: a dialplan context that Dials ${EXTEN} (see asterisk-sample-conf).
+    transfer_context: str = "bridge-transfer"
     ami: AmiSettings = AmiSettings()
     ari: AriSettings = AriSettings()
     originate: OriginateSettings = OriginateSettings()
 
 
-class OpenAISettings(_Section):
-    api_key: Secret = SecretStr("")
-    url: str = "wss://api.openai.com/v1/realtime"
-    model: str = "gpt-realtime"
-
-
-class ProvidersSettings(_Section):
-    openai: OpenAISettings = OpenAISettings()
-
-
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class WhatsAppNumber(_Section):
+class WhatsAppNumber(Section):
     phone_number_id: str
     display_phone_number: str
     verified_name: str = ""
@@ -140,15 +123,7 @@ class WhatsAppNumber(_Section):
     verification_status: str = "verified"
 
 
-class AgentSettings(_Section):
-    provider: Literal["echo", "openai"] = "echo"
-    voice: str = "marin"
-    instructions: str = ""
-    greeting: str = ""
-    language: str = "en"
-
-
-class CompanySettings(_Section):
+class CompanySettings(Section):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
     api_keys: list[ConfiguredKey] = Field(default_factory=list)
@@ -276,9 +251,14 @@ def warnings_for(settings: Settings) -> list[str]:
         for ki, key in enumerate(company.api_keys):
             if not is_hashed(key.get_secret_value()):
                 notes.append(f"companies[{ci}].api_keys[{ki}]: plain key; store it hashed (sha256:...)")
-        if company.agent.provider == "openai" and not settings.providers.openai.api_key.get_secret_value():
+        provider = company.agent.provider
+        if (
+            provider in REALTIME_PROVIDERS
+            and not settings.providers.realtime(provider).api_key.get_secret_value()
+        ):
             notes.append(
-                f"companies[{ci}].agent.provider: openai is used but providers.openai.api_key is empty"
+                f"companies[{ci}].agent.provider: {provider} is used "
+                f"but providers.{provider}.api_key is empty"
             )
     if not settings.connector.api_keys:
         notes.append("connector.api_keys: empty; only media sockets announced by a webhook can attach")

@@ -10,8 +10,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.api.factory import create_app
 from bridge.app import Services, start_services
+from bridge.session.calls import CallService
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
+from bridge.store import SqliteCallStore, open_store
 from tests.helpers import make_settings
 
 ApiFactory = Callable[..., Any]
@@ -35,6 +37,7 @@ def settings() -> Settings:
 async def api_client_factory() -> AsyncIterator[ApiFactory]:
     """Start the real HTTP API on a loopback port; returns (client, manager)."""
     clients: list[TestClient[Any, Any]] = []
+    stores: list[SqliteCallStore] = []
 
     async def start(
         settings: Settings | None = None, *, max_calls: int | None = None, pending_ttl: float | None = None
@@ -44,7 +47,11 @@ async def api_client_factory() -> AsyncIterator[ApiFactory]:
             max_calls=max_calls or settings.server.max_calls,
             pending_ttl_seconds=pending_ttl or settings.server.pending_ttl_seconds,
         )
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, manager), host="127.0.0.1"))
+        store = await open_store("sqlite://:memory:")
+        stores.append(store)
+        calls = CallService(manager, store, None, dial_timeout_seconds=30)
+        app = create_app(settings, manager, calls)
+        client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
         return client, manager
@@ -52,6 +59,8 @@ async def api_client_factory() -> AsyncIterator[ApiFactory]:
     yield start
     for client in clients:
         await client.close()
+    for store in stores:
+        await store.close()
 
 
 @pytest.fixture

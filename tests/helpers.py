@@ -21,6 +21,7 @@ GLOBEX_PHONE = "+442071234567"
 def raw_config(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": 0, **server},
+        "storage": {"url": "sqlite://:memory:"},
         "connector": {"api_keys": [hash_key(CONNECTOR_KEY)]},
         "audiosocket": {"enabled": True, "port": 0, **audiosocket}
         if audiosocket is not None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bridge.directory import Company, Directory
+from bridge.session.calls import CallService
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
 
@@ -21,5 +22,6 @@ class DirectoryHolder:
 SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", DirectoryHolder)
 MANAGER = web.AppKey("manager", SessionManager)
+CALLS = web.AppKey("calls", CallService)
 
 COMPANY = web.RequestKey("company", Company)

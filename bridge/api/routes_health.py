@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.api.appkeys import MANAGER
+from bridge.api.appkeys import CALLS, MANAGER
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 async def health(request: web.Request) -> web.Response:
+    """Liveness plus readiness of what outbound calls need (Asterisk call control)."""
     manager = request.app[MANAGER]
-    return web.json_response({"status": "draining" if manager.draining else "ok"})
+    controller = request.app[CALLS].controller_health
+    return web.json_response(
+        {
+            "status": "draining" if manager.draining else "ok",
+            "asterisk": controller.value if controller is not None else "disabled",
+        }
+    )
 
 
 async def fleet(request: web.Request) -> web.Response:

@@ -181,6 +181,10 @@ class AudioSocketMediaLeg(InboxLeg):
     def is_playing(self) -> bool:
         return bool(self._playout)
 
+    @property
+    def channel_name(self) -> str:
+        return ""  # AudioSocket never says which channel it serves
+
     def interrupt(self) -> float:
         played_ms = self._response_frames * PTIME_S * 1000
         self._playout.clear()
@@ -237,7 +241,7 @@ class AudioSocketEndpoint:
         try:
             call_uuid, early_audio = await asyncio.wait_for(_read_uuid(reader, parser), UUID_TIMEOUT_S)
             session = self._admit(call_uuid)
-            provider = provider_or_refuse(session, self.make_provider)
+            plan = provider_or_refuse(session, self.make_provider)
         except (TimeoutError, ValueError, BridgeError) as exc:
             log.warning("audiosocket_refused", reason=str(exc) or type(exc).__name__)
             writer.write(encode_hangup())
@@ -248,7 +252,7 @@ class AudioSocketEndpoint:
         leg = AudioSocketMediaLeg(reader, writer, parser, early_audio)
         reader_task = asyncio.ensure_future(leg.run())
         try:
-            await CallRunner(session, leg, provider).run()
+            await CallRunner(session, leg, plan).run()
         finally:
             writer.close()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):

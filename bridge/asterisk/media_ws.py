@@ -146,6 +146,11 @@ class ChanWebsocketMediaLeg(InboxLeg):
     def is_playing(self) -> bool:
         return self._leg.queued_ms(self._loop.time()) > 0
 
+    @property
+    def channel_name(self) -> str:
+        start = self._leg.media_start
+        return start.channel if start is not None else ""
+
     def interrupt(self) -> float:
         played = self._leg.interrupt(self._loop.time())
         self._kick.set()
@@ -230,7 +235,7 @@ class MediaEndpoint:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         session = self.admit(request)  # a BridgeError here is a refusal before the upgrade
-        provider = provider_or_refuse(session, self.make_provider)
+        plan = provider_or_refuse(session, self.make_provider)
         ws = web.WebSocketResponse(
             protocols=("media",), compress=False, max_msg_size=MAX_INBOUND_MESSAGE, autoping=True
         )
@@ -240,7 +245,7 @@ class MediaEndpoint:
             session.finish(EndedBy.ERROR, "upgrade_failed", failed=True)
             raise
         leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg(max_message_bytes=self.max_message_bytes))
-        runner = CallRunner(session, leg, provider)
+        runner = CallRunner(session, leg, plan)
         reader = asyncio.ensure_future(leg.run())
         try:
             await runner.run()

@@ -8,9 +8,9 @@ pick the native formats closest to the leg's and spare the bridge any transcodin
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Literal, TypeAlias
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
 
 from bridge.audio.formats import AudioFormat
 
@@ -21,6 +21,23 @@ class ModelFormats:
 
     input: AudioFormat
     output: AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call, described as a JSON schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "name": self.name,
+            "description": self.description,
+            "parameters": dict(self.parameters),
+        }
 
 
 # -- events a provider emits ------------------------------------------------------------------
@@ -55,23 +72,46 @@ class CallerSpeechStopped:
 
 @dataclass(frozen=True, slots=True)
 class TranscriptLine:
+    """A finished line of the conversation; a bot line cut by barge-in holds only what was heard."""
+
     role: Literal["caller", "bot"]
     text: str
     item_id: str = ""
+    truncated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
+    """The model calls a function; answer with `Provider.send_tool_result(call_id, ...)`."""
+
     call_id: str
     name: str
     arguments: str  # JSON text as the model produced it
+    response_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """A model response is over (`status`: completed, cancelled, failed, incomplete)."""
+
+    response_id: str
+    status: str = "completed"
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts of one response (or one transcription)."""
+    """What one response or one transcription consumed, for the cost ledger."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    input_text_tokens: int = 0
+    input_audio_tokens: int = 0
+    input_cached_text_tokens: int = 0
+    input_cached_audio_tokens: int = 0
+    output_text_tokens: int = 0
+    output_audio_tokens: int = 0
+    transcription_input_tokens: int = 0
+    transcription_output_tokens: int = 0
+    transcription_seconds: float = 0.0
+    responses: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +128,21 @@ class HangupRequested:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ModelReconnecting:
+    """The model's connection dropped; the provider is reconnecting (the caller hears silence)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReconnected:
+    """The model is back, with the conversation so far replayed."""
+
+    attempts: int
+    rotated: bool = False  # a planned rotation before the provider's session limit, not a drop
+
+
 ProviderEvent: TypeAlias = (
     AudioOut
     | ResponseAudioDone
@@ -95,9 +150,12 @@ ProviderEvent: TypeAlias = (
     | CallerSpeechStopped
     | TranscriptLine
     | ToolCall
+    | ResponseDone
     | Usage
     | ProviderError
     | HangupRequested
+    | ModelReconnecting
+    | ModelReconnected
 )
 
 
@@ -134,11 +192,18 @@ class Provider(abc.ABC):
         """The model's events; the iterator ends when the model side is gone."""
 
     @abc.abstractmethod
-    async def interrupt(self, played_ms: float) -> None:
-        """Barge-in: the caller heard `played_ms` of the current response; cut it there."""
+    async def interrupt(self, played_ms: float, *, cancel_response: bool = False) -> None:
+        """Barge-in: the caller heard `played_ms` of the current response; cut it there.
+
+        `cancel_response`: the interruption was detected locally, so the model must also be told
+        to stop generating (its own VAD already stops it otherwise).
+        """
 
     async def send_dtmf(self, digit: str) -> None:  # noqa: B027  (optional: not every model takes keys)
         """A key the caller pressed."""
+
+    async def send_tool_result(self, call_id: str, output: str, *, respond: bool = True) -> None:  # noqa: B027
+        """The result of a `ToolCall` (JSON text); `respond`: let the model speak about it."""
 
     @abc.abstractmethod
     async def close(self) -> None:

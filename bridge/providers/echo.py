@@ -105,7 +105,7 @@ class EchoProvider(Provider):
         while (event := await self._events.get()) is not None:
             yield event
 
-    async def interrupt(self, played_ms: float) -> None:
+    async def interrupt(self, played_ms: float, *, cancel_response: bool = False) -> None:
         """Already cut at the onset (see `_barge_in`); nothing is left to truncate."""
 
     async def close(self) -> None:

@@ -16,20 +16,31 @@ from typing import Any
 import structlog
 
 from bridge.audio.convert import Transcoder
+from bridge.audio.formats import AudioFormat, slin_at
+from bridge.audio.vad import SpeechDetector, SpeechStarted
 from bridge.errors import Unavailable
 from bridge.logging import get_logger
 from bridge.providers.base import (
     AudioOut,
     CallerSpeechStarted,
     HangupRequested,
+    ModelReconnected,
+    ModelReconnecting,
     Provider,
     ProviderError,
     ProviderUnavailable,
     ResponseAudioDone,
+    ResponseDone,
+    ToolCall,
+    TranscriptLine,
+    Usage,
 )
+from bridge.session.control import CallController, ChannelRef, ControlError
+from bridge.session.costs import PriceTable, record_usage
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
 from bridge.session.session import EndRequest, Session
 from bridge.session.state import EndedBy
+from bridge.session.tools import ToolBox, ToolOutcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +49,28 @@ class CallTimeouts:
     provider_connect: float = 10.0
     hangup: float = 30.0  # drain plus HANGUP; the leg bounds its own drain well inside this
     provider_close: float = 2.0
+    transfer_playout: float = 15.0  # the bot's last words before a transfer play out this long at most
+    transfer_leave: float = 3.0  # after a redirect Asterisk closes the media socket; then we hang up
+
+
+@dataclass(frozen=True, slots=True)
+class CallPlan:
+    """Everything a call needs besides its leg: the model and what the model may do."""
+
+    provider: Provider
+    tools: ToolBox | None = None
+    prices: PriceTable | None = None
+    controller: CallController | None = None
+    local_barge_in_ms: int | None = None  # our own VAD interrupts the bot after this much speech
 
 
 DRAINED_ENDINGS = frozenset({EndedBy.BOT, EndedBy.API, EndedBy.SHUTDOWN, EndedBy.TIMEOUT})
 
 
-ProviderFactory = Callable[[Session], Provider]
+ProviderFactory = Callable[[Session], CallPlan]
 
 
-def provider_or_refuse(session: Session, make_provider: ProviderFactory) -> Provider:
+def provider_or_refuse(session: Session, make_provider: ProviderFactory) -> CallPlan:
     """The call's provider; if there is none to be had, the call fails and the socket is refused."""
     try:
         return make_provider(session)
@@ -70,12 +94,20 @@ async def _lane(work: Coroutine[Any, Any, EndRequest]) -> None:
 
 class CallRunner:
     def __init__(
-        self, session: Session, leg: MediaLeg, provider: Provider, timeouts: CallTimeouts | None = None
+        self,
+        session: Session,
+        leg: MediaLeg,
+        plan: CallPlan | Provider,
+        timeouts: CallTimeouts | None = None,
     ) -> None:
         self.session = session
         self.leg = leg
-        self.provider = provider
+        self.plan = plan if isinstance(plan, CallPlan) else CallPlan(plan)
+        self.provider = self.plan.provider
         self.timeouts = timeouts or CallTimeouts()
+        self._end_after: dict[str, EndRequest] = {}  # response id -> end once it has been said
+        self._lanes: asyncio.TaskGroup | None = None
+        self._downlink_codec: Transcoder | None = None
         self.barge_ins = 0
         self._playing_response: str | None = None
         self._cancelled_response: str | None = None
@@ -113,6 +145,7 @@ class CallRunner:
             await connecting
         finally:
             connecting.cancel()
+        self.session.media_channel = self.leg.channel_name
         formats = self.provider.negotiate(leg_format)
         uplink = Transcoder(leg_format, formats.input)
         downlink = Transcoder(formats.output, leg_format)
@@ -125,9 +158,10 @@ class CallRunner:
             model_output=formats.output.name,
             transcoding=not (uplink.is_passthrough and downlink.is_passthrough),
         )
+        self.session.provider = self.provider.name
         await self.provider.start(formats)
         self.session.mark_active()
-        return await self._converse(uplink, downlink)
+        return await self._converse(uplink, downlink, leg_format)
 
     async def _connect_provider(self) -> None:
         try:
@@ -135,22 +169,37 @@ class CallRunner:
         except TimeoutError as exc:
             raise ProviderUnavailable("the model did not answer in time", code="provider_timeout") from exc
 
-    async def _converse(self, uplink: Transcoder, downlink: Transcoder) -> EndRequest:
+    async def _converse(
+        self, uplink: Transcoder, downlink: Transcoder, leg_format: AudioFormat
+    ) -> EndRequest:
         """Run the three lanes; the first to finish ends the call and cancels the others."""
         outcomes: list[EndRequest] = []
+        self._downlink_codec = downlink
         try:
             async with asyncio.TaskGroup() as lanes:
-                lanes.create_task(_lane(self._uplink(uplink)))
+                self._lanes = lanes  # tool calls run here too: the call's one owner holds them
+                lanes.create_task(_lane(self._uplink(uplink, leg_format)))
                 lanes.create_task(_lane(self._downlink(downlink)))
                 lanes.create_task(_lane(self._control()))
         except* _LaneFinished as finished:
             outcomes += [e.outcome for e in finished.exceptions if isinstance(e, _LaneFinished)]
         return outcomes[0]
 
-    async def _uplink(self, uplink: Transcoder) -> EndRequest:
+    async def _uplink(self, uplink: Transcoder, leg_format: AudioFormat) -> EndRequest:
+        detector, to_slin = None, None
+        if self.plan.local_barge_in_ms:
+            detector = SpeechDetector(
+                leg_format.sample_rate, aggressiveness=3, onset_ms=self.plan.local_barge_in_ms
+            )
+            to_slin = Transcoder(leg_format, slin_at(leg_format.sample_rate))
         async for item in self.leg.inbound():
             if isinstance(item, AudioIn):
                 await self.provider.send_audio(uplink.convert(item.data))
+                if detector is not None and to_slin is not None:
+                    for event in detector.feed(to_slin.convert(item.data)):
+                        # Only while the bot is heard: the onset time is the echo guard's debounce.
+                        if isinstance(event, SpeechStarted):
+                            await self._barge_in(cancel_response=True)
             elif isinstance(item, DtmfIn):
                 self.session.dtmf_digits += item.digit
                 self._log.info("dtmf", digit=item.digit)
@@ -172,31 +221,82 @@ class CallRunner:
                 self.leg.end_response()
                 self._response_open = False
             elif isinstance(event, CallerSpeechStarted):
-                await self._barge_in(downlink)
+                await self._barge_in(cancel_response=False)
+            elif isinstance(event, ResponseDone):
+                finished = self._end_after.pop(event.response_id, None)
+                if finished is not None:
+                    return finished
             elif isinstance(event, HangupRequested):
                 return EndRequest(EndedBy.BOT)
-            elif isinstance(event, ProviderError):
-                self._log.warning("provider_error", code=event.code, message=event.message, fatal=event.fatal)
-                if event.fatal:
-                    return EndRequest(EndedBy.ERROR, event.code, failed=True)
+            elif (outcome := await self._model_event(event)) is not None:
+                return outcome
         return EndRequest(EndedBy.ERROR, "provider_disconnected")
 
-    async def _barge_in(self, downlink: Transcoder) -> None:
+    async def _model_event(self, event: object) -> EndRequest | None:
+        """Everything the model says besides audio and turn-taking."""
+        if isinstance(event, TranscriptLine):
+            self.session.add_line(event.role, event.text, item_id=event.item_id, truncated=event.truncated)
+        elif isinstance(event, Usage):
+            prices = self.plan.prices
+            self.session.add_usage(record_usage(event), prices.cost(event) if prices else None)
+        elif isinstance(event, ToolCall):
+            return await self._tool_call(event)
+        elif isinstance(event, ModelReconnecting):
+            self._log.info("model_reconnecting", attempt=event.attempt)
+        elif isinstance(event, ModelReconnected):
+            self.session.model_reconnects += 0 if event.rotated else 1
+        elif isinstance(event, ProviderError):
+            self._log.warning("provider_error", code=event.code, message=event.message, fatal=event.fatal)
+            if event.fatal:
+                return EndRequest(EndedBy.ERROR, event.code, failed=True)
+        return None
+
+    async def _tool_call(self, call: ToolCall) -> EndRequest | None:
+        tools = self.plan.tools
+        if tools is None:
+            await self.provider.send_tool_result(call.call_id, '{"ok":false,"error":"no tools on this call"}')
+            return None
+        ending = tools.ending(call)
+        if ending is not None:  # end_call / transfer_call: decided now, so no ResponseDone slips past
+            await self.provider.send_tool_result(call.call_id, ending.output, respond=ending.respond)
+            if ending.end_call or ending.transfer_to:
+                end = EndRequest(EndedBy.BOT, transfer_to=ending.transfer_to)
+                if not call.response_id:
+                    return end
+                self._end_after[call.response_id] = end  # once the goodbye has been said
+            return None
+        if self._lanes is not None:
+            self._lanes.create_task(self._run_tool(tools, call))
+        return None
+
+    async def _run_tool(self, tools: ToolBox, call: ToolCall) -> None:
+        try:
+            outcome = await tools.run(call, self.session)
+        except Exception:  # a tool must never take the call down
+            self._log.exception("tool_crashed", tool=call.name)
+            outcome = ToolOutcome('{"ok":false,"error":"the tool failed"}')
+        with contextlib.suppress(Exception):
+            await self.provider.send_tool_result(call.call_id, outcome.output, respond=outcome.respond)
+
+    async def _barge_in(self, *, cancel_response: bool) -> None:
         if not (self._response_open or self.leg.is_playing):
             return
         self._response_open = False
         played_ms = self.leg.interrupt()  # control overtakes audio: the flush goes out first
         self._cancelled_response = self._playing_response
-        downlink.reset()
+        if self._downlink_codec is not None:
+            self._downlink_codec.reset()
         self.barge_ins += 1
-        self._log.debug("barge_in", played_ms=round(played_ms))
-        await self.provider.interrupt(played_ms)
+        self._log.debug("barge_in", played_ms=round(played_ms), local=cancel_response)
+        await self.provider.interrupt(played_ms, cancel_response=cancel_response)
 
     async def _control(self) -> EndRequest:
         await self.session.end_requested.wait()
         return self.session.end_request or EndRequest(EndedBy.API)
 
     async def _teardown(self, outcome: EndRequest) -> None:
+        if outcome.transfer_to is not None and self.leg.end_reason is None:
+            await self._transfer(outcome)
         caller_gone = self.leg.end_reason is not None
         if not caller_gone:
             with contextlib.suppress(Exception):
@@ -212,4 +312,34 @@ class CallRunner:
         self.session.stats.protocol_errors = stats.protocol_errors
         self.session.played_ms_estimated = stats.played_ms_estimated
         self.session.barge_ins = self.barge_ins
+        if self.leg.end_reason is not None and self.session.transferred_to and outcome.transfer_to is None:
+            outcome = EndRequest(EndedBy.API, transfer_to=self.session.transferred_to)
         self.session.finish(outcome.by, outcome.error_code, failed=outcome.failed)
+
+    async def _transfer(self, outcome: EndRequest) -> None:
+        """The caller leaves for `transfer_to`: after the bot's last words (tool) or at once (API)."""
+        target = outcome.transfer_to or ""
+        if outcome.by is EndedBy.BOT:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeouts.transfer_playout
+            # The leg models Asterisk's queue on the clock: there is no event to wait for.
+            while self.leg.is_playing and self.leg.end_reason is None and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            controller = self.plan.controller
+            if controller is None:
+                return
+            info = self.session.info
+            ref = ChannelRef(info.call_id, info.direction == "outbound", self.session.media_channel)
+            try:
+                await controller.transfer(ref, target)
+            except ControlError as exc:
+                self._log.warning("transfer_failed", code=exc.code, error=str(exc))
+                outcome.error_code = "transfer_failed"
+                return
+            self.session.transferred_to = target
+        else:
+            self.leg.interrupt()  # the API already redirected the caller: stop talking to them
+        self._log.info("call_transferred", by=outcome.by.value)
+        # Asterisk closes the media socket once the caller has left; hang up only if it does not.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.leg.wait_gone(), self.timeouts.transfer_leave)

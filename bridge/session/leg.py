@@ -115,6 +115,9 @@ class InboxLeg:
     def end_reason(self) -> EndRequest | None:
         return self._inbox.end_reason
 
+    async def wait_gone(self) -> None:
+        await self._inbox.wait_gone()
+
 
 class MediaLeg(Protocol):
     async def wait_started(self) -> AudioFormat:
@@ -128,6 +131,15 @@ class MediaLeg(Protocol):
     @property
     def end_reason(self) -> EndRequest | None:
         """Why `inbound` ended: the caller hung up, or the peer broke the protocol."""
+        ...
+
+    async def wait_gone(self) -> None:
+        """Returns once the peer has gone (socket closed)."""
+        ...
+
+    @property
+    def channel_name(self) -> str:
+        """Asterisk's name for the media channel, when the peer said it ("" otherwise)."""
         ...
 
     def play(self, data: bytes) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge.errors import AtCapacity, Conflict, NotFound, ShuttingDown
@@ -26,8 +27,15 @@ class Capacity:
 
 
 class SessionManager:
-    def __init__(self, *, max_calls: int, pending_ttl_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_calls: int,
+        pending_ttl_seconds: float = 60.0,
+        on_new_session: Callable[[Session], None] | None = None,
+    ) -> None:
         self.max_calls = max_calls
+        self._on_new_session = on_new_session
         self.pending_ttl_seconds = pending_ttl_seconds
         self._live: dict[str, Session] = {}
         self._expiry: dict[str, asyncio.TimerHandle] = {}
@@ -55,6 +63,8 @@ class SessionManager:
     def _register(self, session: Session) -> None:
         self._live[session.call_id] = session
         session.on_end(self._forget)
+        if self._on_new_session is not None:
+            self._on_new_session(session)
         self._log.info(
             "call_created",
             call_id=session.call_id,
@@ -65,11 +75,13 @@ class SessionManager:
 
     # -- creation and attachment -----------------------------------------------------------------
 
-    def create_pending(self, info: CallInfo) -> tuple[Session, bool]:
-        """A call announced by a webhook (or an outbound request). Returns (session, created).
+    def create_pending(
+        self, info: CallInfo, *, dialing: bool = False, ttl_seconds: float | None = None
+    ) -> tuple[Session, bool]:
+        """A call announced by a webhook, or (`dialing`) an outbound call. Returns (session, created).
 
         A repeated announcement of the same call id returns the existing session;
-        the same id from another company is a conflict.
+        the same id from another company is a conflict. Without media within the TTL it fails.
         """
         existing = self._live.get(info.call_id)
         if existing is not None:
@@ -77,10 +89,11 @@ class SessionManager:
                 raise Conflict(f"call {info.call_id} belongs to another company", code="call_id_conflict")
             return existing, False
         self._admit()
-        session = Session(info)
+        session = Session(info, state=CallState.DIALING if dialing else CallState.PENDING)
         self._register(session)
         loop = asyncio.get_running_loop()
-        self._expiry[info.call_id] = loop.call_later(self.pending_ttl_seconds, self._expire, session)
+        ttl = self.pending_ttl_seconds if ttl_seconds is None else ttl_seconds
+        self._expiry[info.call_id] = loop.call_later(ttl, self._expire, session)
         return session, True
 
     def attach(self, call_id: str) -> Session:
@@ -112,7 +125,7 @@ class SessionManager:
 
     def get_pending(self, call_id: str) -> Session | None:
         session = self._live.get(call_id)
-        return session if session is not None and session.state is CallState.PENDING else None
+        return session if session is not None and session.state.awaits_media else None
 
     def end(self, call_id: str, by: EndedBy) -> Session | None:
         """Ask a live call to end; None if there is no such live call (already over is fine)."""
@@ -123,8 +136,8 @@ class SessionManager:
 
     def _expire(self, session: Session) -> None:
         self._expiry.pop(session.call_id, None)
-        if session.state is CallState.PENDING:
-            self._log.info("pending_call_expired", call_id=session.call_id, ttl=self.pending_ttl_seconds)
+        if session.state.awaits_media:
+            self._log.info("pending_call_expired", call_id=session.call_id, state=session.state.value)
             session.request_end(EndedBy.TIMEOUT, "media_timeout", failed=True)
 
     def _cancel_expiry(self, call_id: str) -> None:
@@ -159,7 +172,7 @@ class SessionManager:
         self._log.info("draining", live_calls=len(self._live), drain_seconds=seconds)
         # Calls still waiting for media will be refused their socket anyway: end them now.
         for session in list(self._live.values()):
-            if session.state is CallState.PENDING:
+            if session.state.awaits_media:
                 session.request_end(EndedBy.SHUTDOWN)
         # Keep part of the budget so owners can drain a goodbye and hang up once asked.
         grace = min(3.0, seconds / 4)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from bridge.session.state import CallEvent, CallState, EndedBy, Transition, next_state
+from bridge.store.records import CallRecord, TranscriptLine, Usage
 
 Direction = Literal["inbound", "outbound"]
 
@@ -28,6 +29,10 @@ class CallInfo:
     called: str
     caller_name: str = ""
     websocket_url: str = ""
+    # Outbound calls: what the bot is calling for, what it says first, and template variables.
+    call_objective: str = ""
+    first_message: str = ""
+    variables: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -43,9 +48,12 @@ class EndRequest:
     by: EndedBy
     error_code: str | None = None
     failed: bool = False
+    # The caller leaves for this target instead of being hung up (a transfer; see CallRunner).
+    transfer_to: str | None = None
 
 
 EndListener = Callable[["Session"], None]
+ChangeListener = Callable[["Session"], None]
 
 
 @dataclass(eq=False)
@@ -64,9 +72,20 @@ class Session:
     barge_ins: int = 0
     dtmf_digits: str = ""
     played_ms_estimated: bool = False  # playout position guessed from the send clock (no marks)
+    media_channel: str = ""  # Asterisk's name for the media channel (MEDIA_START), for call control
+    provider: str = ""
+    model: str = ""
+    transcript: list[TranscriptLine] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float | None = None
+    dial_outcome: str | None = None
+    transferred_to: str | None = None
+    model_reconnects: int = 0
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _listeners: list[EndListener] = field(default_factory=list)
+    _change_listeners: list[ChangeListener] = field(default_factory=list)
+    _line_items: dict[str, int] = field(default_factory=dict)  # provider item id -> transcript index
 
     @property
     def call_id(self) -> str:
@@ -79,10 +98,38 @@ class Session:
     def on_end(self, listener: EndListener) -> None:
         self._listeners.append(listener)
 
+    def on_change(self, listener: ChangeListener) -> None:
+        """Called after every state change (the end included), e.g. to persist the record."""
+        self._change_listeners.append(listener)
+
     def _apply(self, event: CallEvent) -> Transition:
         transition = next_state(self.state, event)
         self.state = transition.after
+        if transition.changed and not transition.after.is_terminal:
+            self._changed()
         return transition
+
+    def _changed(self) -> None:
+        for listener in self._change_listeners:
+            listener(self)
+
+    def add_line(
+        self, role: Literal["caller", "bot"], text: str, *, item_id: str = "", truncated: bool = False
+    ) -> None:
+        """A finished transcript line; a later line for the same model item replaces it (barge-in cuts)."""
+        index = self._line_items.get(item_id) if item_id else None
+        if index is not None:
+            at = self.transcript[index].at
+            self.transcript[index] = TranscriptLine(role=role, text=text, at=at, truncated=truncated)
+            return
+        if item_id:
+            self._line_items[item_id] = len(self.transcript)
+        self.transcript.append(TranscriptLine(role=role, text=text, at=time.time(), truncated=truncated))
+
+    def add_usage(self, usage: Usage, cost_usd: float | None) -> None:
+        self.usage = self.usage + usage
+        if cost_usd is not None:
+            self.cost_usd = round((self.cost_usd or 0.0) + cost_usd, 6)
 
     def attach_owner(self) -> None:
         """A media socket now owns the call (raises InvalidTransition if it is not pending)."""
@@ -94,11 +141,20 @@ class Session:
         if self._apply(CallEvent.MODEL_READY).changed:
             self.answered_at = time.time()
 
-    def request_end(self, by: EndedBy, error_code: str | None = None, *, failed: bool = False) -> None:
+    def request_end(
+        self,
+        by: EndedBy,
+        error_code: str | None = None,
+        *,
+        failed: bool = False,
+        transfer_to: str | None = None,
+    ) -> None:
         """Ask the call to end (`failed`: it never became a conversation). The first request wins."""
         if self.state.is_terminal or self.end_request is not None:
             return
-        self.end_request = EndRequest(by, error_code, failed)
+        if transfer_to is not None:
+            self.transferred_to = transfer_to
+        self.end_request = EndRequest(by, error_code, failed, transfer_to)
         self.end_requested.set()
         if not self.has_owner:
             self.finish(by, error_code, failed=failed)
@@ -114,6 +170,7 @@ class Session:
         self.end_requested.set()
         for listener in self._listeners:
             listener(self)
+        self._changed()
 
     @property
     def duration_seconds(self) -> float:
@@ -121,21 +178,34 @@ class Session:
             return 0.0
         return round((self.ended_at or time.time()) - self.connected_at, 3)
 
-    def snapshot(self) -> dict[str, Any]:
-        """The call as the API shows it (no secrets, no audio)."""
-        return {
-            "call_id": self.info.call_id,
-            "company_id": self.info.company_id,
-            "direction": self.info.direction,
-            "from": self.info.caller,
-            "to": self.info.called,
-            "status": self.state.value,
-            "created_at": self.created_at,
-            "answered_at": self.answered_at,
-            "ended_at": self.ended_at,
-            "duration_seconds": self.duration_seconds,
-            "disconnected_by": self.disconnected_by.value if self.disconnected_by else None,
-            "error_code": self.error_code,
-            "barge_ins": self.barge_ins,
-            "played_ms_estimated": self.played_ms_estimated,
-        }
+    def record(self) -> CallRecord:
+        """The call as stored and as the API shows it (no secrets, no audio)."""
+        info, stats = self.info, self.stats
+        return CallRecord(
+            call_id=info.call_id,
+            company_id=info.company_id,
+            direction=info.direction,
+            from_number=info.caller,
+            to_number=info.called,
+            caller_name=info.caller_name or None,
+            call_objective=info.call_objective or None,
+            status=self.state.value,
+            disconnected_by=self.disconnected_by.value if self.disconnected_by else None,
+            error_code=self.error_code,
+            dial_outcome=self.dial_outcome,
+            created_at=self.created_at,
+            answered_at=self.answered_at,
+            ended_at=self.ended_at,
+            duration_seconds=self.duration_seconds,
+            transcript=tuple(self.transcript),
+            usage=self.usage,
+            cost_usd=self.cost_usd,
+            provider=self.provider,
+            model=self.model,
+            frames_in=stats.frames_in,
+            frames_out=stats.frames_out,
+            drops=stats.drops,
+            barge_ins=self.barge_ins,
+            played_ms_estimated=self.played_ms_estimated,
+            variables=dict(info.variables),
+        )

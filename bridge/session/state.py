@@ -1,6 +1,7 @@
 """The call life cycle of contract section 6, as a pure transition table.
 
-pending -> connecting -> active -> ended | failed. Terminal states absorb every
+pending -> connecting -> active -> ended | failed; an outbound call starts as
+`dialing` instead of `pending` (ringing the callee). Terminal states absorb every
 later event, which is what makes `terminate`, hangups and API ends idempotent.
 """
 
@@ -14,6 +15,7 @@ from typing import Final
 
 class CallState(enum.StrEnum):
     PENDING = "pending"
+    DIALING = "dialing"
     CONNECTING = "connecting"
     ACTIVE = "active"
     ENDED = "ended"
@@ -22,6 +24,11 @@ class CallState(enum.StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (CallState.ENDED, CallState.FAILED)
+
+    @property
+    def awaits_media(self) -> bool:
+        """Announced (inbound) or ringing (outbound): no media socket yet."""
+        return self in (CallState.PENDING, CallState.DIALING)
 
 
 class EndedBy(enum.StrEnum):
@@ -46,6 +53,9 @@ TRANSITIONS: Final = MappingProxyType(
         (_S.PENDING, _E.MEDIA_ATTACHED): _S.CONNECTING,
         (_S.PENDING, _E.END): _S.ENDED,
         (_S.PENDING, _E.FAIL): _S.FAILED,
+        (_S.DIALING, _E.MEDIA_ATTACHED): _S.CONNECTING,
+        (_S.DIALING, _E.END): _S.ENDED,
+        (_S.DIALING, _E.FAIL): _S.FAILED,
         (_S.CONNECTING, _E.MODEL_READY): _S.ACTIVE,
         (_S.CONNECTING, _E.END): _S.ENDED,
         (_S.CONNECTING, _E.FAIL): _S.FAILED,

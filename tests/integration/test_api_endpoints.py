@@ -238,7 +238,7 @@ async def test_terminate_cannot_end_another_companys_call(api_client_factory: Ap
 
 async def test_health_and_metrics(api_client_factory: ApiFactory) -> None:
     client, _ = await api_client_factory()
-    assert await (await client.get("/health")).json() == {"status": "ok"}
+    assert await (await client.get("/health")).json() == {"status": "ok", "asterisk": "disabled"}
     await client.post("/api/voip/webhook", json=webhook(), headers=CONNECTOR)
     metrics = await client.get("/metrics")
     assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")

@@ -28,6 +28,7 @@ class MemoryLeg:
         self.interrupts = 0
         self.hangups: list[bool] = []
         self._gone: EndRequest | None = None
+        self.gone = asyncio.Event()
 
     async def wait_started(self) -> AudioFormat:
         return SLIN16
@@ -36,6 +37,14 @@ class MemoryLeg:
         while (item := await self.inbound_items.get()) is not None:
             yield item
         self._gone = EndRequest(EndedBy.CALLER)
+        self.gone.set()
+
+    async def wait_gone(self) -> None:
+        await self.gone.wait()
+
+    @property
+    def channel_name(self) -> str:
+        return "WebSocket/test-0001"
 
     @property
     def end_reason(self) -> EndRequest | None:
@@ -87,7 +96,7 @@ class ScriptedProvider(Provider):
         while (event := await self.events_to_send.get()) is not None:
             yield event
 
-    async def interrupt(self, played_ms: float) -> None:
+    async def interrupt(self, played_ms: float, *, cancel_response: bool = False) -> None:
         self.truncated_at.append(played_ms)
 
     async def close(self) -> None:

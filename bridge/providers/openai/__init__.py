@@ -1,0 +1,1 @@
+"""OpenAI Realtime GA (and the services that speak it: Azure OpenAI, xAI)."""

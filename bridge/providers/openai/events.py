@@ -1,0 +1,384 @@
+"""The OpenAI Realtime GA protocol as a sans-I/O state machine (also Azure's and xAI's).
+
+Feed it the server's text messages (`receive`), get typed provider events back; ask it for
+the client events to send (`take_outgoing`). It keeps what the protocol needs between
+messages: the active response, how much audio each assistant item carried (so a truncate
+is clamped to what was received), the conversation so far (replayed after a reconnect),
+and a `response.create` owed once the active response ends (after tool results).
+No asyncio, sockets, clocks or logging: the client logs the notes it returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bridge.audio.formats import AudioFormat
+from bridge.providers.base import (
+    AudioOut,
+    CallerSpeechStarted,
+    CallerSpeechStopped,
+    ProviderError,
+    ProviderEvent,
+    ResponseAudioDone,
+    ResponseDone,
+    ToolCall,
+    TranscriptLine,
+    Usage,
+)
+from bridge.providers.openai.dialect import Dialect
+from bridge.providers.openai.session_config import (
+    AgentBrief,
+    ResolvedBrief,
+    opening_instructions,
+    resolve,
+    session_body,
+)
+
+# The session cannot go on: end the call as failed with this code.
+FATAL_CODES = frozenset(
+    {
+        "invalid_api_key",
+        "insufficient_quota",
+        "beta_api_shape_disabled",
+        "model_not_found",
+        "account_deactivated",
+        "billing_hard_limit_reached",
+    }
+)
+# Errors our own races produce (a truncate after the server already cut the item, a cancel of a
+# response that just ended): expected, harmless.
+BENIGN_CODES = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
+# The server ended the session at its maximum duration: reconnect and replay, do not fail the call.
+EXPIRY_CODES = frozenset({"session_expired", "session_expired_error"})
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolNote:
+    """Something the client should log (at `level`), not act on."""
+
+    level: Literal["debug", "info", "warning"]
+    message: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionExpired:
+    """The provider says the session reached its limit: the client rotates to a new one."""
+
+
+Incoming = ProviderEvent | ProtocolNote | SessionExpired
+
+
+@dataclass(slots=True)
+class _AssistantItem:
+    response_id: str
+    audio_bytes: int = 0
+    transcript: str | None = None  # set at output_audio_transcript.done
+    heard_ms: float | None = None  # set when we truncated it
+
+
+@dataclass(slots=True)
+class _Line:
+    role: Literal["caller", "bot"]
+    text: str
+
+
+@dataclass(slots=True)
+class RealtimeProtocol:
+    dialect: Dialect
+    brief: AgentBrief
+    resolved: ResolvedBrief = field(init=False)
+    input_format: AudioFormat | None = None
+    output_format: AudioFormat | None = None
+    active_response: str | None = None
+    _outbox: list[str] = field(default_factory=list)
+    _items: dict[str, _AssistantItem] = field(default_factory=dict)
+    _last_audio_item: str | None = None
+    _history: dict[str, _Line] = field(default_factory=dict)  # item id -> line, in arrival order
+    _owe_response: bool = False
+    _pending: list[Incoming] = field(default_factory=list)  # reported with the next server event
+
+    def __post_init__(self) -> None:
+        self.resolved = resolve(self.brief)
+
+    # ------------------------------------------------------------------ client events
+
+    def take_outgoing(self) -> list[str]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def _send(self, event: dict[str, Any]) -> None:
+        self._outbox.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+    def configure(self, input_format: AudioFormat, output_format: AudioFormat, *, greet: bool) -> None:
+        """session.update, then (first connection only) the greeting as a response of its own."""
+        self.input_format, self.output_format = input_format, output_format
+        body = session_body(self.dialect, self.brief, self.resolved, input_format, output_format)
+        self._send({"type": "session.update", "session": body})
+        if greet and self.resolved.opening_line:
+            self._send(
+                {
+                    "type": "response.create",
+                    "response": {"instructions": opening_instructions(self.resolved.opening_line)},
+                }
+            )
+
+    def append_audio(self, data: bytes) -> str:
+        """input_audio_buffer.append for one chunk, without a JSON encoder (base64 needs no escaping)."""
+        return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(data).decode("ascii") + '"}'
+
+    def interrupt(self, played_ms: float, *, cancel: bool) -> int | None:
+        """Barge-in: truncate the latest assistant item at what the caller heard (clamped to what came).
+
+        `cancel`: the barge-in is ours (local VAD), so the server has not cancelled its response.
+        Returns the `audio_end_ms` sent, or None when there was nothing to truncate.
+        """
+        if cancel and self.active_response is not None:
+            self._send({"type": "response.cancel"})
+        item_id = self._last_audio_item
+        self._last_audio_item = None
+        item = self._items.get(item_id) if item_id else None
+        if item_id is None or item is None or item.heard_ms is not None:
+            return None
+        received_ms = self._output_ms(item.audio_bytes)
+        heard = int(max(0.0, min(played_ms, received_ms)))
+        item.heard_ms = float(heard)
+        self._send(
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": heard,
+            }
+        )
+        if item.transcript is not None:  # the full line was already reported: report what was heard
+            self._pending.append(self._bot_line(item_id, item))
+        return heard
+
+    def tool_result(self, call_id: str, output: str, *, respond: bool) -> None:
+        self._send(
+            {
+                "type": "conversation.item.create",
+                "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+            }
+        )
+        if respond:
+            if self.active_response is None:
+                self._send({"type": "response.create"})
+            else:
+                self._owe_response = True  # a second response.create now would be refused
+
+    def replay(self) -> None:
+        """After a reconnect: the same session, and the conversation so far as plain text items."""
+        if self.input_format is None or self.output_format is None:
+            return
+        self.configure(self.input_format, self.output_format, greet=False)
+        for line in self._history.values():
+            if not line.text:
+                continue
+            if line.role == "caller":
+                item = {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": line.text}],
+                }
+            else:
+                item = {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": line.text}],
+                }
+            self._send({"type": "conversation.item.create", "item": item})
+
+    def connection_lost(self) -> None:
+        """The server forgot everything about responses and items; keep only the history."""
+        self.active_response = None
+        self._owe_response = False
+        self._last_audio_item = None
+        self._items.clear()
+
+    # ------------------------------------------------------------------ server events
+
+    def receive(self, text: str | bytes) -> list[Incoming]:
+        out, self._pending = self._pending, []
+        return out + self._parse(text)
+
+    def _parse(self, text: str | bytes) -> list[Incoming]:
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return [ProtocolNote("warning", "server sent a message that is not JSON")]
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return [ProtocolNote("warning", "server event without a type")]
+        handler = _HANDLERS.get(event["type"])
+        if handler is None:
+            return [ProtocolNote("debug", "ignored server event", event["type"])]
+        try:
+            return handler(self, event)
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
+            return [ProtocolNote("warning", f"malformed {event['type']}", repr(exc))]
+
+    def _audio_delta(self, event: dict[str, Any]) -> list[Incoming]:
+        data = base64.b64decode(event["delta"], validate=True)
+        item_id, response_id = str(event["item_id"]), str(event["response_id"])
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = _AssistantItem(response_id)
+        if item.heard_ms is not None:
+            return []  # already truncated: late audio of an interrupted item
+        item.audio_bytes += len(data)
+        self._last_audio_item = item_id
+        return [AudioOut(data, response_id)]
+
+    def _audio_done(self, event: dict[str, Any]) -> list[Incoming]:
+        return [ResponseAudioDone(str(event["response_id"]))]
+
+    def _bot_transcript_done(self, event: dict[str, Any]) -> list[Incoming]:
+        item_id = str(event["item_id"])
+        item = self._items.setdefault(item_id, _AssistantItem(str(event.get("response_id", ""))))
+        item.transcript = str(event["transcript"])
+        return [self._bot_line(item_id, item)]
+
+    def _bot_line(self, item_id: str, item: _AssistantItem) -> TranscriptLine:
+        text = item.transcript or ""
+        truncated = item.heard_ms is not None
+        if truncated and text:
+            # The transcript covers all the audio generated; keep the share the caller heard.
+            total_ms = self._output_ms(item.audio_bytes)
+            share = 1.0 if total_ms <= 0 else min(1.0, (item.heard_ms or 0.0) / total_ms)
+            text = _cut_words(text, share)
+        self._history[item_id] = _Line("bot", text)
+        return TranscriptLine("bot", text, item_id, truncated=truncated)
+
+    def _caller_transcript(self, event: dict[str, Any]) -> list[Incoming]:
+        item_id = str(event["item_id"])
+        text = str(event["transcript"]).strip()
+        out: list[Incoming] = []
+        if text:
+            self._history[item_id] = _Line("caller", text)
+            out.append(TranscriptLine("caller", text, item_id))
+        usage = event.get("usage")
+        if isinstance(usage, dict):
+            out.append(_transcription_usage(usage))
+        return out
+
+    def _speech_started(self, event: dict[str, Any]) -> list[Incoming]:
+        return [CallerSpeechStarted(_float(event.get("audio_start_ms")))]
+
+    def _speech_stopped(self, event: dict[str, Any]) -> list[Incoming]:
+        return [CallerSpeechStopped(_float(event.get("audio_end_ms")))]
+
+    def _response_created(self, event: dict[str, Any]) -> list[Incoming]:
+        self.active_response = str(event["response"]["id"])
+        return []
+
+    def _response_done(self, event: dict[str, Any]) -> list[Incoming]:
+        response = event["response"]
+        response_id, status = str(response.get("id", "")), str(response.get("status", "completed"))
+        if self.active_response == response_id or self.active_response is None:
+            self.active_response = None
+        out: list[Incoming] = []
+        usage = response.get("usage") or event.get("usage")
+        if isinstance(usage, dict) and usage:
+            out.append(_response_usage(usage))
+        details = response.get("status_details") or {}
+        error = details.get("error") if isinstance(details, dict) else None
+        if status == "failed" and isinstance(error, dict):
+            code = str(error.get("code") or error.get("type") or "response_failed")
+            out.append(ProviderError(code, str(error.get("message", "")), fatal=code in FATAL_CODES))
+        out.append(ResponseDone(response_id, status))
+        if self._owe_response and self.active_response is None:
+            self._owe_response = False
+            self._send({"type": "response.create"})
+        return out
+
+    def _function_call(self, event: dict[str, Any]) -> list[Incoming]:
+        return [
+            ToolCall(
+                call_id=str(event["call_id"]),
+                name=str(event["name"]),
+                arguments=str(event.get("arguments") or "{}"),
+                response_id=str(event.get("response_id", "")),
+            )
+        ]
+
+    def _error(self, event: dict[str, Any]) -> list[Incoming]:
+        error = event.get("error") or {}
+        code = str(error.get("code") or error.get("type") or "error")
+        message = str(error.get("message", ""))
+        if code in EXPIRY_CODES:
+            return [SessionExpired()]
+        if code in BENIGN_CODES or (code == "invalid_value" and "truncate" in message.lower()):
+            return [ProtocolNote("debug", "benign provider error", code)]
+        return [ProviderError(code, message, fatal=code in FATAL_CODES)]
+
+    def _session_event(self, event: dict[str, Any]) -> list[Incoming]:
+        return [ProtocolNote("debug", event["type"])]
+
+    def _output_ms(self, nbytes: int) -> float:
+        return self.output_format.ms_for_bytes(nbytes) if self.output_format else 0.0
+
+
+def _cut_words(text: str, share: float) -> str:
+    words = text.split()
+    keep = round(len(words) * share)
+    return " ".join(words[:keep])
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _int(mapping: object, key: str) -> int:
+    value = mapping.get(key) if isinstance(mapping, dict) else None
+    return int(value) if isinstance(value, int | float) else 0
+
+
+def _response_usage(usage: dict[str, Any]) -> Usage:
+    inputs, outputs = usage.get("input_token_details") or {}, usage.get("output_token_details") or {}
+    cached = inputs.get("cached_tokens_details") if isinstance(inputs, dict) else None
+    input_text, input_audio = _int(inputs, "text_tokens"), _int(inputs, "audio_tokens")
+    output_text, output_audio = _int(outputs, "text_tokens"), _int(outputs, "audio_tokens")
+    if not (input_text or input_audio):  # xAI: totals only
+        input_text = _int(usage, "input_tokens")
+    if not (output_text or output_audio):
+        output_audio = _int(usage, "output_tokens")
+    return Usage(
+        input_text_tokens=input_text,
+        input_audio_tokens=input_audio,
+        input_cached_text_tokens=_int(cached, "text_tokens"),
+        input_cached_audio_tokens=_int(cached, "audio_tokens"),
+        output_text_tokens=output_text,
+        output_audio_tokens=output_audio,
+        responses=1,
+    )
+
+
+def _transcription_usage(usage: dict[str, Any]) -> Usage:
+    if usage.get("type") == "duration":
+        seconds = usage.get("seconds")
+        return Usage(transcription_seconds=float(seconds) if isinstance(seconds, int | float) else 0.0)
+    return Usage(
+        transcription_input_tokens=_int(usage, "input_tokens"),
+        transcription_output_tokens=_int(usage, "output_tokens"),
+    )
+
+
+_HANDLERS = {
+    "response.output_audio.delta": RealtimeProtocol._audio_delta,
+    "response.output_audio.done": RealtimeProtocol._audio_done,
+    "response.output_audio_transcript.done": RealtimeProtocol._bot_transcript_done,
+    "conversation.item.input_audio_transcription.completed": RealtimeProtocol._caller_transcript,
+    "input_audio_buffer.speech_started": RealtimeProtocol._speech_started,
+    "input_audio_buffer.speech_stopped": RealtimeProtocol._speech_stopped,
+    "response.created": RealtimeProtocol._response_created,
+    "response.done": RealtimeProtocol._response_done,
+    "response.function_call_arguments.done": RealtimeProtocol._function_call,
+    "error": RealtimeProtocol._error,
+    "session.created": RealtimeProtocol._session_event,
+    "session.updated": RealtimeProtocol._session_event,
+}

@@ -1,0 +1,192 @@
+"""What the API may do with calls: dial out, look up, list, end, transfer, send keys.
+
+A company sees and controls only its own calls: another company's call id is a 404,
+exactly like an unknown one, so ids cannot be probed. Live calls are read from the
+session (fresher than the store); finished ones from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from bridge.errors import BridgeError, Conflict, NotFound, Unavailable
+from bridge.logging import get_logger
+from bridge.session.control import (
+    CallController,
+    ChannelRef,
+    ControlError,
+    ControllerHealth,
+    DialOutcome,
+    OriginateRequest,
+)
+from bridge.session.manager import SessionManager
+from bridge.session.session import CallInfo, Session
+from bridge.session.state import CallState, EndedBy
+from bridge.store.records import STATUSES, CallQuery, CallRecord, CallStore
+
+__all__ = ["STATUSES", "CallQuery", "CallService", "OutboundCall", "control_failure"]
+
+ANSWER_TO_MEDIA_SECONDS = 30.0  # after the dial timeout: the answered callee's media socket must come
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundCall:
+    company_id: str
+    from_number: str
+    to_number: str
+    call_objective: str
+    first_message: str = ""
+    variables: Mapping[str, str] | None = None
+
+
+def control_failure(exc: ControlError) -> BridgeError:
+    """A refused or unanswered Asterisk action, as the API reports it."""
+    if exc.code in ("channel_not_found", "channel_not_in_stasis"):
+        return Conflict(f"Asterisk cannot do that on this call now: {exc}", code=exc.code)
+    return Unavailable(f"Asterisk did not carry it out: {exc}", code=exc.code)
+
+
+class CallService:
+    def __init__(
+        self,
+        manager: SessionManager,
+        store: CallStore,
+        controller: CallController | None,
+        *,
+        dial_timeout_seconds: float,
+    ) -> None:
+        self.manager = manager
+        self.store = store
+        self.controller = controller
+        self.dial_timeout_seconds = dial_timeout_seconds
+        self._dials: set[asyncio.Task[None]] = set()
+        self._log = get_logger("calls")
+
+    @property
+    def controller_health(self) -> ControllerHealth | None:
+        return None if self.controller is None else self.controller.health
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    def originate(self, request: OutboundCall) -> Session:
+        """Create the call (dialing) and start dialing; the outcome arrives later on the session."""
+        controller = self.controller
+        if controller is None or controller.health is ControllerHealth.DOWN:
+            raise Unavailable("Asterisk call control is not available", code="asterisk_unavailable")
+        info = CallInfo(
+            call_id=str(uuid.uuid4()),
+            company_id=request.company_id,
+            direction="outbound",
+            caller=request.from_number,
+            called=request.to_number,
+            call_objective=request.call_objective,
+            first_message=request.first_message,
+            variables=dict(request.variables or {}),
+        )
+        session, _ = self.manager.create_pending(
+            info, dialing=True, ttl_seconds=self.dial_timeout_seconds + ANSWER_TO_MEDIA_SECONDS
+        )
+        dial = asyncio.ensure_future(self._dial(controller, session))
+        self._dials.add(dial)
+        dial.add_done_callback(self._dials.discard)
+        return session
+
+    async def _dial(self, controller: CallController, session: Session) -> None:
+        info = session.info
+        request = OriginateRequest(
+            info.call_id, info.caller, info.called, {"BRIDGE_COMPANY": info.company_id}
+        )
+        try:
+            result = await controller.originate(request)
+        except ControlError as exc:
+            self._log.warning("originate_failed", call_id=info.call_id, code=exc.code, error=str(exc))
+            session.dial_outcome = DialOutcome.FAILED.value
+            session.request_end(EndedBy.ERROR, exc.code, failed=True)
+            return
+        session.dial_outcome = result.outcome.value
+        self._log.info(
+            "dial_outcome", call_id=info.call_id, outcome=result.outcome.value, reason=result.reason
+        )
+        if session.state.is_terminal:
+            if result.outcome is DialOutcome.ANSWERED:  # ended by the API while ringing: let it go
+                with contextlib.suppress(ControlError):
+                    await controller.hangup(ChannelRef(info.call_id, outbound=True))
+            return
+        if result.outcome is not DialOutcome.ANSWERED:
+            session.request_end(EndedBy.ERROR, result.outcome.value, failed=True)
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def _live(self, company_id: str, call_id: str) -> Session | None:
+        session = self.manager.get(call_id)
+        return session if session is not None and session.company_id == company_id else None
+
+    async def record(self, company_id: str, call_id: str) -> CallRecord:
+        session = self._live(company_id, call_id)
+        if session is not None:
+            return session.record()
+        record = await self.store.get(company_id, call_id)
+        if record is None:
+            raise NotFound(f"no call {call_id}", code="unknown_call")
+        return record
+
+    async def list(self, query: CallQuery) -> tuple[list[CallRecord], int]:
+        return await self.store.list(query)
+
+    # -- control ----------------------------------------------------------------------------
+
+    async def end(self, company_id: str, call_id: str) -> Session:
+        """Drain what the bot is saying, then hang up; a call still ringing is cancelled."""
+        session = self._live(company_id, call_id)
+        if session is None:
+            await self.record(company_id, call_id)  # 404 if it is not theirs or unknown
+            raise Conflict(f"call {call_id} is already over", code="call_not_active")
+        ringing = session.state is CallState.DIALING
+        session.request_end(EndedBy.API)
+        if ringing and self.controller is not None:
+            with contextlib.suppress(ControlError):
+                await self.controller.hangup(ChannelRef(call_id, outbound=True))
+        return session
+
+    def _controllable(self, company_id: str, call_id: str) -> tuple[Session, CallController, ChannelRef]:
+        session = self._live(company_id, call_id)
+        if session is None:
+            raise NotFound(f"no live call {call_id}", code="unknown_call")
+        if session.state not in (CallState.CONNECTING, CallState.ACTIVE) or session.end_request is not None:
+            raise Conflict(
+                f"call {call_id} is {session.state.value}, not in conversation", code="call_not_active"
+            )
+        if self.controller is None or self.controller.health is ControllerHealth.DOWN:
+            raise Unavailable("Asterisk call control is not available", code="asterisk_unavailable")
+        ref = ChannelRef(call_id, session.info.direction == "outbound", session.media_channel)
+        return session, self.controller, ref
+
+    async def transfer(self, company_id: str, call_id: str, target: str) -> Session:
+        """The caller goes to `target` through the transfer context; the bot's leg leaves."""
+        session, controller, ref = self._controllable(company_id, call_id)
+        session.transferred_to = target  # so the media socket closing reads as a transfer
+        try:
+            await controller.transfer(ref, target)
+        except ControlError as exc:
+            session.transferred_to = None
+            raise control_failure(exc) from exc
+        session.request_end(EndedBy.API, transfer_to=target)
+        return session
+
+    async def send_dtmf(self, company_id: str, call_id: str, digits: str) -> Session:
+        session, controller, ref = self._controllable(company_id, call_id)
+        try:
+            await controller.send_dtmf(ref, digits)
+        except ControlError as exc:
+            raise control_failure(exc) from exc
+        return session
+
+    async def close(self) -> None:
+        for dial in list(self._dials):
+            dial.cancel()
+        if self._dials:
+            await asyncio.gather(*self._dials, return_exceptions=True)

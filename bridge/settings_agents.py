@@ -1,0 +1,183 @@
+"""Settings of the speech models and of each company's voice agent (part of `bridge.settings`)."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+
+
+def resolve_env_reference(value: object) -> object:
+    if isinstance(value, str) and value.startswith("env:"):
+        name = value[4:]
+        if not name:
+            raise ValueError("env: needs a variable name, e.g. env:OPENAI_API_KEY")
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} is not set")
+        return os.environ[name]
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(resolve_env_reference)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelPrice(Section):
+    """USD per million tokens (transcription may instead be priced per minute)."""
+
+    input_text: float = Field(0.0, ge=0)
+    input_audio: float = Field(0.0, ge=0)
+    cached_input_text: float = Field(0.0, ge=0)
+    cached_input_audio: float = Field(0.0, ge=0)
+    output_text: float = Field(0.0, ge=0)
+    output_audio: float = Field(0.0, ge=0)
+
+
+class TranscriptionPrice(Section):
+    input_tokens: float = Field(0.0, ge=0)  # USD per million
+    output_tokens: float = Field(0.0, ge=0)
+    per_minute: float = Field(0.0, ge=0)  # for duration-billed transcription models
+
+
+# Published list prices (USD per million tokens) as of late 2026; override them under
+# [providers.<name>.prices."<model>"] when they change. Costs are estimates, never invoices.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "gpt-realtime": ModelPrice(
+        input_text=4.0,
+        input_audio=32.0,
+        cached_input_text=0.4,
+        cached_input_audio=0.4,
+        output_text=16.0,
+        output_audio=64.0,
+    ),
+    "gpt-realtime-mini": ModelPrice(
+        input_text=0.6,
+        input_audio=10.0,
+        cached_input_text=0.06,
+        cached_input_audio=0.3,
+        output_text=2.4,
+        output_audio=20.0,
+    ),
+}
+DEFAULT_TRANSCRIPTION_PRICES: dict[str, TranscriptionPrice] = {
+    "gpt-4o-mini-transcribe": TranscriptionPrice(input_tokens=1.25, output_tokens=5.0),
+    "gpt-4o-transcribe": TranscriptionPrice(input_tokens=2.5, output_tokens=10.0),
+    "whisper-1": TranscriptionPrice(per_minute=0.006),
+}
+
+
+class RealtimeProviderSettings(Section):
+    """One OpenAI-protocol realtime service (OpenAI, Azure OpenAI, xAI)."""
+
+    api_key: Secret = SecretStr("")
+    url: str
+    model: str  # Azure: the deployment name
+    transcription_model: str = "gpt-4o-mini-transcribe"
+    # Rotate the model session (replaying the conversation) before the provider's own limit.
+    max_session_minutes: float = Field(55.0, gt=0)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    reconnect_give_up_seconds: float = Field(5.0, gt=0)
+    prices: dict[str, ModelPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    transcription_prices: dict[str, TranscriptionPrice] = Field(
+        default_factory=lambda: dict(DEFAULT_TRANSCRIPTION_PRICES)
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _websocket_url(cls, value: str) -> str:
+        if not re.match(r"^wss?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not a ws:// or wss:// URL")
+        return value
+
+
+class OpenAISettings(RealtimeProviderSettings):
+    url: str = "wss://api.openai.com/v1/realtime"
+    model: str = "gpt-realtime"
+
+
+class AzureOpenAISettings(RealtimeProviderSettings):
+    url: str = "wss://YOUR-RESOURCE.openai.azure.com/openai/v1/realtime"
+    model: str = "gpt-realtime"  # the deployment name
+    max_session_minutes: float = Field(28.0, gt=0)  # Azure ends sessions at 30 minutes
+
+
+class XaiSettings(RealtimeProviderSettings):
+    url: str = "wss://api.x.ai/v1/realtime"
+    model: str = "grok-voice-latest"
+    transcription_model: str = ""  # xAI transcribes the caller by itself
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)  # xAI bills per minute; no token table
+
+
+class ProvidersSettings(Section):
+    openai: OpenAISettings = OpenAISettings()
+    azure_openai: AzureOpenAISettings = AzureOpenAISettings()
+    xai: XaiSettings = XaiSettings()
+
+    def realtime(self, name: str) -> RealtimeProviderSettings:
+        section: RealtimeProviderSettings = getattr(self, name)
+        return section
+
+
+ProviderName = Literal["echo", "openai", "azure_openai", "xai"]
+REALTIME_PROVIDERS: tuple[str, ...] = ("openai", "azure_openai", "xai")
+
+
+class HttpTool(Section):
+    """A company's own function for the model: the arguments are POSTed to `url` as JSON."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    url: str = Field(pattern=r"^https?://")
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+    headers: dict[str, Secret] = Field(default_factory=dict)  # e.g. Authorization = "env:CRM_TOKEN"
+
+    @field_validator("name")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in BUILTIN_TOOLS:
+            raise ValueError(f"{value!r} is a built-in tool name")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('parameters must be a JSON schema with "type": "object"')
+        return value
+
+
+BUILTIN_TOOLS = ("end_call", "transfer_call", "send_dtmf")
+
+
+class AgentSettings(Section):
+    provider: ProviderName = "echo"
+    voice: str = "marin"
+    instructions: str = ""
+    greeting: str = ""  # said as soon as the call connects; empty: the model waits for the caller
+    language: str = "en"
+    turn_detection: Literal["server_vad", "semantic_vad"] = "server_vad"
+    vad_threshold: float = Field(0.5, ge=0, le=1)
+    silence_duration_ms: int = Field(500, ge=100, le=5000)
+    prefix_padding_ms: int = Field(300, ge=0, le=2000)
+    noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
+    # Local barge-in (our own VAD on the caller while the bot is heard), on top of the model's.
+    local_barge_in: bool = False
+    local_barge_in_ms: int = Field(240, ge=60, le=2000)  # debounce: speech this long interrupts
+    end_call_tool: bool = True
+    dtmf_tool: bool = True
+    transfer_targets: list[str] = Field(default_factory=list)  # empty: no transfer_call tool
+    tools: list[HttpTool] = Field(default_factory=list)
+
+    @field_validator("transfer_targets")
+    @classmethod
+    def _dialable(cls, value: list[str]) -> list[str]:
+        for target in value:
+            if not re.fullmatch(r"\+?[0-9*#]{1,32}", target):
+                raise ValueError(f"{target!r} is not a number or extension")
+        return value

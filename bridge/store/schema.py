@@ -1,0 +1,173 @@
+"""The `calls` table: its migrations, its columns, and how a CallRecord maps onto a row. No I/O."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from bridge.store.records import CallRecord, TranscriptLine, Usage
+
+# Each step runs in its own transaction and bumps user_version to its 1-based index.
+# Append new steps; never edit a released one.
+MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
+    (
+        """
+        CREATE TABLE calls (
+            call_id TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            from_number TEXT NOT NULL,
+            to_number TEXT NOT NULL,
+            caller_name TEXT,
+            call_objective TEXT,
+            status TEXT NOT NULL,
+            disconnected_by TEXT,
+            error_code TEXT,
+            dial_outcome TEXT,
+            created_at REAL NOT NULL,
+            answered_at REAL,
+            ended_at REAL,
+            duration_seconds REAL NOT NULL DEFAULT 0,
+            transcript TEXT NOT NULL DEFAULT '[]',
+            usage TEXT NOT NULL DEFAULT '{}',
+            cost_usd REAL,
+            provider TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            frames_in INTEGER NOT NULL DEFAULT 0,
+            frames_out INTEGER NOT NULL DEFAULT 0,
+            drops INTEGER NOT NULL DEFAULT 0,
+            barge_ins INTEGER NOT NULL DEFAULT 0,
+            played_ms_estimated INTEGER NOT NULL DEFAULT 0,
+            variables TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX calls_company_created ON calls (company_id, created_at DESC)",
+        "CREATE INDEX calls_company_status ON calls (company_id, status)",
+    ),
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+COLUMNS: Final = (
+    "call_id",
+    "company_id",
+    "direction",
+    "from_number",
+    "to_number",
+    "caller_name",
+    "call_objective",
+    "status",
+    "disconnected_by",
+    "error_code",
+    "dial_outcome",
+    "created_at",
+    "answered_at",
+    "ended_at",
+    "duration_seconds",
+    "transcript",
+    "usage",
+    "cost_usd",
+    "provider",
+    "model",
+    "frames_in",
+    "frames_out",
+    "drops",
+    "barge_ins",
+    "played_ms_estimated",
+    "variables",
+)
+SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM calls"  # noqa: S608  (constant column names)
+# The WHERE keeps a call id owned by one company from being taken over by another's save.
+UPSERT: Final = (
+    f"INSERT INTO calls ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "  # noqa: S608
+    f"ON CONFLICT(call_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("call_id", "company_id"))
+    + " WHERE calls.company_id = excluded.company_id"
+)
+INTERRUPT: Final = (
+    "UPDATE calls SET status = 'failed', error_code = 'bridge_restarted', ended_at = ? "
+    "WHERE status NOT IN ('ended', 'failed')"
+)
+
+
+def _text(value: str) -> str:
+    # Lone surrogates (e.g. "\ud800" in a webhook's JSON) cannot be encoded for SQLite; a
+    # mangled caller name beats a lost call record.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def _opt_text(value: str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _json(value: Any) -> str:
+    # ensure_ascii keeps any string (even lone surrogates) encodable and exactly round-tripped.
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def record_to_row(record: CallRecord) -> tuple[object, ...]:
+    return (
+        _text(record.call_id),
+        _text(record.company_id),
+        record.direction,
+        _text(record.from_number),
+        _text(record.to_number),
+        _opt_text(record.caller_name),
+        _opt_text(record.call_objective),
+        record.status,
+        _opt_text(record.disconnected_by),
+        _opt_text(record.error_code),
+        _opt_text(record.dial_outcome),
+        record.created_at,
+        record.answered_at,
+        record.ended_at,
+        record.duration_seconds,
+        _json([line.to_dict() for line in record.transcript]),
+        _json(record.usage.to_dict()),
+        record.cost_usd,
+        _text(record.provider),
+        _text(record.model),
+        record.frames_in,
+        record.frames_out,
+        record.drops,
+        record.barge_ins,
+        int(record.played_ms_estimated),
+        _json(dict(record.variables)),
+    )
+
+
+def row_to_record(row: Sequence[Any]) -> CallRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    variables = json.loads(values["variables"])
+    return CallRecord(
+        call_id=values["call_id"],
+        company_id=values["company_id"],
+        direction=values["direction"],
+        from_number=values["from_number"],
+        to_number=values["to_number"],
+        caller_name=values["caller_name"],
+        call_objective=values["call_objective"],
+        status=values["status"],
+        disconnected_by=values["disconnected_by"],
+        error_code=values["error_code"],
+        dial_outcome=values["dial_outcome"],
+        created_at=values["created_at"],
+        answered_at=values["answered_at"],
+        ended_at=values["ended_at"],
+        duration_seconds=values["duration_seconds"],
+        transcript=tuple(TranscriptLine.from_dict(line) for line in json.loads(values["transcript"])),
+        usage=Usage.from_dict(json.loads(values["usage"])),
+        cost_usd=values["cost_usd"],
+        provider=values["provider"],
+        model=values["model"],
+        frames_in=values["frames_in"],
+        frames_out=values["frames_out"],
+        drops=values["drops"],
+        barge_ins=values["barge_ins"],
+        played_ms_estimated=bool(values["played_ms_estimated"]),
+        variables={str(k): str(v) for k, v in variables.items()},
+    )

@@ -1,0 +1,224 @@
+"""Call records in SQLite, on one dedicated worker thread so the event loop never waits on disk.
+
+Every database call runs on a single-thread executor that owns the one connection: writes are
+serialized in the order they were issued, and `close()` runs after everything already queued.
+The schema is migrated by the app itself, tracked by `PRAGMA user_version`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+from bridge.errors import BridgeError
+from bridge.store.records import CallQuery, CallRecord
+from bridge.store.schema import (
+    INTERRUPT,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    SELECT,
+    UPSERT,
+    record_to_row,
+    row_to_record,
+)
+from bridge.store.url import MEMORY, sqlite_path
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS: Final = 5000
+
+
+class StoreError(BridgeError):
+    code = "store_error"
+
+
+class StoreClosed(StoreError):
+    code = "store_closed"
+
+
+class SchemaTooNew(StoreError):
+    code = "store_schema_too_new"
+
+
+# --- the synchronous side, run only on the worker thread -----------------------------------------
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if path != MEMORY:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    # isolation_level=None: autocommit; transactions are explicit (BEGIN ... COMMIT) below.
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if path != MEMORY:
+            conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL under WAL: a power cut may lose the last commits, never corrupt the file.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    return version
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    while True:
+        # IMMEDIATE takes the write lock first, so two processes opening one file never both migrate.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = _user_version(conn)
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"call store {path!r} has schema version {version}, newer than this bridge knows "
+                    f"({SCHEMA_VERSION}); upgrade the bridge or point [storage] url at another file"
+                )
+            if version == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _save(conn: sqlite3.Connection, row: tuple[object, ...]) -> None:
+    cursor = conn.execute(UPSERT, row)
+    if cursor.rowcount != 1:
+        raise StoreError(f"call {row[0]!r} already belongs to another company; not saved")
+
+
+def _get(conn: sqlite3.Connection, company_id: str, call_id: str) -> CallRecord | None:
+    row = conn.execute(f"{SELECT} WHERE call_id = ? AND company_id = ?", (call_id, company_id)).fetchone()
+    return None if row is None else row_to_record(row)
+
+
+def _where(query: CallQuery) -> tuple[str, list[object]]:
+    clauses = ["company_id = ?"]
+    params: list[object] = [query.company_id]
+    if query.status is not None:
+        clauses.append("status = ?")
+        params.append(query.status)
+    if query.direction is not None:
+        clauses.append("direction = ?")
+        params.append(query.direction)
+    if query.since is not None:
+        clauses.append("created_at >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        clauses.append("created_at < ?")
+        params.append(query.until)
+    return " AND ".join(clauses), params
+
+
+def _list(conn: sqlite3.Connection, query: CallQuery) -> tuple[list[CallRecord], int]:
+    where, params = _where(query)
+    # One read transaction: the page and the total come from the same snapshot.
+    conn.execute("BEGIN")
+    try:
+        total: int = conn.execute(f"SELECT COUNT(*) FROM calls WHERE {where}", params).fetchone()[0]  # noqa: S608
+        rows = conn.execute(
+            f"{SELECT} WHERE {where} ORDER BY created_at DESC, call_id DESC LIMIT ? OFFSET ?",
+            [*params, query.limit, query.offset],
+        ).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    return [row_to_record(row) for row in rows], total
+
+
+def _mark_interrupted(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute(INTERRUPT, (now,)).rowcount
+
+
+# --- the asyncio side ---------------------------------------------------------------------------
+
+
+class SqliteCallStore:
+    """The call-record store. Build it with `await open_store(url)`; `await close()` at shutdown."""
+
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, path: str) -> None:
+        self._executor = executor
+        self._conn = conn
+        self._closing: asyncio.Future[None] | None = None  # set once close() has been called
+        self.path = path  # ":memory:" or the file path as given (relative to the working directory)
+
+    @classmethod
+    async def open(cls, url: str) -> SqliteCallStore:
+        path = sqlite_path(url)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-store")
+        connecting = asyncio.get_running_loop().run_in_executor(executor, _connect, path)
+
+        def abandon(done: asyncio.Future[sqlite3.Connection]) -> None:
+            # Failed or cancelled open: close whatever connection the worker made, on its own thread.
+            if not done.cancelled() and done.exception() is None:
+                executor.submit(done.result().close)
+            executor.shutdown(wait=False)
+
+        try:
+            conn = await asyncio.shield(connecting)
+        except BaseException:
+            connecting.add_done_callback(abandon)
+            raise
+        return cls(executor, conn, path)
+
+    @property
+    def closed(self) -> bool:
+        return self._closing is not None
+
+    def _submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        # Submitted synchronously, before the caller's first await: issue order is execution order.
+        if self._closing is not None:
+            raise StoreClosed("the call store is closed")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn, *args)
+
+    async def save(self, record: CallRecord) -> None:
+        """Insert or replace the record with this call id (cheap: one row, one statement)."""
+        row = record_to_row(record)
+        # Shielded: a save issued by a task that is then cancelled still lands.
+        await asyncio.shield(self._submit(_save, row))
+
+    async def get(self, company_id: str, call_id: str) -> CallRecord | None:
+        """The call, or None if it does not exist or belongs to another company."""
+        return await self._submit(_get, company_id, call_id)
+
+    async def list(self, query: CallQuery) -> tuple[builtins.list[CallRecord], int]:
+        """A page of the company's calls, newest first, and how many match in all."""
+        return await self._submit(_list, query)
+
+    async def mark_interrupted(self, now: float) -> int:
+        """Fail every call a previous process left unfinished; how many there were."""
+        return await asyncio.shield(self._submit(_mark_interrupted, now))
+
+    async def close(self) -> None:
+        """Let queued work finish, close the connection and stop the worker. Idempotent."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+            # No join: the worker exits by itself once the close has run.
+            self._closing.add_done_callback(lambda _: self._executor.shutdown(wait=False))
+        await asyncio.shield(self._closing)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def open_store(url: str) -> SqliteCallStore:
+    """Open (creating and migrating as needed) the store a `[storage] url` names."""
+    return await SqliteCallStore.open(url)

@@ -1,0 +1,145 @@
+"""The store's worker thread: off the event loop, one thread, writes in issue order, nothing lost on close."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.store import CallQuery, CallRecord, SqliteCallStore, open_store
+from bridge.store import sqlite as store_sqlite
+
+T0 = 1_700_000_000.0
+
+
+def version(call_id: str, n: int, company_id: str = "acme") -> CallRecord:
+    """The n-th state of a call; `frames_in` carries n so the test can tell which write won."""
+    return CallRecord(
+        call_id=call_id,
+        company_id=company_id,
+        direction="inbound",
+        from_number="+34600000001",
+        to_number="+34987654321",
+        created_at=T0,
+        status="active" if n else "pending",
+        frames_in=n,
+    )
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[sqlite3.Connection]:
+    """Another connection holding the database's write lock, as a second process would."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+        conn.close()
+
+
+async def test_database_work_runs_on_one_thread_off_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    real_save, real_get = store_sqlite._save, store_sqlite._get
+
+    def save(*args: Any) -> None:
+        threads.append(threading.get_ident())
+        real_save(*args)
+
+    def get(*args: Any) -> CallRecord | None:
+        threads.append(threading.get_ident())
+        return real_get(*args)
+
+    monkeypatch.setattr(store_sqlite, "_save", save)
+    monkeypatch.setattr(store_sqlite, "_get", get)
+    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+        await store.save(version("c", 1))
+        assert await store.get("acme", "c") == version("c", 1)
+    assert len(threads) == 2
+    assert len(set(threads)) == 1
+    assert threads[0] != threading.get_ident()
+
+
+async def test_a_locked_database_does_not_block_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    async with await open_store(f"sqlite:///{path}") as store:
+        with write_lock(path):
+            saving = asyncio.create_task(store.save(version("c", 1)))
+            for _ in range(20):
+                await asyncio.sleep(0)  # the loop keeps turning while the worker waits for the lock
+            assert not saving.done()
+        await saving  # busy_timeout outlasts the lock
+        assert await store.get("acme", "c") == version("c", 1)
+
+
+async def test_concurrent_saves_keep_the_last_write_per_call(tmp_path: Path) -> None:
+    async def one_call(store: SqliteCallStore, call_id: str) -> None:
+        for n in range(25):
+            await store.save(version(call_id, n))
+
+    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+        async with asyncio.TaskGroup() as group:
+            for i in range(20):
+                group.create_task(one_call(store, f"call-{i}"))
+        records, total = await store.list(CallQuery(company_id="acme", limit=100))
+    assert total == 20
+    assert {r.call_id: r.frames_in for r in records} == {f"call-{i}": 24 for i in range(20)}
+
+
+async def test_saves_land_in_the_order_they_were_issued(tmp_path: Path) -> None:
+    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+        # Fire-and-forget from many tasks, created in version order, never awaited in between.
+        tasks = [asyncio.create_task(store.save(version("c", n))) for n in range(200)]
+        await asyncio.gather(*tasks)
+        assert await store.get("acme", "c") == version("c", 199)
+
+
+async def test_close_finishes_writes_already_issued(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/calls.db"
+    store = await open_store(url)
+    tasks = [asyncio.create_task(store.save(version(f"call-{i}", 1))) for i in range(50)]
+    await asyncio.sleep(0)  # every task has now issued its write
+    await store.close()
+    await asyncio.gather(*tasks)
+    async with await open_store(url) as reopened:
+        _, total = await reopened.list(CallQuery(company_id="acme"))
+    assert total == 50
+
+
+async def test_a_cancelled_save_still_lands(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    url = f"sqlite:///{path}"
+    store = await open_store(url)
+    with write_lock(path):
+        first = asyncio.create_task(store.save(version("first", 1)))
+        queued = asyncio.create_task(store.save(version("queued", 1)))
+        await asyncio.sleep(0)  # both issued; the worker is stuck on the lock with `first`
+        queued.cancel()
+        await asyncio.gather(queued, return_exceptions=True)
+        assert queued.cancelled()
+    await first
+    await store.close()
+    async with await open_store(url) as reopened:
+        assert await reopened.get("acme", "queued") == version("queued", 1)
+
+
+async def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/calls.db"
+    crashed = await open_store(url)
+    await crashed.save(version("live", 3))
+    await crashed.save(dataclasses.replace(version("done", 3), status="ended", ended_at=T0 + 9))
+    await crashed.close()  # as far as the file goes, a crash after the last commit looks the same
+    async with await open_store(url) as restarted:
+        assert await restarted.mark_interrupted(T0 + 100) == 1
+        live = await restarted.get("acme", "live")
+        assert live is not None
+        assert (live.status, live.error_code, live.ended_at) == ("failed", "bridge_restarted", T0 + 100)
