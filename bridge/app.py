@@ -83,7 +83,13 @@ def build_controller(settings: Settings) -> CallController | None:
         return AmiController(asterisk.ami, asterisk.originate, asterisk.transfer_context)
     if not asterisk.ari.password.get_secret_value():
         return None
-    return AriController(asterisk.ari, asterisk.originate, asterisk.transfer_context)
+    return AriController(
+        asterisk.ari,
+        asterisk.originate,
+        asterisk.transfer_context,
+        media_connection=asterisk.ari.media_connection,
+        media_format=asterisk.ari.media_format,
+    )
 
 
 def make_call_planner(

@@ -92,6 +92,10 @@ class AriSettings(Section):
     username: str = "bridge"
     password: Secret = SecretStr("")
     app: str = "bridge"
+    # ARI mode keeps the callee in Stasis and joins our media socket through externalMedia:
+    # the websocket_client.conf connection it dials, and the format it asks for.
+    media_connection: str = "bridge_media"
+    media_format: str = "ulaw"
 
 
 class OriginateSettings(Section):
