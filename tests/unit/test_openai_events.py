@@ -32,7 +32,8 @@ from bridge.providers.openai.session_config import AgentBrief, fill_placeholders
 
 def _discriminated(sdk_union: Any) -> TypeAdapter[Any]:
     members = typing.get_args(typing.get_args(sdk_union)[0])
-    return TypeAdapter(Annotated[Union[members], Field(discriminator="type")])  # noqa: UP007
+    union: Any = Annotated[Union[members], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(union)
 
 
 CLIENT_EVENTS = _discriminated(RealtimeClientEvent)
