@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
 
 from bridge.audio.formats import SLIN16, AudioFormat
 from bridge.providers.base import (
@@ -14,11 +18,20 @@ from bridge.providers.base import (
     Provider,
     ProviderError,
     ProviderEvent,
+    ResponseDone,
+    ToolCall,
+    TranscriptLine,
+    Usage,
 )
-from bridge.session.call import CallRunner, CallTimeouts
+from bridge.session.call import CallPlan, CallRunner, CallTimeouts
+from bridge.session.control import ChannelRef, ControllerHealth, DialOutcome, DialResult, OriginateRequest
+from bridge.session.costs import PriceTable
 from bridge.session.leg import AudioIn, LegInput, LegStats
 from bridge.session.session import CallInfo, EndRequest, Session
 from bridge.session.state import CallState, EndedBy
+from bridge.session.tools import ToolBox, ToolOutcome
+from bridge.settings_agents import AgentSettings, ModelPrice
+from tests.helpers import utterances
 
 
 class MemoryLeg:
@@ -81,6 +94,7 @@ class ScriptedProvider(Provider):
             self.events_to_send.put_nowait(event)
         self.heard: list[bytes] = []
         self.truncated_at: list[float] = []
+        self.tool_results: list[tuple[str, str, bool]] = []
         self.closed = False
 
     def negotiate(self, leg: AudioFormat) -> ModelFormats:
@@ -98,6 +112,9 @@ class ScriptedProvider(Provider):
 
     async def interrupt(self, played_ms: float, *, cancel_response: bool = False) -> None:
         self.truncated_at.append(played_ms)
+
+    async def send_tool_result(self, call_id: str, output: str, *, respond: bool = True) -> None:
+        self.tool_results.append((call_id, output, respond))
 
     async def close(self) -> None:
         self.closed = True
@@ -161,3 +178,164 @@ async def test_fatal_provider_error_fails_the_call() -> None:
     assert call.state is CallState.FAILED
     assert call.error_code == "invalid_api_key"
     assert leg.hangups == [False]
+
+
+class RecordingController:
+    """A CallController that records what it is asked (the AMI/ARI ones have their own wire tests)."""
+
+    def __init__(self) -> None:
+        self.transfers: list[tuple[ChannelRef, str]] = []
+        self.dtmf: list[tuple[ChannelRef, str]] = []
+
+    @property
+    def health(self) -> ControllerHealth:
+        return ControllerHealth.OK
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def originate(self, request: OriginateRequest) -> DialResult:
+        return DialResult(DialOutcome.ANSWERED)
+
+    async def hangup(self, ref: ChannelRef) -> None:
+        return None
+
+    async def transfer(self, ref: ChannelRef, target: str) -> None:
+        self.transfers.append((ref, target))
+
+    async def send_dtmf(self, ref: ChannelRef, digits: str) -> None:
+        self.dtmf.append((ref, digits))
+
+
+def agent(**overrides: Any) -> AgentSettings:
+    return AgentSettings.model_validate(
+        {"provider": "echo", "transfer_targets": ["+34911222333"], **overrides}
+    )
+
+
+async def test_end_call_tool_waits_for_the_goodbye_response_to_finish() -> None:
+    leg, call = MemoryLeg(), session()
+    provider = ScriptedProvider(
+        [
+            AudioOut(b"\x01\x00" * 320, "r1"),
+            ToolCall("t1", "end_call", "{}", "r1"),
+            AudioOut(b"\x02\x00" * 320, "r1"),  # the goodbye goes on after the call: still played
+            ResponseDone("r1"),
+        ]
+    )
+    plan = CallPlan(provider, tools=ToolBox(agent()))
+    await asyncio.wait_for(CallRunner(call, leg, plan).run(), 5)
+    assert call.disconnected_by is EndedBy.BOT
+    assert leg.played == [b"\x01\x00" * 320, b"\x02\x00" * 320]
+    assert leg.hangups == [True]  # drained
+    assert provider.tool_results == [("t1", '{"ok": true}', False)]
+
+
+async def test_transfer_tool_redirects_after_the_last_words_and_records_the_target() -> None:
+    leg, call = MemoryLeg(), session()
+    controller = RecordingController()
+    provider = ScriptedProvider(
+        [ToolCall("t1", "transfer_call", '{"to": "+34911222333"}', "r1"), ResponseDone("r1")]
+    )
+    plan = CallPlan(provider, tools=ToolBox(agent(), controller=controller), controller=controller)
+    timeouts = CallTimeouts(transfer_leave=0.1)
+    await asyncio.wait_for(CallRunner(call, leg, plan, timeouts).run(), 5)
+    assert [(ref.call_id, ref.media_channel, target) for ref, target in controller.transfers] == [
+        ("c1", "WebSocket/test-0001", "+34911222333")
+    ]
+    assert call.transferred_to == "+34911222333"
+    assert call.disconnected_by is EndedBy.BOT
+
+
+async def test_transfer_to_a_target_not_configured_is_refused_to_the_model() -> None:
+    leg, call = MemoryLeg(), session()
+    controller = RecordingController()
+    provider = ScriptedProvider(
+        [ToolCall("t1", "transfer_call", '{"to": "+1555"}', "r1"), ResponseDone("r1")]
+    )
+    plan = CallPlan(provider, tools=ToolBox(agent(), controller=controller), controller=controller)
+    task = asyncio.create_task(CallRunner(call, leg, plan).run())
+    for _ in range(100):
+        if provider.tool_results:
+            break
+        await asyncio.sleep(0.01)
+    call.request_end(EndedBy.API)
+    await asyncio.wait_for(task, 5)
+    assert controller.transfers == []
+    assert json.loads(provider.tool_results[0][1])["ok"] is False
+
+
+async def test_transcripts_usage_and_cost_accumulate_on_the_session() -> None:
+    leg, call = MemoryLeg(), session()
+    usage = Usage(input_audio_tokens=1_000_000, output_audio_tokens=500_000, responses=1)
+    provider = ScriptedProvider(
+        [
+            TranscriptLine("caller", "hello", "u1"),
+            TranscriptLine("bot", "hi, how can I help", "a1"),
+            TranscriptLine("bot", "hi, how", "a1", truncated=True),  # cut by a barge-in: replaces
+            usage,
+            usage,
+            HangupRequested(),
+        ]
+    )
+    prices = PriceTable(ModelPrice(input_audio=32.0, output_audio=64.0), None)
+    await asyncio.wait_for(CallRunner(call, leg, CallPlan(provider, prices=prices)).run(), 5)
+    assert [(line.role, line.text, line.truncated) for line in call.transcript] == [
+        ("caller", "hello", False),
+        ("bot", "hi, how", True),
+    ]
+    assert call.usage.input_audio_tokens == 2_000_000
+    assert call.usage.responses == 2
+    assert call.cost_usd == pytest.approx(2 * (32.0 + 32.0))
+
+
+async def test_a_slow_tool_does_not_stall_the_conversation() -> None:
+    leg, call = MemoryLeg(), session()
+    release = asyncio.Event()
+
+    class SlowTools(ToolBox):
+        async def run(self, call_: ToolCall, session_: Session) -> ToolOutcome:
+            await release.wait()
+            return ToolOutcome('{"ok": true}')
+
+    provider = ScriptedProvider([ToolCall("t1", "lookup", "{}", "r1"), AudioOut(b"\x05\x00" * 320, "r2")])
+    task = asyncio.create_task(CallRunner(call, leg, CallPlan(provider, tools=SlowTools(agent()))).run())
+    for _ in range(100):
+        if leg.played:
+            break
+        await asyncio.sleep(0.01)
+    assert leg.played == [b"\x05\x00" * 320]  # audio flowed while the tool was still running
+    assert provider.tool_results == []
+    release.set()
+    for _ in range(100):
+        if provider.tool_results:
+            break
+        await asyncio.sleep(0.01)
+    call.request_end(EndedBy.API)
+    await asyncio.wait_for(task, 5)
+    assert provider.tool_results == [("t1", '{"ok": true}', True)]
+
+
+async def test_local_barge_in_interrupts_the_bot_after_the_debounce() -> None:
+    leg, call = MemoryLeg(), session()
+    provider = ScriptedProvider([AudioOut(b"\x01\x00" * 320, "r1")])
+    plan = CallPlan(provider, local_barge_in_ms=100)
+    task = asyncio.create_task(CallRunner(call, leg, plan).run())
+    for _ in range(100):
+        if leg.played:
+            break
+        await asyncio.sleep(0.01)
+    speech = utterances(16000, [(0.0, 0.6)])
+    for offset in range(0, len(speech), 640):
+        leg.inbound_items.put_nowait(AudioIn(speech[offset : offset + 640]))
+    for _ in range(200):
+        if leg.interrupts:
+            break
+        await asyncio.sleep(0.01)
+    call.request_end(EndedBy.API)
+    await asyncio.wait_for(task, 5)
+    assert leg.interrupts == 1
+    assert provider.truncated_at == [120.0]
