@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.errors import BridgeError, Conflict, NotFound, Unavailable
+from bridge.errors import BadRequest, BridgeError, Conflict, NotFound, Unavailable
 from bridge.logging import get_logger
 from bridge.session.control import (
     CallController,
@@ -174,6 +174,9 @@ class CallService:
         except ControlError as exc:
             session.transferred_to = None
             raise control_failure(exc) from exc
+        except ValueError as exc:
+            session.transferred_to = None
+            raise BadRequest(str(exc), code="validation_error") from exc
         session.request_end(EndedBy.API, transfer_to=target)
         return session
 
@@ -183,6 +186,8 @@ class CallService:
             await controller.send_dtmf(ref, digits)
         except ControlError as exc:
             raise control_failure(exc) from exc
+        except ValueError as exc:
+            raise BadRequest(str(exc), code="validation_error") from exc
         return session
 
     async def close(self) -> None:

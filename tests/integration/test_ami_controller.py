@@ -1,0 +1,544 @@
+"""AmiController (panoramisk 1.4) against the strict fake AMI server over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+import bridge.asterisk.ami as ami_module
+from bridge.asterisk.ami import AmiController
+from bridge.asterisk.ami_mapping import HangupCause
+from bridge.session.control import (
+    ChannelRef,
+    ControlError,
+    ControllerHealth,
+    DialOutcome,
+    OriginateRequest,
+)
+from bridge.settings import AmiSettings, OriginateSettings
+from tests.fakes.ami_server import DialScript, FakeAmiServer, Outcome
+
+SECRET = "ami-secret-7f3a"
+LOWLY = "lowly"  # an AMI user without the originate class
+TO = "+15552223333"
+FROM = "+15550001111"
+
+Factory = Callable[..., AmiController]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def health(controller: AmiController) -> ControllerHealth:
+    return controller.health  # a call, so mypy does not narrow it across awaits
+
+
+def request(call_id: str = "call-1", to: str = TO, **variables: str) -> OriginateRequest:
+    return OriginateRequest(call_id=call_id, from_number=FROM, to_number=to, variables=variables)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeAmiServer]:
+    async with FakeAmiServer({"bridge": SECRET, LOWLY: "pw"}, write={LOWLY: ["call"]}) as server:
+        yield server
+
+
+@pytest.fixture
+async def make(fake: FakeAmiServer) -> AsyncIterator[Factory]:
+    made: list[AmiController] = []
+
+    def factory(
+        *,
+        port: int | None = None,
+        username: str = "bridge",
+        secret: str = SECRET,
+        timeout_seconds: float = 5.0,
+        context: str = "bridge-outbound",
+        **kwargs: Any,
+    ) -> AmiController:
+        ami = AmiSettings(
+            host="127.0.0.1", port=port or fake.port, username=username, secret=SecretStr(secret)
+        )
+        originate = OriginateSettings(
+            endpoint="PJSIP/{to}@trunk", context=context, exten="s", timeout_seconds=timeout_seconds
+        )
+        controller = AmiController(ami, originate, "bridge-transfer", **kwargs)
+        made.append(controller)
+        return controller
+
+    yield factory
+    for controller in made:
+        await controller.close()
+
+
+@pytest.fixture
+async def ctl(make: Factory) -> AmiController:
+    controller = make()
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    return controller
+
+
+# --- connection, login, health ------------------------------------------------------------------
+
+
+async def test_ok_only_after_the_login_is_accepted(make: Factory, fake: FakeAmiServer) -> None:
+    fake.silent_actions = {"login"}  # TCP and banner work, the login reply never comes
+    controller = make(connect_timeout=0.5)
+    await controller.start()
+    assert health(controller) is ControllerHealth.DEGRADED  # connecting
+    await fake.wait_until(lambda: bool(fake.actions("Login")))
+    assert health(controller) is not ControllerHealth.OK
+    with pytest.raises(ControlError) as refused:
+        await controller.originate(request())
+    assert refused.value.code == "asterisk_unavailable"
+    assert not fake.actions("Originate")
+    fake.silent_actions = set()  # the next attempt (after connect_timeout + backoff) gets an answer
+    assert await controller.wait_ready(5.0)
+    assert health(controller) is ControllerHealth.OK
+    assert fake.logins == [("bridge", True)]
+    login = fake.actions("Login")[-1]
+    assert (login.get("Username"), login.get("Secret"), login.get("Events")) == ("bridge", SECRET, "on")
+
+
+async def test_drop_degrades_then_reconnects(make: Factory, fake: FakeAmiServer) -> None:
+    with capture_logs() as logs:
+        controller = make()
+        await controller.start()
+        assert await controller.wait_ready(5.0)
+        fake.accepting = False  # reconnect attempts find a socket but no Asterisk
+        fake.drop_all()
+        await until(lambda: controller.health is ControllerHealth.DEGRADED)
+        with pytest.raises(ControlError) as down:
+            await controller.hangup(ChannelRef("c", outbound=True))
+        assert down.value.code == "asterisk_unavailable"
+        await until(lambda: fake.connections >= 2)  # it keeps trying
+        assert health(controller) is ControllerHealth.DEGRADED
+        fake.accepting = True
+        assert await controller.wait_ready(10.0)
+    assert health(controller) is ControllerHealth.OK
+    assert [ok for _, ok in fake.logins] == [True, True]
+    states = [e["health"] for e in logs if e["event"] == "ami_state"]
+    assert states == ["degraded", "ok", "degraded", "ok"]  # each change logged once
+
+
+async def test_unanswered_keepalive_reconnects(
+    make: Factory, fake: FakeAmiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ami_module, "KEEPALIVE_S", 0.05)
+    controller = make(action_timeout=0.2)
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    await fake.wait_until(lambda: bool(fake.actions("Ping")))
+    fake.silent_actions = {"ping"}  # a peer that is there but no longer answers
+    await until(lambda: fake.connections >= 2)
+    fake.silent_actions = set()
+    assert await controller.wait_ready(5.0)
+    assert [ok for _, ok in fake.logins] == [True, True]
+    assert fake.actions("Ping")[0].connection == 1
+
+
+async def test_bad_secret_is_down_and_never_logged(
+    make: Factory, fake: FakeAmiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-secret-91b2"
+    with capture_logs() as logs:
+        controller = make(secret=wrong)
+        await controller.start()
+        await until(lambda: controller.health is ControllerHealth.DOWN)
+    assert fake.logins == [("bridge", False)]
+    assert fake.actions("Login")[0].get("Secret") == wrong  # it was really sent...
+    assert wrong not in repr(logs)  # ...but never logged
+    assert wrong not in caplog.text
+    assert any(e["event"] == "ami_login_refused" for e in logs)
+    with pytest.raises(ControlError) as refused:
+        await controller.originate(request())
+    assert refused.value.code == "asterisk_unavailable"
+
+
+async def test_never_up_is_down(make: Factory) -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    controller = make(port=free_port, connect_timeout=0.3)
+    assert health(controller) is ControllerHealth.DOWN  # not started
+    await controller.start()
+    assert health(controller) is ControllerHealth.DEGRADED
+    await until(lambda: controller.health is ControllerHealth.DOWN)
+    assert not await controller.wait_ready(0.05)
+
+
+async def test_close_disconnects_and_is_down(ctl: AmiController, fake: FakeAmiServer) -> None:
+    assert fake.open_sessions == 1
+    await ctl.close()
+    assert health(ctl) is ControllerHealth.DOWN
+    await fake.wait_until(lambda: fake.open_sessions == 0)
+    assert fake.connections == 1
+
+
+# --- originate ------------------------------------------------------------------------------------
+
+
+async def test_originate_answered_sends_exact_fields(ctl: AmiController, fake: FakeAmiServer) -> None:
+    answered: list[tuple[str, dict[str, str]]] = []
+
+    async def on_answer(call_id: str, variables: dict[str, str]) -> None:
+        answered.append((call_id, variables))
+
+    fake.on_answer = on_answer
+    result = await ctl.originate(request("call-1", __AGENT="sales", __NOTE='a,b "(c)"'))
+    assert result.outcome is DialOutcome.ANSWERED
+    assert result.reason == "Reason 4: answered"
+    assert result.channel.startswith("PJSIP/trunk-")
+    assert fake.find_channel(result.channel) is not None
+    [sent] = fake.actions("Originate")
+    assert sent.get("Channel") == "PJSIP/15552223333@trunk"
+    assert sent.get("ChannelId") == "call-1"
+    assert sent.get("Async") == "true"
+    assert sent.get("Timeout") == "5000"
+    assert sent.get("CallerID") == f"<{FROM}>"
+    assert (sent.get("Context"), sent.get("Exten"), sent.get("Priority")) == ("bridge-outbound", "s", "1")
+    assert sent.getlist("Variable")[:3] == [
+        "__BRIDGE_CALL_ID=call-1",
+        f"__BRIDGE_FROM={FROM}",
+        f"__BRIDGE_TO={TO}",
+    ]
+    await until(lambda: bool(answered))
+    assert answered == [
+        (
+            "call-1",
+            {
+                "__BRIDGE_CALL_ID": "call-1",
+                "__BRIDGE_FROM": FROM,
+                "__BRIDGE_TO": TO,
+                "__AGENT": "sales",
+                "__NOTE": 'a,b "(c)"',
+            },
+        )
+    ]
+    assert not fake.errors
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected", "cause"),
+    [
+        (Outcome.BUSY, DialOutcome.BUSY, 17),
+        (Outcome.NO_ANSWER, DialOutcome.NO_ANSWER, 19),
+        (Outcome.CONGESTION, DialOutcome.CONGESTION, 34),
+        (Outcome.REJECTED, DialOutcome.REJECTED, 21),
+        (Outcome.FAIL, DialOutcome.FAILED, None),
+    ],
+)
+async def test_originate_failures(
+    ctl: AmiController, fake: FakeAmiServer, outcome: Outcome, expected: DialOutcome, cause: int | None
+) -> None:
+    fake.scripts["15559990000"] = DialScript(outcome)
+    result = await ctl.originate(request("call-f", to="+15559990000"))
+    assert result.outcome is expected
+    [sent] = fake.actions("Originate")
+    assert sent.get("ChannelId") == "call-f"
+    if cause is None:
+        assert result.channel == ""  # no channel was ever created
+        assert ctl.last_hangup_cause("call-f") is None
+    else:
+        assert result.channel.startswith("PJSIP/trunk-")  # learnt from Newchannel
+        assert ctl.last_hangup_cause("call-f") == HangupCause(cause, fake_cause_text(cause))
+
+
+def fake_cause_text(cause: int) -> str:
+    from tests.fakes.ami_server import CAUSE_TEXT
+
+    return CAUSE_TEXT[cause]
+
+
+async def test_originate_permission_denied_for_user(make: Factory, fake: FakeAmiServer) -> None:
+    controller = make(username=LOWLY, secret="pw")
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    with pytest.raises(ControlError) as denied:
+        await controller.originate(request())
+    assert denied.value.code == "permission_denied"
+    assert len(fake.actions("Originate")) == 1
+
+
+async def test_originate_permission_denied_scripted(ctl: AmiController, fake: FakeAmiServer) -> None:
+    fake.scripts["15558887777"] = DialScript(Outcome.PERMISSION_DENIED)
+    with pytest.raises(ControlError) as denied:
+        await ctl.originate(request(to="+15558887777"))
+    assert denied.value.code == "permission_denied"
+
+
+async def test_originate_other_refusal_is_originate_failed(make: Factory, fake: FakeAmiServer) -> None:
+    controller = make(context="no-such-context")
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    with pytest.raises(ControlError) as failed:
+        await controller.originate(request())
+    assert failed.value.code == "originate_failed"
+    assert "Extension does not exist" in str(failed.value)
+
+
+async def test_originate_without_ack_times_out(make: Factory, fake: FakeAmiServer) -> None:
+    fake.silent_actions = {"originate"}
+    controller = make(action_timeout=0.2)
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    with pytest.raises(ControlError) as late:
+        await controller.originate(request())
+    assert late.value.code == "action_timeout"
+
+
+async def test_originate_without_outcome_times_out(
+    make: Factory, fake: FakeAmiServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ami_module, "ORIGINATE_MARGIN_S", 0.1)
+    fake.scripts["15557776666"] = DialScript(Outcome.SILENT)
+    controller = make(timeout_seconds=1.0, action_timeout=0.5)
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    with pytest.raises(ControlError) as late:
+        await controller.originate(request(to="+15557776666"))
+    assert late.value.code == "action_timeout"
+    assert "OriginateResponse" in str(late.value)
+
+
+@pytest.mark.parametrize("drop", [Outcome.DROP, Outcome.DROP_BEFORE_ACK])
+async def test_originate_in_flight_is_not_replayed_after_reconnect(
+    ctl: AmiController, fake: FakeAmiServer, drop: Outcome
+) -> None:
+    fake.scripts["15556665555"] = DialScript(drop)
+    with pytest.raises(ControlError) as lost:
+        await ctl.originate(request("call-drop", to="+15556665555"))
+    assert lost.value.code == "asterisk_unavailable"
+    assert await ctl.wait_ready(5.0)
+    assert fake.connections == 2
+    # Two round trips on the new connection: a replay panoramisk sent on FullyBooted would have
+    # reached the fake before their replies.
+    for _ in range(2):
+        with pytest.raises(ControlError) as missing:
+            await ctl.hangup(ChannelRef("nobody", outbound=True))
+        assert missing.value.code == "channel_not_found"
+    originates = [a for a in fake.actions("Originate") if a.get("ChannelId") == "call-drop"]
+    assert len(originates) == 1
+    assert originates[0].connection == 1
+
+
+async def test_not_started_is_unavailable(make: Factory) -> None:
+    controller = make()
+    assert health(controller) is ControllerHealth.DOWN
+    with pytest.raises(ControlError) as down:
+        await controller.originate(request())
+    assert down.value.code == "asterisk_unavailable"
+
+
+# --- hangup, redirect, DTMF -----------------------------------------------------------------------
+
+
+async def test_hangup_outbound_uses_the_tracked_channel(ctl: AmiController, fake: FakeAmiServer) -> None:
+    result = await ctl.originate(request("call-h"))
+    await ctl.hangup(ChannelRef("call-h", outbound=True))
+    [sent] = fake.actions("Hangup")
+    assert sent.get("Channel") == result.channel
+    assert sent.get("Cause") == "16"
+    assert fake.find_channel("call-h") is None
+    await until(lambda: ctl.last_hangup_cause("call-h") is not None)
+    assert ctl.last_hangup_cause("call-h") == HangupCause(16, "Normal Clearing")
+
+
+async def test_hangup_falls_back_to_the_uniqueid(ctl: AmiController, fake: FakeAmiServer) -> None:
+    # A call this controller never saw dialed (e.g. after a restart): Asterisk finds it by uniqueid.
+    fake.add_channel("PJSIP/trunk-000000aa", uniqueid="call-old")
+    await ctl.hangup(ChannelRef("call-old", outbound=True))
+    [sent] = fake.actions("Hangup")
+    assert sent.get("Channel") == "call-old"
+    assert fake.find_channel("PJSIP/trunk-000000aa") is None
+
+
+async def test_hangup_unknown_channel(ctl: AmiController) -> None:
+    with pytest.raises(ControlError) as missing:
+        await ctl.hangup(ChannelRef("ghost", outbound=True))
+    assert missing.value.code == "channel_not_found"
+
+
+async def test_hangup_timeout(make: Factory, fake: FakeAmiServer) -> None:
+    fake.silent_actions = {"hangup"}
+    controller = make(action_timeout=0.2)
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    with pytest.raises(ControlError) as late:
+        await controller.hangup(ChannelRef("call-x", outbound=True))
+    assert late.value.code == "action_timeout"
+    assert len(fake.actions("Hangup")) == 1
+
+
+async def test_transfer_redirects_the_trunk_channel(ctl: AmiController, fake: FakeAmiServer) -> None:
+    result = await ctl.originate(request("call-t"))
+    await ctl.transfer(ChannelRef("call-t", outbound=True), "+34911222333")
+    [sent] = fake.actions("Redirect")
+    assert sent.get("Channel") == result.channel
+    assert (sent.get("Context"), sent.get("Exten"), sent.get("Priority")) == (
+        "bridge-transfer",
+        "34911222333",
+        "1",
+    )
+    channel = fake.find_channel(result.channel)
+    assert channel is not None
+    assert channel.redirects == [("bridge-transfer", "34911222333", "1")]
+
+
+async def test_transfer_to_garbage_is_refused_locally(ctl: AmiController, fake: FakeAmiServer) -> None:
+    with pytest.raises(ValueError):
+        await ctl.transfer(ChannelRef("call-t", outbound=True), "123&PJSIP/evil")
+    assert not fake.actions("Redirect")
+
+
+async def test_send_dtmf_one_action_per_digit(ctl: AmiController, fake: FakeAmiServer) -> None:
+    result = await ctl.originate(request("call-d"))
+    await ctl.send_dtmf(ChannelRef("call-d", outbound=True), "12#")
+    sent = fake.actions("PlayDTMF")
+    assert [a.get("Digit") for a in sent] == ["1", "2", "#"]
+    assert {a.get("Channel") for a in sent} == {result.channel}
+    channel = fake.find_channel(result.channel)
+    assert channel is not None
+    assert channel.dtmf == ["1", "2", "#"]
+
+
+async def test_send_dtmf_rejects_bad_digits_before_sending(ctl: AmiController, fake: FakeAmiServer) -> None:
+    with pytest.raises(ValueError):
+        await ctl.send_dtmf(ChannelRef("call-d", outbound=True), "12x")
+    assert not fake.actions("PlayDTMF")
+
+
+async def test_send_dtmf_unknown_channel(ctl: AmiController, fake: FakeAmiServer) -> None:
+    with pytest.raises(ControlError) as missing:
+        await ctl.send_dtmf(ChannelRef("ghost", outbound=True), "1")
+    assert missing.value.code == "channel_not_found"
+    assert len(fake.actions("PlayDTMF")) == 1  # stops at the first failure
+
+
+# --- inbound: the trunk channel is the media channel's BRIDGEPEER ---------------------------------
+
+MEDIA = "WebSocket/bridge_media/0x7f39fc007310"
+TRUNK = "PJSIP/carrier-00000007"
+
+
+async def test_inbound_resolves_bridgepeer_once(ctl: AmiController, fake: FakeAmiServer) -> None:
+    fake.add_channel(TRUNK, uniqueid="1795212381.7")
+    fake.add_channel(MEDIA, variables={"BRIDGEPEER": TRUNK})
+    ref = ChannelRef("in-1", outbound=False, media_channel=MEDIA)
+    await ctl.send_dtmf(ref, "5")
+    await ctl.transfer(ref, "200")
+    [getvar] = fake.actions("Getvar")  # cached after the first look-up
+    assert (getvar.get("Channel"), getvar.get("Variable")) == (MEDIA, "BRIDGEPEER")
+    assert fake.actions("PlayDTMF")[0].get("Channel") == TRUNK
+    assert fake.actions("Redirect")[0].get("Channel") == TRUNK
+    await ctl.hangup(ref)
+    assert fake.actions("Hangup")[0].get("Channel") == TRUNK
+    await until(lambda: ctl.last_hangup_cause("in-1") is not None)
+    assert ctl.last_hangup_cause("in-1") == HangupCause(16, "Normal Clearing")
+    assert fake.find_channel(MEDIA) is not None  # only the trunk leg was hung up
+
+
+async def test_inbound_not_bridged(ctl: AmiController, fake: FakeAmiServer) -> None:
+    fake.add_channel(MEDIA)  # no BRIDGEPEER yet
+    with pytest.raises(ControlError) as lonely:
+        await ctl.hangup(ChannelRef("in-2", outbound=False, media_channel=MEDIA))
+    assert lonely.value.code == "channel_not_found"
+    assert not fake.actions("Hangup")
+
+
+async def test_inbound_unknown_media_channel(ctl: AmiController, fake: FakeAmiServer) -> None:
+    with pytest.raises(ControlError) as missing:
+        await ctl.hangup(ChannelRef("in-3", outbound=False, media_channel="WebSocket/gone"))
+    assert missing.value.code == "channel_not_found"
+    with pytest.raises(ControlError) as nameless:
+        await ctl.hangup(ChannelRef("in-4", outbound=False))
+    assert nameless.value.code == "channel_not_found"
+    assert len(fake.actions("Getvar")) == 1
+
+
+# --- the fake itself: strict where the bridge must not rely on Asterisk's leniency -------------------
+
+
+class RawAmi:
+    """A bare AMI client, to check the fake without panoramisk in between."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def connect(cls, port: int) -> tuple[RawAmi, str]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        banner = (await reader.readline()).decode()
+        return cls(reader, writer), banner
+
+    async def send(self, *lines: str) -> dict[str, str]:
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        raw = (await self.reader.readuntil(b"\r\n\r\n")).decode()
+        return dict(line.split(": ", 1) for line in raw.strip().split("\r\n"))
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def test_fake_login_rules(fake: FakeAmiServer) -> None:
+    client, banner = await RawAmi.connect(fake.port)
+    try:
+        assert banner == "Asterisk Call Manager/11.0.0\r\n"  # as the 22.10.1 captures show
+        reply = await client.send("Action: Ping", "ActionID: p1")
+        assert reply == {"Response": "Error", "ActionID": "p1", "Message": "Permission denied"}
+        reply = await client.send("Action: Login", "ActionID: l1", "Username: bridge", "Secret: nope")
+        assert reply == {"Response": "Error", "ActionID": "l1", "Message": "Authentication failed"}
+        assert await client.reader.read() == b""  # and the connection is closed
+    finally:
+        await client.close()
+
+
+ORIGINATE = (
+    "Action: Originate",
+    "ActionID: o1",
+    "Channel: PJSIP/15551234@trunk",
+    "Context: bridge-outbound",
+    "Exten: s",
+    "Priority: 1",
+    "Timeout: 30000",
+    "ChannelId: raw-1",
+)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"Async": "false"}, "Fake AMI: Async must be true"),
+        ({"Async": "true", "ChannelId": ""}, "Fake AMI: ChannelId is required"),
+        ({"Async": "true", "Timeout": "30"}, "Fake AMI: Timeout must be whole milliseconds (>= 1000)"),
+        ({"Async": "true", "Timeout": "30.5"}, "Fake AMI: Timeout must be whole milliseconds (>= 1000)"),
+        ({"Async": "true", "Timeout": "soon"}, "Invalid timeout"),
+        ({"Async": "true", "Channel": "nochannel"}, "Invalid channel"),
+        ({"Async": "true", "Context": "elsewhere"}, "Extension does not exist."),
+        ({"Async": "true", "Variable": "NOEQUALS"}, "Fake AMI: malformed Variable 'NOEQUALS'"),
+    ],
+)
+async def test_fake_rejects_bad_originates(fake: FakeAmiServer, change: dict[str, str], message: str) -> None:
+    headers = dict(line.split(": ", 1) for line in ORIGINATE) | change
+    client, _ = await RawAmi.connect(fake.port)
+    try:
+        await client.send("Action: Login", "Username: bridge", f"Secret: {SECRET}")
+        await client.reader.readuntil(b"\r\n\r\n")  # FullyBooted
+        reply = await client.send(*(f"{k}: {v}" for k, v in headers.items() if v))
+        assert reply == {"Response": "Error", "ActionID": "o1", "Message": message}
+    finally:
+        await client.close()
+    assert not fake.channels
