@@ -68,8 +68,10 @@ async def bridge_factory() -> AsyncIterator[Callable[..., Any]]:
     """The whole daemon (HTTP API, media socket) on loopback ports, stopped after the test."""
     started: list[Services] = []
 
-    async def start(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> Services:
-        services = await start_services(make_settings(audiosocket=audiosocket, **server))
+    async def start(
+        *, audiosocket: dict[str, Any] | None = None, settings: Settings | None = None, **server: Any
+    ) -> Services:
+        services = await start_services(settings or make_settings(audiosocket=audiosocket, **server))
         started.append(services)
         return services
 

@@ -1,0 +1,285 @@
+"""The processes under test: the bridge (`bridge serve` on a generated config) and, optionally, the fake
+OpenAI Realtime server; plus /proc sampling of the bridge."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+from bench.stats import (
+    MachineSample,
+    ProcSample,
+    cpu_ticks_from_stat,
+    machine_ticks_from_proc_stat,
+    rss_kb_from_status,
+)
+from bridge.keys import hash_key
+
+Provider = Literal["echo", "openai-fake"]
+BENCH_PHONE = "+15550100000"
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 40.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pinned(command: list[str], core: int | None) -> list[str]:
+    """Prefix `taskset -c CORE` when taskset exists and the core does (one process per core)."""
+    if core is None or shutil.which("taskset") is None or core >= (os.cpu_count() or 1):
+        return command
+    return ["taskset", "-c", str(core), *command]
+
+
+def toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid TOML basic string
+
+
+def bridge_config(
+    *,
+    connector_hash: str,
+    company_hash: str,
+    max_calls: int,
+    db_path: Path,
+    provider: Provider,
+    openai_url: str | None = None,
+    log_level: str = "info",
+) -> str:
+    """A complete config: HTTP and AudioSocket on free ports (port 0), one company on `provider`."""
+    agent = "echo" if provider == "echo" else "openai"
+    lines = [
+        "[server]",
+        'host = "127.0.0.1"',
+        "port = 0",
+        f"max_calls = {max_calls}",
+        "drain_seconds = 5",
+        "",
+        "[connector]",
+        f"api_keys = [{toml_str(connector_hash)}]",
+        "",
+        "[audiosocket]",
+        "enabled = true",
+        'host = "127.0.0.1"',
+        "port = 0",
+        "",
+        "[storage]",
+        f"url = {toml_str('sqlite:///' + str(db_path))}",
+        "",
+        "[logging]",
+        f"level = {toml_str(log_level)}",
+        'format = "json"',
+        "",
+    ]
+    if openai_url is not None:
+        lines += [
+            "[providers.openai]",
+            f"url = {toml_str(openai_url)}",
+            'model = "gpt-realtime"',
+            'api_key = "bench-not-a-secret"',
+            "",
+        ]
+    lines += [
+        "[[companies]]",
+        'id = "bench"',
+        'name = "Benchmark"',
+        f"api_keys = [{toml_str(company_hash)}]",
+        f"phones = [{toml_str(BENCH_PHONE)}]",
+        "",
+        "[companies.agent]",
+        f"provider = {toml_str(agent)}",
+        'greeting = ""',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_listening(line: str) -> tuple[int, int | None] | None:
+    """(http port, audiosocket port) from the bridge's JSON `listening` log line; None for other lines."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("event") != "listening":
+        return None
+    http = int(str(event["http"]).rsplit(":", 1)[1])
+    audio = event.get("audiosocket")
+    return http, (int(str(audio).rsplit(":", 1)[1]) if audio else None)
+
+
+def read_proc(pid: int) -> ProcSample:
+    t = time.monotonic()
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    status = Path(f"/proc/{pid}/status").read_text()
+    return ProcSample(t, cpu_ticks_from_stat(stat) / CLK_TCK, rss_kb_from_status(status))
+
+
+class Sampler:
+    """Reads /proc/<pid> every `interval` seconds in a thread (cheap: two small reads)."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[ProcSample] = []
+        self.machine: list[MachineSample] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.samples.append(read_proc(self.pid))
+                busy, steal, total = machine_ticks_from_proc_stat(Path("/proc/stat").read_text())
+                self.machine.append(MachineSample(time.monotonic(), busy, steal, total))
+            except (OSError, ValueError):
+                return
+            self._stop.wait(self.interval)
+
+
+@dataclass(slots=True)
+class Bridge:
+    """A running `bridge serve`, its keys and ports."""
+
+    proc: subprocess.Popen[bytes]
+    connector_key: str
+    http_port: int
+    audiosocket_port: int | None
+    log_path: Path
+    extra: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> int | None:
+        """SIGTERM (the bridge drains and exits), then the helpers; returns the bridge's exit code."""
+        code = _terminate(self.proc)
+        for helper in self.extra:
+            _terminate(helper)
+        return code
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def start_fake_openai(
+    workdir: Path, core: int | None, extra_args: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m tests.fakes.openai_realtime --port 0 ...`, which prints a JSON line with its `url`."""
+    log = (workdir / "fake_openai.log").open("wb")
+    command = pinned([sys.executable, "-m", "tests.fakes.openai_realtime", "--port", "0", *extra_args], core)
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=_repo_root())
+    assert proc.stdout is not None
+    url = _first_json_field(proc.stdout, "url", READY_TIMEOUT_S)
+    if url is None:
+        _terminate(proc)
+        raise RuntimeError(f"the fake OpenAI server printed no url (see {workdir / 'fake_openai.log'})")
+    # Keep draining its stdout so a chatty fake cannot block on a full pipe.
+    threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
+    return proc, url
+
+
+def _first_json_field(stream: IO[bytes], key: str, timeout: float) -> str | None:
+    found: list[str] = []
+
+    def reader() -> None:
+        for raw in iter(stream.readline, b""):
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and key in data:
+                found.append(str(data[key]))
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return found[0] if found else None
+
+
+def _drain(stream: IO[bytes]) -> None:
+    for _ in iter(stream.readline, b""):
+        pass
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def start_bridge(
+    workdir: Path,
+    *,
+    max_calls: int,
+    provider: Provider,
+    core: int | None,
+    fake_core: int | None = None,
+    fake_args: list[str] | None = None,
+    profile: Literal["none", "cprofile"] = "none",
+    log_level: str = "info",
+) -> Bridge:
+    """Write the config and start `bridge serve` (under cProfile if asked); wait for `listening`."""
+    connector_key = secrets.token_urlsafe(24)
+    extra: list[subprocess.Popen[bytes]] = []
+    openai_url = None
+    if provider == "openai-fake":
+        fake, openai_url = start_fake_openai(workdir, fake_core, fake_args or [])
+        extra.append(fake)
+    config = workdir / "bridge.toml"
+    config.write_text(
+        bridge_config(
+            connector_hash=hash_key(connector_key),
+            company_hash=hash_key(secrets.token_urlsafe(24)),
+            max_calls=max_calls,
+            db_path=workdir / "bridge.db",
+            provider=provider,
+            openai_url=openai_url,
+            log_level=log_level,
+        )
+    )
+    log_path = workdir / "bridge.log"
+    runner = ["-m", "cProfile", "-o", str(workdir / "bridge.prof")] if profile == "cprofile" else []
+    command = pinned([sys.executable, *runner, "-m", "bridge", "serve", "--config", str(config)], core)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        for line in log_path.read_text(errors="replace").splitlines():
+            ports = parse_listening(line)
+            if ports is not None:
+                return Bridge(proc, connector_key, ports[0], ports[1], log_path, extra)
+        time.sleep(0.05)
+    _terminate(proc)
+    for helper in extra:
+        _terminate(helper)
+    tail = log_path.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"bridge did not start (exit {proc.returncode}); log tail:\n{tail}")
