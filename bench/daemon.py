@@ -26,6 +26,7 @@ from bench.stats import (
 from bridge.keys import hash_key
 
 Provider = Literal["echo", "openai-fake"]
+FAKE_OPENAI_KEY = "bench-not-a-secret"  # the bridge and the fake share it; nothing real is reached
 BENCH_PHONE = "+15550100000"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 40.0
@@ -83,7 +84,7 @@ def bridge_config(
             "[providers.openai]",
             f"url = {toml_str(openai_url)}",
             'model = "gpt-realtime"',
-            'api_key = "bench-not-a-secret"',
+            f"api_key = {toml_str(FAKE_OPENAI_KEY)}",
             "",
         ]
     lines += [
@@ -194,7 +195,8 @@ def start_fake_openai(
 ) -> tuple[subprocess.Popen[bytes], str]:
     """`python -m tests.fakes.openai_realtime --port 0 ...`, which prints a JSON line with its `url`."""
     log = (workdir / "fake_openai.log").open("wb")
-    command = pinned([sys.executable, "-m", "tests.fakes.openai_realtime", "--port", "0", *extra_args], core)
+    fake = [sys.executable, "-m", "tests.fakes.openai_realtime", "--port", "0", "--api-key", FAKE_OPENAI_KEY]
+    command = pinned([*fake, *extra_args], core)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=_repo_root())
     assert proc.stdout is not None
     url = _first_json_field(proc.stdout, "url", READY_TIMEOUT_S)
