@@ -241,6 +241,11 @@ class MediaEndpoint:
         )
         try:
             await ws.prepare(request)
+        except ConnectionError:
+            # Asterisk gave up on the upgrade (its connect timeout): nothing to answer, nobody to tell.
+            get_logger("media").info("media_setup_abandoned", call_id=session.call_id)
+            session.finish(EndedBy.ERROR, "setup_abandoned", failed=True)
+            return ws
         except Exception:
             session.finish(EndedBy.ERROR, "upgrade_failed", failed=True)
             raise
