@@ -35,7 +35,7 @@ from bridge.providers.base import (
     TranscriptLine,
     Usage,
 )
-from bridge.session.control import CallController, ChannelRef, ControlError
+from bridge.session.control import CallController, ControlError
 from bridge.session.costs import PriceTable, record_usage
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
 from bridge.session.session import EndRequest, Session
@@ -244,7 +244,8 @@ class CallRunner:
         elif isinstance(event, ModelReconnecting):
             self._log.info("model_reconnecting", attempt=event.attempt)
         elif isinstance(event, ModelReconnected):
-            self.session.model_reconnects += 0 if event.rotated else 1
+            if not event.rotated:
+                self.session.model_reconnects += 1
         elif isinstance(event, ProviderError):
             self._log.warning("provider_error", code=event.code, message=event.message, fatal=event.fatal)
             if event.fatal:
@@ -328,10 +329,8 @@ class CallRunner:
             controller = self.plan.controller
             if controller is None:
                 return
-            info = self.session.info
-            ref = ChannelRef(info.call_id, info.direction == "outbound", self.session.media_channel)
             try:
-                await controller.transfer(ref, target)
+                await controller.transfer(self.session.channel_ref(), target)
             except ControlError as exc:
                 self._log.warning("transfer_failed", code=exc.code, error=str(exc))
                 outcome.error_code = "transfer_failed"

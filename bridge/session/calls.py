@@ -162,8 +162,7 @@ class CallService:
             )
         if self.controller is None or self.controller.health is ControllerHealth.DOWN:
             raise Unavailable("Asterisk call control is not available", code="asterisk_unavailable")
-        ref = ChannelRef(call_id, session.info.direction == "outbound", session.media_channel)
-        return session, self.controller, ref
+        return session, self.controller, session.channel_ref()
 
     async def transfer(self, company_id: str, call_id: str, target: str) -> Session:
         """The caller goes to `target` through the transfer context; the bot's leg leaves."""

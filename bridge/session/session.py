@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bridge.session.control import ChannelRef
 from bridge.session.state import CallEvent, CallState, EndedBy, Transition, next_state
 from bridge.store.records import CallRecord, TranscriptLine, Usage
 
@@ -52,8 +53,7 @@ class EndRequest:
     transfer_to: str | None = None
 
 
-EndListener = Callable[["Session"], None]
-ChangeListener = Callable[["Session"], None]
+SessionListener = Callable[["Session"], None]
 
 
 @dataclass(eq=False)
@@ -83,8 +83,8 @@ class Session:
     model_reconnects: int = 0
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    _listeners: list[EndListener] = field(default_factory=list)
-    _change_listeners: list[ChangeListener] = field(default_factory=list)
+    _listeners: list[SessionListener] = field(default_factory=list)
+    _change_listeners: list[SessionListener] = field(default_factory=list)
     _line_items: dict[str, int] = field(default_factory=dict)  # provider item id -> transcript index
 
     @property
@@ -95,12 +95,16 @@ class Session:
     def company_id(self) -> str:
         return self.info.company_id
 
-    def on_end(self, listener: EndListener) -> None:
+    def on_end(self, listener: SessionListener) -> None:
         self._listeners.append(listener)
 
-    def on_change(self, listener: ChangeListener) -> None:
+    def on_change(self, listener: SessionListener) -> None:
         """Called after every state change (the end included), e.g. to persist the record."""
         self._change_listeners.append(listener)
+
+    def channel_ref(self) -> ChannelRef:
+        """How call control finds this call's channels in Asterisk."""
+        return ChannelRef(self.call_id, self.info.direction == "outbound", self.media_channel)
 
     def _apply(self, event: CallEvent) -> Transition:
         transition = next_state(self.state, event)

@@ -17,7 +17,7 @@ import aiohttp
 
 from bridge.logging import get_logger
 from bridge.providers.base import ToolCall, ToolSpec
-from bridge.session.control import CallController, ChannelRef, ControlError
+from bridge.session.control import CallController, ControlError
 from bridge.session.session import Session
 from bridge.settings_agents import AgentSettings, HttpTool
 
@@ -144,9 +144,8 @@ class ToolBox:
             return ToolOutcome(_error("digits must be 1 to 32 of 0-9, A-D, * and #"))
         if self._controller is None:
             return ToolOutcome(_error("sending keys is not available on this line"))
-        ref = ChannelRef(session.call_id, session.info.direction == "outbound", session.media_channel)
         try:
-            await self._controller.send_dtmf(ref, digits)
+            await self._controller.send_dtmf(session.channel_ref(), digits)
         except ControlError as exc:
             return ToolOutcome(_error(f"the keys could not be sent ({exc.code})"))
         return ToolOutcome(json.dumps({"ok": True, "sent": digits}))

@@ -7,6 +7,7 @@ auth header and in taking a deployment name as the model; xAI puts `voice` and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -70,15 +71,7 @@ OPENAI = Dialect(
     semantic_vad=True,
     sends_caller_transcription_config=True,
 )
-AZURE_OPENAI = Dialect(
-    name="azure_openai",
-    auth_header="api-key",
-    top_level_voice=False,
-    session_type=True,
-    pcm_rates=frozenset({24000}),
-    semantic_vad=True,
-    sends_caller_transcription_config=True,
-)
+AZURE_OPENAI = dataclasses.replace(OPENAI, name="azure_openai", auth_header="api-key")
 XAI = Dialect(
     name="xai",
     auth_header="authorization",
