@@ -4,8 +4,13 @@ The driver feeds Asterisk's messages to `receive_text`/`receive_binary` and mode
 `end_response`; after each call, and when the time `poll` returned arrives, it writes what `poll(now)`
 returns, in order. Per asterisk-chan-websocket.md §15: pre-MEDIA_START audio buffered (bounded); each
 response bracketed by START/STOP_MEDIA_BUFFERING; whole frames only (a response's short tail inside the
-bracket); rate and modelled queue depth capped (`PlayoutBudget`); XOFF holds; playout from marks (JSON)
-or estimated (plain text); barge-in flushes everywhere; hangup drains first.
+bracket); rate and modelled queue depth capped (`PlayoutBudget`); XOFF holds; playout from marks or
+estimated from the clock; barge-in flushes everywhere; hangup drains first.
+
+Marks: JSON control implies 22.8+, so marks exist. Plain text is still Asterisk's default and only tells
+22.6 (no `channel_id`: no marks) from 22.7+; 22.7 ignores MARK_MEDIA while 22.8+ answers it. So on plain
+text with a `channel_id` one probe mark at a time goes out: its MEDIA_MARK_PROCESSED switches to exact
+playout; a later marker reached first (marks are reached in order) means no marks, and we stop asking.
 """
 
 from __future__ import annotations
@@ -140,9 +145,11 @@ class _Mark:
     response_ms: float
     total_ms: float
     drain: bool = False
+    probe: bool = False  # a MARK_MEDIA sent to learn whether this Asterisk has marks
 
 
 _Drain: TypeAlias = Literal["none", "pending", "sent", "done"]  # the hangup drain mark/request
+_Marks: TypeAlias = Literal["yes", "probe", "no"]  # whether MARK_MEDIA works on this Asterisk
 
 
 class ChanWebsocketLeg:
@@ -189,6 +196,8 @@ class ChanWebsocketLeg:
         self._xoff = self._close = False
         self._deadline: float | None = None  # hangup: HANGUP at the latest then
         self._drain: _Drain = "none"
+        self._has_marks: _Marks = "no"
+        self._probe: str | None = None  # the probe mark in flight
 
     # ---------------------------------------------------------------- state for the session
     @property
@@ -197,8 +206,8 @@ class ChanWebsocketLeg:
 
     @property
     def played_ms_estimated(self) -> bool:
-        """True when playout comes from the clock model (plain text: no marks) rather than marks."""
-        return self.control_format is not ControlFormat.JSON
+        """True when playout comes from the clock model rather than marks (plain text before 22.8)."""
+        return self._has_marks != "yes"
 
     @property
     def _bytes_per_ms(self) -> float:
@@ -223,7 +232,7 @@ class ChanWebsocketLeg:
     def played_total_ms(self, now: float) -> float:
         """Audio played since the call began: marks confirm it, the queue model fills in between."""
         remote = self._budget.queued_seconds(self._model_time(now)) * 1000
-        cap = next((m.total_ms for m in self._marks.values()), self._sent_total_ms)
+        cap = next((m.total_ms for m in self._marks.values() if not m.probe), self._sent_total_ms)
         return max(self._confirmed_ms, min(self._sent_total_ms - remote, cap))
 
     def played_ms(self, now: float) -> float:
@@ -295,6 +304,10 @@ class ChanWebsocketLeg:
         if ev.optimal_frame_size > HARD_MESSAGE_LIMIT:
             return self._protocol_error(f"optimal_frame_size {ev.optimal_frame_size} is unusable")
         self.media_start, self.control_format = ev, ev.control_format
+        if ev.control_format is ControlFormat.JSON:
+            self._has_marks = "yes"
+        elif ev.channel_id is not None:
+            self._has_marks = "probe"
         self._frame, self._tick = ev.optimal_frame_size, ev.ptime / 1000
         self._budget = PlayoutBudget(self._tick, self.burst, self.rate, self.max_ahead_frames)
         by_size = self.max_message_bytes // ev.optimal_frame_size
@@ -316,6 +329,8 @@ class ChanWebsocketLeg:
         while True:  # marks are reached in order: everything before it is gone too
             key = next(iter(self._marks))
             mark = self._marks.pop(key)
+            if key == self._probe:  # answered: marks work; passed over: this Asterisk has none
+                self._has_marks, self._probe = ("yes" if key == cid else "no"), None
             if key == cid:
                 break
         self._confirmed_ms = max(self._confirmed_ms, mark.total_ms)
@@ -359,6 +374,7 @@ class ChanWebsocketLeg:
         self._responses.clear()
         self._open = None
         self._marks.clear()  # flushed marks never fire
+        self._probe = None  # a flushed probe proves nothing: ask again
         self._unmarked_ms, self._sent_total_ms, self._confirmed_ms = 0.0, total, total
         if self._drain in ("pending", "sent"):
             self._drain = "done"  # nothing is left to drain
@@ -446,7 +462,7 @@ class ChanWebsocketLeg:
         if self._drain == "pending":
             # A correlated mark where marks exist, and REPORT_QUEUE_DRAINED always (every version has
             # it): whichever answers first says the goodbye has played.
-            if fmt is ControlFormat.JSON:
+            if self._has_marks == "yes":
                 self._add_mark(out, fmt, "h", self._current)
             out.append(TextMessage(cw.encode_command(cw.ReportQueueDrained(), fmt)))
             self._drain = "sent"
@@ -487,16 +503,22 @@ class ChanWebsocketLeg:
             self._unmarked_ms += ms
             self.counters.frames_out += entries
             self._budget.on_sent(entries, now)
-            if fmt is ControlFormat.JSON and self._unmarked_ms >= self.marks_every_ms - 1e-6:
+            if self._unmarked_ms >= self.marks_every_ms - 1e-6 and self._may_mark():
                 self._add_mark(out, fmt, "m", r)
+
+    def _may_mark(self) -> bool:
+        return self._has_marks == "yes" or (self._has_marks == "probe" and self._probe is None)
 
     def _add_mark(self, out: list[Outgoing], fmt: ControlFormat, kind: str, r: _Response | None) -> None:
         """After everything sent so far, attributed to response `r`: a mark ("m"), the hangup drain
         mark ("h"), or the id of a response's STOP_MEDIA_BUFFERING ("r"), which fires the same way."""
         self._mark_seq += 1
         cid = f"{kind}{self._mark_seq % _ID_WRAP:x}"
-        drain = kind == "h"
-        self._marks[cid] = _Mark(r.seq if r else 0, r.sent_ms if r else 0.0, self._sent_total_ms, drain)
+        drain, probe = kind == "h", kind == "m" and self._has_marks == "probe"
+        if probe:
+            self._probe = cid
+        seq, sent_ms = (r.seq, r.sent_ms) if r else (0, 0.0)
+        self._marks[cid] = _Mark(seq, sent_ms, self._sent_total_ms, drain, probe)
         self._unmarked_ms = 0.0
         cmd = cw.StopMediaBuffering(cid) if kind == "r" else cw.MarkMedia(cid)
         out.append(TextMessage(cw.encode_command(cmd, fmt)))

@@ -93,6 +93,7 @@ class ChannelStats:
     events: Counter[str] = field(default_factory=Counter)
     error_counts: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what Asterisk only logs, with no effect on the call
 
 
 def frame_too_big(payload_len: int) -> bool:
@@ -271,7 +272,15 @@ class ChannelModel:
 
     def _handle_command(self, name: str, arg: str | None, direction: str | None) -> None:
         d = self.dialect
-        known = name in KNOWN_COMMANDS and (name != "MARK_MEDIA" or d.has_marks)
+        if name == "MARK_MEDIA" and not d.has_marks:
+            # A bridge may probe for marks on plain text; before 22.8 Asterisk logs a WARNING, no more.
+            self.stats.commands["<unknown>"] += 1
+            self._note("command", name, arg or "")
+            if len(self.stats.warnings) < MAX_ERROR_MESSAGES:
+                version = ".".join(map(str, d.version))
+                self.stats.warnings.append(f"unknown command 'MARK_MEDIA' ignored (Asterisk {version})")
+            return
+        known = name in KNOWN_COMMANDS
         known = known and (name != "SET_MEDIA_DIRECTION" or d.has_direction)
         if not known:
             self.stats.commands["<unknown>"] += 1

@@ -300,6 +300,7 @@ class WebSocketCall:
             received_audio=self.timeline.pcm(),
             received_stream=self.timeline.stream(),
         )
+        summary.warnings.extend(st.warnings)
         if hangup_by == "bridge" and lost:
             summary.warnings.append(
                 f"bridge hung up with {lost} frames ({lost * 20} ms) still queued: "

@@ -12,6 +12,7 @@ from bridge.app import Services
 from bridge.session.state import CallState, EndedBy
 from bridge.simulate import CallSummary, SimulatedCallOptions, run_simulated_call
 from bridge.simulate.options import AudioSource
+from bridge.store import CallRecord
 from tests.helpers import CONNECTOR_KEY, best_correlation, utterances
 
 StartBridge = Callable[..., Any]
@@ -61,8 +62,8 @@ async def test_echo_call_returns_what_was_sent(bridge_factory: StartBridge, fmt:
     # Timing: the first echo is heard after the echo's 200 ms plus playout.
     assert summary.first_audio_latency_ms is not None
     assert 180 <= summary.first_audio_latency_ms <= 500
-    if control == "json":
-        assert summary.marks_processed, "marks must report what the caller heard"
+    # Plain text too: the simulated Asterisk is 22.10, which answers marks in both formats.
+    assert summary.marks_processed, "marks must report what the caller heard"
 
 
 async def test_barge_in_flushes_playout(bridge_factory: StartBridge) -> None:
@@ -135,3 +136,49 @@ async def test_terminate_webhook_ends_a_live_call(bridge_factory: StartBridge) -
     assert summary.hangup_by == "bridge"
     assert session.state is CallState.ENDED
     assert session.disconnected_by is EndedBy.CALLER
+
+
+@pytest.mark.parametrize(
+    ("variant", "probes", "estimated"),
+    [("22.6", 0, True), ("22.7", 1, True), ("22.10", 1, False)],
+)
+async def test_plain_text_probes_for_marks(
+    bridge_factory: StartBridge, variant: str, probes: int, estimated: bool
+) -> None:
+    """Plain text is Asterisk's default format: 22.8+ answers marks there too, and one probe finds out."""
+    services: Services = await bridge_factory()
+    sent = utterances(8000, [(0.2, 1.2), (1.9, 2.6)])
+    call_id = f"plain-{variant}"
+    summary = await run_simulated_call(
+        options(
+            services,
+            call_id=call_id,
+            format="ulaw",
+            control="plain",
+            plain_variant=variant,
+            audio=AudioSource(pcm=sent, sample_rate=8000),
+            seconds=4.0,
+        )
+    )
+    assert summary.ok, summary.errors
+    marks = summary.commands.get("MARK_MEDIA", 0) + summary.commands.get("<unknown>", 0)
+    if variant == "22.10":
+        assert marks > probes  # the probe answered: marks every 200 ms from then on
+        assert summary.marks_processed
+    else:
+        assert marks == probes  # 22.6 is never asked; 22.7 once, and only a warning in its log
+        assert len(summary.warnings) == probes
+    record = await final_record(services, call_id)
+    assert record.played_ms_estimated is estimated
+
+
+async def final_record(services: Services, call_id: str) -> CallRecord:
+    """The call's record once the bridge has finished the call (the caller hanging up ends the simulator
+    first; the bridge's teardown follows)."""
+    for _ in range(200):
+        await services.recorder.flush()
+        record = await services.store.get("acme", call_id)
+        if record is not None and record.is_terminal:
+            return record
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"call {call_id} never ended")

@@ -29,15 +29,22 @@ from bridge.asterisk.chan_websocket_leg import (
 JSON, PLAIN = ControlFormat.JSON, ControlFormat.PLAIN
 
 
-def start_text(fmt: ControlFormat = JSON, fmt_name: str = "slin16", frame: int = 640) -> str:
-    return cw.encode_event(cw.MediaStart("ai", "WebSocket/ai/0x1", "1.2", fmt_name, frame, 20, {}, fmt), fmt)
+def start_text(
+    fmt: ControlFormat = JSON, fmt_name: str = "slin16", frame: int = 640, channel_id: str | None = "1.2"
+) -> str:
+    start = cw.MediaStart("ai", "WebSocket/ai/0x1", channel_id, fmt_name, frame, 20, {}, fmt)
+    return cw.encode_event(start, fmt)
 
 
 def started_leg(
-    fmt: ControlFormat = JSON, fmt_name: str = "slin16", frame: int = 640, **kw: Any
+    fmt: ControlFormat = JSON,
+    fmt_name: str = "slin16",
+    frame: int = 640,
+    channel_id: str | None = "1.2",
+    **kw: Any,
 ) -> ChanWebsocketLeg:
     leg = ChanWebsocketLeg(**kw)
-    assert isinstance(leg.receive_text(start_text(fmt, fmt_name, frame), 0.0)[0], Started)
+    assert isinstance(leg.receive_text(start_text(fmt, fmt_name, frame, channel_id), 0.0)[0], Started)
     return leg
 
 
@@ -301,13 +308,84 @@ def test_played_ms_from_marks() -> None:
 
 
 def test_plain_text_played_ms_is_estimated_from_the_clock() -> None:
-    leg = started_leg(PLAIN)
+    leg = started_leg(PLAIN, channel_id=None)  # 22.6: no channel_id, no marks, nothing to probe
     leg.queue_audio(b"\x01" * 640 * 10)  # 200 ms, all sent at once
     out, _ = leg.poll(0.0)
     assert not any("MARK_MEDIA" in t for t in texts(out))
     assert leg.played_ms(0.0) == 0.0
     assert leg.played_ms(0.1) == pytest.approx(100.0)
     assert leg.played_ms(5.0) == pytest.approx(200.0)  # never more than was sent
+
+
+def marks_sent(out: list[Outgoing]) -> list[str]:
+    return [c.correlation_id or "" for c in map(cw.parse_command, texts(out)) if isinstance(c, cw.MarkMedia)]
+
+
+def stop_ids(out: list[Outgoing]) -> list[str]:
+    cmds = map(cw.parse_command, texts(out))
+    return [c.correlation_id or "" for c in cmds if isinstance(c, cw.StopMediaBuffering)]
+
+
+def drive(leg: ChanWebsocketLeg, now: float, until: float) -> list[Outgoing]:
+    """Poll as the driver would, waking when asked, from `now` to `until`."""
+    out: list[Outgoing] = []
+    while now <= until:
+        sent, wake = leg.poll(now)
+        out.extend(sent)
+        if wake is None:
+            break
+        now = wake
+    return out
+
+
+def test_plain_text_22_8_marks_are_found_by_one_probe() -> None:
+    leg = started_leg(PLAIN)  # channel_id: 22.7 or later, marks unknown
+    assert leg.played_ms_estimated
+    leg.queue_audio(b"\x01" * 640 * 30)  # 600 ms
+    [probe] = marks_sent(drive(leg, 0.0, 0.3))  # one probe, not one mark per 200 ms
+    assert leg.played_ms(0.3) == pytest.approx(300.0)  # an unanswered probe does not hold playout back
+    done = leg.receive_text(event(PLAIN, cw.MediaMarkProcessed(probe, "1.2")), 0.3)
+    assert done == [PlayedUpTo(1, 200.0, 200.0)]
+    assert not leg.played_ms_estimated
+    leg.queue_audio(b"\x01" * 640 * 30)
+    leg.end_response()
+    assert len(marks_sent(drive(leg, 0.3, 1.5))) >= 3  # from now on, marks as on JSON
+    leg.begin_hangup(1.0)
+    drain = [cw.parse_command(t) for t in texts(leg.poll(1.0)[0])]
+    assert [type(c) for c in drain] == [cw.MarkMedia, cw.ReportQueueDrained]
+
+
+def test_plain_text_22_7_probe_passed_over_means_no_marks() -> None:
+    leg = started_leg(PLAIN)
+    leg.queue_audio(b"\x01" * 640 * 15)
+    leg.end_response()
+    out = drive(leg, 0.0, 0.5)
+    assert len(marks_sent(out)) == 1
+    # 22.7 ignores MARK_MEDIA, so the response's marker is reached with the probe unanswered.
+    [stop] = stop_ids(out)
+    leg.receive_text(event(PLAIN, cw.MediaBufferingCompleted(stop, "1.2")), 0.5)
+    assert leg.played_ms_estimated
+    leg.queue_audio(b"\x01" * 640 * 30)
+    assert marks_sent(drive(leg, 0.5, 1.5)) == []  # no more probing
+    leg.begin_hangup(1.5)
+    assert not marks_sent(leg.poll(1.5)[0])
+
+
+def test_plain_text_22_6_is_never_probed() -> None:
+    leg = started_leg(PLAIN, channel_id=None)
+    leg.queue_audio(b"\x01" * 640 * 30)
+    assert marks_sent(drive(leg, 0.0, 1.0)) == []
+
+
+def test_a_flushed_probe_is_sent_again() -> None:
+    leg = started_leg(PLAIN)
+    leg.queue_audio(b"\x01" * 640 * 15)
+    assert len(marks_sent(drive(leg, 0.0, 0.1))) == 1
+    leg.interrupt(0.1)  # FLUSH_MEDIA drops the probe: nothing learnt
+    leg.queue_audio(b"\x01" * 640 * 15, leg.generation)
+    [again] = marks_sent(drive(leg, 0.1, 0.5))
+    leg.receive_text(event(PLAIN, cw.MediaMarkProcessed(again, "1.2")), 0.5)
+    assert not leg.played_ms_estimated
 
 
 # ------------------------------------------------------------------ hangup
