@@ -46,11 +46,8 @@ async def metrics(request: web.Request) -> web.Response:
         "# HELP bridge_draining 1 while shutting down.",
         "# TYPE bridge_draining gauge",
         f"bridge_draining {int(capacity.draining)}",
-        "# HELP bridge_calls_finished_total Calls that ended, by final status.",
-        "# TYPE bridge_calls_finished_total counter",
+        *manager.metrics.render(),
     ]
-    for status in ("ended", "failed"):
-        lines.append(f'bridge_calls_finished_total{{status="{status}"}} {manager.outcomes[status]}')
     body = "\n".join(lines) + "\n"
     return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
 

@@ -23,6 +23,7 @@ from bridge.logging import get_logger
 from bridge.providers.base import (
     AudioOut,
     CallerSpeechStarted,
+    CallerSpeechStopped,
     HangupRequested,
     ModelReconnected,
     ModelReconnecting,
@@ -114,9 +115,13 @@ class CallRunner:
         # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
         # can be momentarily empty while the bot is still speaking.
         self._response_open = False
+        # Monotonic loop times for the session's latencies (first audio, caller stop -> reply).
+        self._started_at: float | None = None
+        self._caller_stopped_at: float | None = None
         self._log = get_logger("call").bind(call_id=session.call_id)
 
     async def run(self) -> None:
+        self._started_at = asyncio.get_running_loop().time()
         with structlog.contextvars.bound_contextvars(call_id=self.session.call_id):
             outcome = EndRequest(EndedBy.ERROR, "internal_error", failed=True)
             try:
@@ -213,15 +218,18 @@ class CallRunner:
                 if event.response_id != self._cancelled_response:
                     self._playing_response = event.response_id
                     self._response_open = True
-                    self.leg.play(downlink.convert(event.data))
+                    self._play(downlink.convert(event.data))
             elif isinstance(event, ResponseAudioDone):
                 tail = downlink.flush()
                 if tail:
-                    self.leg.play(tail)
+                    self._play(tail)
                 self.leg.end_response()
                 self._response_open = False
             elif isinstance(event, CallerSpeechStarted):
+                self._caller_stopped_at = None  # still talking: the turn ends at the next stop
                 await self._barge_in(cancel_response=False)
+            elif isinstance(event, CallerSpeechStopped):
+                self._caller_stopped_at = asyncio.get_running_loop().time()
             elif isinstance(event, ResponseDone):
                 finished = self._end_after.pop(event.response_id, None)
                 if finished is not None:
@@ -231,6 +239,17 @@ class CallRunner:
             elif (outcome := await self._model_event(event)) is not None:
                 return outcome
         return EndRequest(EndedBy.ERROR, "provider_disconnected")
+
+    def _play(self, data: bytes) -> None:
+        """Hand model audio to the leg, timing the greeting and the reply to the caller's last turn."""
+        if data:
+            now = asyncio.get_running_loop().time()
+            if self.session.first_audio_s is None and self._started_at is not None:
+                self.session.first_audio_s = now - self._started_at
+            if self._caller_stopped_at is not None:
+                self.session.add_response_latency(now - self._caller_stopped_at)
+                self._caller_stopped_at = None
+        self.leg.play(data)
 
     async def _model_event(self, event: object) -> EndRequest | None:
         """Everything the model says besides audio and turn-taking."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from bridge.errors import AtCapacity, Conflict, NotFound, ShuttingDown
 from bridge.logging import get_logger
+from bridge.session.metrics import CallMetrics, CallOutcome
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import CallState, EndedBy, InvalidTransition
 
@@ -24,6 +25,28 @@ class Capacity:
     active_calls: int
     available: int
     draining: bool
+
+
+def call_outcome(session: Session) -> CallOutcome:
+    """What a finished session adds to the metrics; the reason label stays a small, known set."""
+    if session.state is CallState.FAILED:
+        reason = session.error_code or "unknown"
+    else:
+        reason = session.disconnected_by.value if session.disconnected_by else "unknown"
+    stats = session.stats
+    return CallOutcome(
+        status=session.state.value,
+        reason=reason,
+        frames_in=stats.frames_in,
+        frames_out=stats.frames_out,
+        drops=stats.drops,
+        protocol_errors=stats.protocol_errors,
+        barge_ins=session.barge_ins,
+        model_reconnects=session.model_reconnects,
+        duration_s=session.duration_seconds if session.connected_at is not None else None,
+        first_audio_s=session.first_audio_s,
+        response_latencies_s=tuple(session.response_latencies_s),
+    )
 
 
 class SessionManager:
@@ -41,6 +64,7 @@ class SessionManager:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._draining = False
         self.outcomes: Counter[str] = Counter()
+        self.metrics = CallMetrics()
         self._log = get_logger("sessions")
 
     # -- admission ---------------------------------------------------------------------------
@@ -150,6 +174,7 @@ class SessionManager:
         if self._live.get(session.call_id) is session:
             del self._live[session.call_id]
         self.outcomes[session.state.value] += 1
+        self.metrics.record(call_outcome(session))
         stats = session.stats
         self._log.info(
             "call_ended",
@@ -162,6 +187,7 @@ class SessionManager:
             frames_in=stats.frames_in,
             frames_out=stats.frames_out,
             drops=stats.drops,
+            first_audio_ms=round(session.first_audio_s * 1000) if session.first_audio_s is not None else None,
         )
 
     # -- shutdown ----------------------------------------------------------------------------

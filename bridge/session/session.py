@@ -19,6 +19,7 @@ from bridge.session.state import CallEvent, CallState, EndedBy, Transition, next
 from bridge.store.records import CallRecord, TranscriptLine, Usage
 
 Direction = Literal["inbound", "outbound"]
+MAX_RESPONSE_LATENCIES = 1000  # per call: enough for any real conversation, bounded for a stuck one
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,8 @@ class Session:
     dial_outcome: str | None = None
     transferred_to: str | None = None
     model_reconnects: int = 0
+    first_audio_s: float | None = None  # media attached -> first model audio handed to the leg
+    response_latencies_s: list[float] = field(default_factory=list)  # caller stopped -> reply audio
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _listeners: list[SessionListener] = field(default_factory=list)
@@ -134,6 +137,10 @@ class Session:
         self.usage = self.usage + usage
         if cost_usd is not None:
             self.cost_usd = round((self.cost_usd or 0.0) + cost_usd, 6)
+
+    def add_response_latency(self, seconds: float) -> None:
+        if len(self.response_latencies_s) < MAX_RESPONSE_LATENCIES:
+            self.response_latencies_s.append(seconds)
 
     def attach_owner(self) -> None:
         """A media socket now owns the call (raises InvalidTransition if it is not pending)."""

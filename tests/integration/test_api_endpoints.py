@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from bridge.app import Services
 from bridge.session.state import CallState, EndedBy
+from bridge.simulate import SimulatedCallOptions, run_simulated_call
+from bridge.simulate.options import AudioSource
 from tests.conftest import ApiFactory
-from tests.helpers import ACME_KEY, CONNECTOR_KEY, GLOBEX_PHONE
+from tests.helpers import ACME_KEY, CONNECTOR_KEY, GLOBEX_PHONE, utterances
 
 CONNECTOR = {"x-connector-api-key": CONNECTOR_KEY}
 ACME = {"X-API-Key": ACME_KEY}
@@ -245,6 +249,42 @@ async def test_health_and_metrics(api_client_factory: ApiFactory) -> None:
     text = await metrics.text()
     assert "\nbridge_calls_active 1\n" in text
     assert "# TYPE bridge_calls_finished_total counter" in text
+    assert "\nbridge_first_audio_seconds_count 0\n" in text
+    # The PBX hangs up before any media: counted by who ended it, with no media and no duration.
+    await client.post(
+        "/api/voip/webhook", json=webhook(event="terminate", websocketUrl=None), headers=CONNECTOR
+    )
+    text = await (await client.get("/metrics")).text()
+    assert "\nbridge_calls_active 0\n" in text
+    assert '\nbridge_calls_finished_total{status="ended",reason="caller"} 1\n' in text
+    assert '\nbridge_media_frames_total{direction="in"} 0\n' in text
+    assert "\nbridge_call_duration_seconds_count 0\n" in text
+
+
+async def test_metrics_after_a_media_call(bridge_factory: Callable[..., Any]) -> None:
+    services: Services = await bridge_factory()
+    summary = await run_simulated_call(
+        SimulatedCallOptions(
+            url=f"http://127.0.0.1:{services.http_port}",
+            connector_key=CONNECTOR_KEY,
+            audio=AudioSource(pcm=utterances(16000, [(0.2, 0.8)]), sample_rate=16000),
+            seconds=1.5,
+        )
+    )
+    assert summary.ok, summary.errors
+    for _ in range(200):  # the bridge tears the call down after the caller's hangup
+        if services.manager.outcomes.total():
+            break
+        await asyncio.sleep(0.02)
+    async with services.http.get(f"http://127.0.0.1:{services.http_port}/metrics") as response:
+        text = await response.text()
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
+    assert samples['bridge_calls_finished_total{status="ended",reason="caller"}'] == "1"
+    assert int(samples['bridge_media_frames_total{direction="in"}']) > 0
+    assert int(samples['bridge_media_frames_total{direction="out"}']) > 0
+    assert samples["bridge_first_audio_seconds_count"] == "1"
+    assert samples["bridge_call_duration_seconds_count"] == "1"
+    assert 0 < float(samples["bridge_first_audio_seconds_sum"]) < 1.0
 
 
 async def test_draining_refuses_new_calls(api_client_factory: ApiFactory) -> None:

@@ -13,6 +13,7 @@ from bridge.audio.formats import SLIN16, AudioFormat
 from bridge.providers.base import (
     AudioOut,
     CallerSpeechStarted,
+    CallerSpeechStopped,
     HangupRequested,
     ModelFormats,
     Provider,
@@ -27,7 +28,7 @@ from bridge.session.call import CallPlan, CallRunner, CallTimeouts
 from bridge.session.control import ChannelRef, ControllerHealth, DialOutcome, DialResult, OriginateRequest
 from bridge.session.costs import PriceTable
 from bridge.session.leg import AudioIn, LegInput, LegStats
-from bridge.session.session import CallInfo, EndRequest, Session
+from bridge.session.session import MAX_RESPONSE_LATENCIES, CallInfo, EndRequest, Session
 from bridge.session.state import CallState, EndedBy
 from bridge.session.tools import ToolBox, ToolOutcome
 from bridge.settings_agents import AgentSettings, ModelPrice
@@ -339,3 +340,51 @@ async def test_local_barge_in_interrupts_the_bot_after_the_debounce() -> None:
     await asyncio.wait_for(task, 5)
     assert leg.interrupts == 1
     assert provider.truncated_at == [120.0]
+
+
+async def test_greeting_and_reply_latencies_are_recorded_on_the_session() -> None:
+    leg, call = MemoryLeg(), session()
+    provider = ScriptedProvider(
+        [AudioOut(b"\x01\x00" * 320, "r1"), ResponseDone("r1"), CallerSpeechStopped()]
+    )
+    task = asyncio.create_task(CallRunner(call, leg, provider).run())
+    await asyncio.sleep(0.05)  # the model thinks
+    provider.events_to_send.put_nowait(AudioOut(b"\x02\x00" * 320, "r2"))
+    provider.events_to_send.put_nowait(AudioOut(b"\x03\x00" * 320, "r2"))  # same reply: not a new turn
+    provider.events_to_send.put_nowait(HangupRequested())
+    await asyncio.wait_for(task, 5)
+    assert call.first_audio_s is not None
+    assert 0 <= call.first_audio_s < 0.05
+    assert len(call.response_latencies_s) == 1
+    assert call.response_latencies_s[0] >= 0.04
+
+
+async def test_a_caller_who_speaks_again_before_the_reply_restarts_the_turn() -> None:
+    leg, call = MemoryLeg(), session()
+    provider = ScriptedProvider(
+        [
+            AudioOut(b"\x01\x00" * 320, "r1"),
+            CallerSpeechStopped(),
+            CallerSpeechStarted(),  # barge-in before any reply audio: the turn is not over
+            AudioOut(b"\x02\x00" * 320, "r1"),  # late delta of the cut response: never played
+            AudioOut(b"\x03\x00" * 320, "r2"),  # audio while the caller talks: no turn to time
+        ]
+    )
+    task = asyncio.create_task(CallRunner(call, leg, provider).run())
+    await asyncio.sleep(0.02)
+    assert call.response_latencies_s == []
+    provider.events_to_send.put_nowait(CallerSpeechStopped())
+    await asyncio.sleep(0.03)
+    provider.events_to_send.put_nowait(AudioOut(b"\x04\x00" * 320, "r3"))
+    provider.events_to_send.put_nowait(HangupRequested())
+    await asyncio.wait_for(task, 5)
+    assert call.barge_ins == 1
+    assert len(call.response_latencies_s) == 1
+    assert call.response_latencies_s[0] >= 0.02
+
+
+def test_response_latencies_are_bounded_per_call() -> None:
+    call = session()
+    for _ in range(MAX_RESPONSE_LATENCIES + 5):
+        call.add_response_latency(0.5)
+    assert len(call.response_latencies_s) == MAX_RESPONSE_LATENCIES

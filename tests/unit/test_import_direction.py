@@ -16,6 +16,7 @@ PURE = (
     "bridge.asterisk.chan_websocket_leg",
     "bridge.asterisk.audiosocket",
     "bridge.session.state",
+    "bridge.session.metrics",
     "bridge.keys",
     "bridge.providers.openai.events",
 )
