@@ -20,7 +20,25 @@ from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
 
 from bridge.asterisk import chan_websocket as cw
-from bridge.asterisk.chan_websocket import Command, ControlFormat, MediaStart, Status
+from bridge.asterisk.chan_websocket import Command, ControlFormat, MediaStart
+from bridge.asterisk.leg_events import (
+    AsteriskErrorSeen,
+    AudioReceived,
+    BinaryMessage,
+    CloseSocket,
+    Drained,
+    DtmfReceived,
+    LegCounters,
+    LegEvent,
+    Outgoing,
+    PlayedUpTo,
+    ProtocolErrorSeen,
+    Started,
+    StatusReceived,
+    TextMessage,
+    Xoff,
+    Xon,
+)
 from bridge.audio.formats import FORMATS, PTIME_MS
 from bridge.audio.pacer import PlayoutBudget
 
@@ -28,105 +46,6 @@ HARD_MESSAGE_LIMIT: Final = 65_500  # Asterisk: header + payload must fit 65535
 # Before MEDIA_START the format is unknown: bound byte buffers as if it were the widest (slin192).
 MAX_BYTES_PER_MS: Final = max(f.frame_bytes for f in FORMATS.values()) / PTIME_MS
 _ID_WRAP: Final = 16**6  # correlation ids stay <= 7 characters
-
-
-# --------------------------------------------------------------------------- what the leg reports
-@dataclass(frozen=True, slots=True)
-class Started:
-    media_start: MediaStart
-
-
-@dataclass(frozen=True, slots=True)
-class AudioReceived:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfReceived:
-    digit: str
-
-
-@dataclass(frozen=True, slots=True)
-class Drained:
-    """Asterisk's queue ran empty (QUEUE_DRAINED, or the hangup drain mark was reached)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Xoff:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Xon:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PlayedUpTo:
-    """Asterisk confirmed playout up to here: `ms` of response number `response`, `total_ms` overall."""
-
-    response: int
-    ms: float
-    total_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class StatusReceived:
-    status: Status
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolErrorSeen:
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class AsteriskErrorSeen:
-    text: str
-
-
-LegEvent: TypeAlias = (
-    Started
-    | AudioReceived
-    | DtmfReceived
-    | Drained
-    | Xoff
-    | Xon
-    | PlayedUpTo
-    | StatusReceived
-    | ProtocolErrorSeen
-    | AsteriskErrorSeen
-)
-
-
-# --------------------------------------------------------------------------- what the driver writes
-@dataclass(frozen=True, slots=True)
-class TextMessage:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class BinaryMessage:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CloseSocket:
-    """Close the WebSocket (code 1000): hangup before any control channel existed."""
-
-
-Outgoing: TypeAlias = TextMessage | BinaryMessage | CloseSocket
-
-
-@dataclass(slots=True)
-class LegCounters:
-    frames_in: int = 0  # binary messages from Asterisk
-    frames_out: int = 0  # queue entries (frames) sent to Asterisk
-    drops_prestart: int = 0  # inbound messages dropped before MEDIA_START
-    drops_local_overflow: int = 0  # bytes of model audio refused: local queue full
-    drops_stale: int = 0  # bytes of model audio refused: from before an interrupt
-    xoff_count: int = 0
-    protocol_errors: int = 0
 
 
 @dataclass(slots=True)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bridge.asterisk.chan_websocket_leg import (
+from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
+from bridge.asterisk.leg_events import (
     AsteriskErrorSeen,
     AudioReceived,
     BinaryMessage,
-    ChanWebsocketLeg,
     CloseSocket,
     DtmfReceived,
     ProtocolErrorSeen,

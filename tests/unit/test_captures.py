@@ -17,9 +17,9 @@ import pytest
 
 from bridge.asterisk import audiosocket as aus
 from bridge.asterisk import chan_websocket as cw
-from bridge.asterisk.chan_websocket_leg import (
+from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
+from bridge.asterisk.leg_events import (
     AudioReceived,
-    ChanWebsocketLeg,
     Drained,
     ProtocolErrorSeen,
     Started,

@@ -8,11 +8,11 @@ import pytest
 
 from bridge.asterisk import chan_websocket as cw
 from bridge.asterisk.chan_websocket import ControlFormat
-from bridge.asterisk.chan_websocket_leg import (
+from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
+from bridge.asterisk.leg_events import (
     AsteriskErrorSeen,
     AudioReceived,
     BinaryMessage,
-    ChanWebsocketLeg,
     CloseSocket,
     Drained,
     DtmfReceived,

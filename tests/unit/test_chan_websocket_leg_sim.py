@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 from bridge.asterisk import chan_websocket as cw
 from bridge.asterisk.chan_websocket import ControlFormat
-from bridge.asterisk.chan_websocket_leg import (
+from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
+from bridge.asterisk.leg_events import (
     BinaryMessage,
-    ChanWebsocketLeg,
     Drained,
     LegEvent,
     Outgoing,

@@ -14,6 +14,7 @@ PURE = (
     "bridge.audio",
     "bridge.asterisk.chan_websocket",
     "bridge.asterisk.chan_websocket_leg",
+    "bridge.asterisk.leg_events",
     "bridge.asterisk.audiosocket",
     "bridge.session.state",
     "bridge.session.metrics",
