@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from bridge.errors import AtCapacity, Conflict, NotFound, ShuttingDown
 from bridge.logging import get_logger
 from bridge.session.metrics import CallMetrics, CallOutcome
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import CallState, EndedBy, InvalidTransition
+
+_METRIC_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +32,11 @@ class Capacity:
 
 
 def call_outcome(session: Session) -> CallOutcome:
-    """What a finished session adds to the metrics; the reason label stays a small, known set."""
+    """What a finished session adds to the metrics. A failed call's reason is its error code, which can
+    come from a model provider: anything but a short snake_case word is "other", keeping the label small."""
     if session.state is CallState.FAILED:
-        reason = session.error_code or "unknown"
+        code = session.error_code or "unknown"
+        reason = code if _METRIC_REASON.fullmatch(code) else "other"
     else:
         reason = session.disconnected_by.value if session.disconnected_by else "unknown"
     stats = session.stats
