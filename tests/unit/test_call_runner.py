@@ -354,7 +354,7 @@ async def test_greeting_and_reply_latencies_are_recorded_on_the_session() -> Non
     provider.events_to_send.put_nowait(HangupRequested())
     await asyncio.wait_for(task, 5)
     assert call.first_audio_s is not None
-    assert 0 <= call.first_audio_s < 0.05
+    assert 0 <= call.first_audio_s < 1.0  # immediate here; loose so a loaded machine cannot flake it
     assert len(call.response_latencies_s) == 1
     assert call.response_latencies_s[0] >= 0.04
 
