@@ -242,7 +242,8 @@ class CallRunner:
 
     def _play(self, data: bytes) -> None:
         """Hand model audio to the leg, timing the greeting and the reply to the caller's last turn."""
-        if data:
+        # Only the first audio of the call or of a reply is timed: no clock read for every delta.
+        if data and (self.session.first_audio_s is None or self._caller_stopped_at is not None):
             now = asyncio.get_running_loop().time()
             if self.session.first_audio_s is None and self._started_at is not None:
                 self.session.first_audio_s = now - self._started_at

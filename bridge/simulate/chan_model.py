@@ -272,20 +272,18 @@ class ChannelModel:
 
     def _handle_command(self, name: str, arg: str | None, direction: str | None) -> None:
         d = self.dialect
-        if name == "MARK_MEDIA" and not d.has_marks:
-            # A bridge may probe for marks on plain text; before 22.8 Asterisk logs a WARNING, no more.
-            self.stats.commands["<unknown>"] += 1
-            self._note("command", name, arg or "")
-            if len(self.stats.warnings) < MAX_ERROR_MESSAGES:
-                version = ".".join(map(str, d.version))
-                self.stats.warnings.append(f"unknown command 'MARK_MEDIA' ignored (Asterisk {version})")
-            return
-        known = name in KNOWN_COMMANDS
+        known = name in KNOWN_COMMANDS and (name != "MARK_MEDIA" or d.has_marks)
         known = known and (name != "SET_MEDIA_DIRECTION" or d.has_direction)
         if not known:
             self.stats.commands["<unknown>"] += 1
             self._note("command", name or "<none>", arg or "")
-            self._error("unknown_command", f"unknown command {name!r} ignored")
+            if name == "MARK_MEDIA":
+                # A bridge may probe for marks on plain text; before 22.8 Asterisk logs a WARNING, no more.
+                version = ".".join(map(str, d.version))
+                if len(self.stats.warnings) < MAX_ERROR_MESSAGES:
+                    self.stats.warnings.append(f"unknown command 'MARK_MEDIA' ignored (Asterisk {version})")
+            else:
+                self._error("unknown_command", f"unknown command {name!r} ignored")
             return
         self.stats.commands[name] += 1
         self._note("command", name, arg or direction or "")
