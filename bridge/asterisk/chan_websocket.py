@@ -391,6 +391,9 @@ _EVENTS: Final[Mapping[str, tuple[type[Any], tuple[str, ...]]]] = MappingProxyTy
 _EVENT_NAMES: Final[Mapping[object, str]] = MappingProxyType({cls: n for n, (cls, _) in _EVENTS.items()})
 _ID_EVENTS: Final = frozenset(("MEDIA_BUFFERING_COMPLETED", "MEDIA_MARK_PROCESSED"))
 _PLAIN_KEYED: Final = frozenset(("MEDIA_START", "STATUS", "DTMF_END", "ERROR"))  # others: no channel_id
+# Asterisk 22.10.1 orders DTMF_END's keys differently per format (captures ws_dtmf_*.jsonl):
+# JSON puts channel_id first, plain text puts digit first.
+_JSON_KEY_ORDER: Final = MappingProxyType({"DTMF_END": ("channel_id", "digit")})
 
 
 def _plain_fields(name: str, rest: str) -> dict[str, str]:
@@ -501,6 +504,8 @@ def encode_event(event: Event, fmt: ControlFormat) -> str:
     if fmt is ControlFormat.JSON:
         if isinstance(event, MediaStart):
             values["channel_variables"] = dict(event.channel_variables)
+        if name in _JSON_KEY_ORDER:
+            values = {key: values[key] for key in _JSON_KEY_ORDER[name]}
         return _dumps({"event": name} | {k: v for k, v in values.items() if v is not None})
     tokens = [name]
     for key, value in values.items():
