@@ -13,16 +13,21 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bridge.api.appkeys import DIRECTORY
+from bridge.api.appkeys import DIRECTORY, DirectoryHolder
 from bridge.api.factory import create_app
+from bridge.api.http_server import HeaderTimeoutAppRunner
+from bridge.api.openapi import register
+from bridge.api.reload_status import CONFIG_RELOAD
+from bridge.api.routes_media import media_operation
 from bridge.asterisk.ami import AmiController
 from bridge.asterisk.ari import AriController
 from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
-from bridge.asterisk.media_ws import MEDIA_PATH, MediaEndpoint
+from bridge.asterisk.media_ws import MediaEndpoint
 from bridge.directory import Directory
 from bridge.logging import get_logger
 from bridge.providers.factory import CallBrief, provider_for
 from bridge.sdnotify import Notifier
+from bridge.session.admission import Admission, AdmissionPolicy
 from bridge.session.call import CallPlan
 from bridge.session.calls import CallService
 from bridge.session.control import CallController
@@ -36,6 +41,8 @@ from bridge.settings_agents import REALTIME_PROVIDERS
 from bridge.store import SqliteCallStore, open_store
 
 Reloader = Callable[[], Settings]
+# An idle keep-alive connection is closed after this (aiohttp's default is an hour); nginx uses 75 s.
+KEEPALIVE_SECONDS = 75.0
 
 
 def settings_reloader(path: Path | None) -> Reloader | None:
@@ -69,7 +76,7 @@ class Services:
         await self.calls.close()
         if self.controller is not None:
             await self.controller.close()
-        await self.recorder.flush()
+        await self.recorder.close()
         await self.store.close()
         await self.http.close()
 
@@ -93,16 +100,15 @@ def build_controller(settings: Settings) -> CallController | None:
 
 
 def make_call_planner(
-    app: web.Application,
+    directory: Callable[[], Directory],
     settings: Settings,
     http: aiohttp.ClientSession,
     controller: CallController | None = None,
 ) -> Callable[[Session], CallPlan]:
     """What each call gets: its company's agent (read at call time, so SIGHUP applies to new calls)."""
-    holder = app[DIRECTORY]
 
     def plan_call(session: Session) -> CallPlan:
-        company = holder.current.companies.get(session.company_id)
+        company = directory().companies.get(session.company_id)
         agent = company.settings.agent if company is not None else AgentSettings()
         tools = ToolBox(agent, controller=controller, http=http)
         info = session.info
@@ -134,7 +140,8 @@ async def start_services(settings: Settings) -> Services:
     interrupted = await store.mark_interrupted(time.time())
     if interrupted:
         log.warning("calls_interrupted_by_restart", calls=interrupted)
-    recorder = CallRecorder(store)
+    recorder = CallRecorder(store, checkpoint_seconds=settings.storage.checkpoint_seconds)
+    recorder.start()
     manager = SessionManager(
         max_calls=settings.server.max_calls,
         pending_ttl_seconds=settings.server.pending_ttl_seconds,
@@ -143,17 +150,31 @@ async def start_services(settings: Settings) -> Services:
     controller = build_controller(settings)
     if controller is not None:
         await controller.start()
-    calls = CallService(
-        manager, store, controller, dial_timeout_seconds=settings.asterisk.originate.timeout_seconds
-    )
-    app = create_app(settings, manager, calls)
-    holder = app[DIRECTORY]
+    holder = DirectoryHolder(Directory.from_settings(settings))
     # One HTTP client for every model socket and tool call: shared connection pool, no per-call setup.
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10))
-    plan_call = make_call_planner(app, settings, http, controller)
-    media = MediaEndpoint(manager=manager, directory=lambda: holder.current, make_provider=plan_call)
-    app.router.add_get(MEDIA_PATH, media.handle)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    admission = Admission(
+        manager,
+        store,
+        directory=lambda: holder.current,
+        plan_call=make_call_planner(lambda: holder.current, settings, http, controller),
+        policy=AdmissionPolicy(
+            allow_unauthenticated_media=settings.connector.allow_unauthenticated_media,
+            webhookless_audiosocket_company=settings.audiosocket.webhookless_company,
+        ),
+    )
+    calls = CallService(
+        admission, store, controller, dial_timeout_seconds=settings.asterisk.originate.timeout_seconds
+    )
+    app = create_app(settings, admission, calls, holder)
+    register(app, [media_operation(MediaEndpoint(admission).handle)])
+    runner = HeaderTimeoutAppRunner(
+        app,
+        header_timeout_seconds=settings.server.header_timeout_seconds,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=KEEPALIVE_SECONDS,
+    )
     await runner.setup()
     services = Services(
         settings,
@@ -172,11 +193,7 @@ async def start_services(settings: Settings) -> Services:
         await site.start()
         services.http_port = runner.addresses[0][1]
         if settings.audiosocket.enabled:
-            endpoint = AudioSocketEndpoint(
-                manager=manager,
-                make_provider=plan_call,
-                webhookless_company=settings.audiosocket.webhookless_company,
-            )
+            endpoint = AudioSocketEndpoint(admission)
             services.audiosocket = await asyncio.start_server(
                 endpoint.handle, settings.audiosocket.host, settings.audiosocket.port, reuse_address=True
             )
@@ -190,18 +207,25 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
     """Run the daemon until SIGTERM/SIGINT, then drain and exit 0."""
     log = get_logger("app")
     notifier = Notifier()
+    loop = asyncio.get_running_loop()
+    # SIGHUP is always handled, from before anything listens: its default action kills the process.
+    loop.add_signal_handler(signal.SIGHUP, _ignore_reload, "still starting")
     try:
         services = await start_services(settings)
     except OSError as exc:
+        loop.remove_signal_handler(signal.SIGHUP)
         log.error("cannot_listen", host=settings.server.host, error=exc.strerror)
         return 1
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if reload_settings is not None:
         loop.add_signal_handler(signal.SIGHUP, _reload, services.app, reload_settings, notifier)
+    else:
+        loop.add_signal_handler(
+            signal.SIGHUP, _ignore_reload, "no config file: the zero-config demo keeps its companies and keys"
+        )
 
     log.info(
         "listening",
@@ -238,14 +262,21 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
 def _reload(app: web.Application, reload_settings: Reloader, notifier: Notifier) -> None:
     """SIGHUP: swap companies and keys without touching live calls; keep the old ones on error."""
     log = get_logger("app")
+    status = app[CONFIG_RELOAD]
     try:
         fresh = reload_settings()
     except ConfigError as exc:
-        log.error("reload_failed", problems=exc.problems)
+        status.failed(time.time(), len(exc.problems))
+        log.error("reload_failed", problems=exc.problems, failures=status.failures)
         return
     app[DIRECTORY].current = Directory.from_settings(fresh)
+    status.succeeded(time.time())
     log.info("reloaded", companies=len(fresh.companies), note="other sections need a restart")
     notifier.ready("reloaded")
+
+
+def _ignore_reload(reason: str) -> None:
+    get_logger("app").warning("reload_ignored", reason=reason)
 
 
 async def _watchdog(notifier: Notifier, interval: float) -> None:

@@ -80,20 +80,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems("configuration is invalid:", exc.problems)
         return 2
-    configure_logging(settings.logging.level, settings.logging.format)
+    from bridge.settings_secrets import secret_digests, secret_values  # noqa: PLC0415
+
+    configure_logging(
+        settings.logging.level,
+        settings.logging.format,
+        secrets=secret_values(settings),
+        secret_digests=secret_digests(settings),
+    )
     return run_loop(serve(settings, reload_settings=settings_reloader(path)))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate as `serve` would (file plus environment); every problem at once, then warnings."""
     path = _config_path(args.config)
+    source = str(path) if path is not None else "built-in demo configuration"
     try:
         settings = load_settings(path) if path is not None else demo_settings()[0]
     except ConfigError as exc:
-        _print_problems(f"{path}: {len(exc.problems)} problem(s):", exc.problems)
+        _print_problems(f"{source}: {len(exc.problems)} problem(s):", exc.problems)
         return 2
     for note in warnings_for(settings):
         print(f"warning: {note}", file=sys.stderr)
-    source = path if path is not None else "built-in demo configuration"
     print(f"{source}: OK ({len(settings.companies)} companies, max_calls={settings.server.max_calls})")
     return 0
 

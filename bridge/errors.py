@@ -12,6 +12,7 @@ from typing import ClassVar
 class BridgeError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+    retry_after_seconds: ClassVar[int | None] = None  # 429 and 503 say when to try again
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -40,6 +41,11 @@ class NotFound(BridgeError):
     code = "not_found"
 
 
+class RequestTimeout(BridgeError):
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(BridgeError):
     status = 409
     code = "conflict"
@@ -53,11 +59,13 @@ class PayloadTooLarge(BridgeError):
 class RateLimited(BridgeError):
     status = 429
     code = "rate_limited"
+    retry_after_seconds: ClassVar[int] = 1
 
 
 class Unavailable(BridgeError):
     status = 503
     code = "unavailable"
+    retry_after_seconds: ClassVar[int] = 5  # sent as Retry-After: a client retries, not hammers
 
 
 class AtCapacity(Unavailable):
@@ -66,10 +74,20 @@ class AtCapacity(Unavailable):
 
 class ShuttingDown(Unavailable):
     code = "shutting_down"
+    retry_after_seconds = 30  # another node, or this one once restarted
 
 
 # RFC 6455 close codes: 1008 policy violation, 1011 internal error, 1013 try again later.
-_CLOSE_CODES: dict[int, int] = {400: 1008, 401: 1008, 403: 1008, 404: 1008, 409: 1008, 503: 1013}
+_CLOSE_CODES: dict[int, int] = {
+    400: 1008,
+    401: 1008,
+    403: 1008,
+    404: 1008,
+    408: 1008,
+    409: 1008,
+    429: 1013,
+    503: 1013,
+}
 
 
 def close_code_for(error: BridgeError) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -53,7 +53,8 @@ class KeyRing(Generic[Owner]):
         return cls(tuple(entries))
 
     def match(self, presented: str) -> Owner | None:
-        presented_digest = hashlib.sha256(presented.encode()).digest()
+        # surrogatepass: a header that was not valid UTF-8 still hashes (and matches nothing).
+        presented_digest = hashlib.sha256(presented.encode("utf-8", "surrogatepass")).digest()
         found: Owner | None = None
         for digest, owner in self.entries:
             # No early exit: every entry is compared whatever matched before.
@@ -70,12 +71,28 @@ def phone_digits(number: str) -> str:
     return "".join(ch for ch in number if ch.isdigit())
 
 
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+E164_PATTERN: Final = r"^\+[1-9][0-9]{6,14}$"
+E164 = re.compile(E164_PATTERN)
+# What a PBX may send as a number: digits with an optional '+' and the usual separators, or a word
+# saying the caller withheld it (Asterisk: empty, "anonymous", ...). One pattern, also the API's schema.
+_WITHHELD_WORDS = ("anonymous", "unknown", "restricted", "private", "unavailable")
+_DIGITS = r"\+?[0-9][0-9 ().\-]{0,23}"
+DIALLED_PATTERN: Final = rf"^ *{_DIGITS} *$"  # a number that must be there (the called one)
+PHONE_PATTERN: Final = (
+    rf"^ *({_DIGITS}|\+?|" + "|".join(f"{w}|{w.capitalize()}|{w.upper()}" for w in _WITHHELD_WORDS) + r") *$"
+)
+_PHONE = re.compile(PHONE_PATTERN)
 
 
 def is_e164(number: str) -> bool:
     return bool(E164.match(number))
 
 
-def normalised_set(numbers: Sequence[str]) -> frozenset[str]:
-    return frozenset(phone_digits(n) for n in numbers)
+def canonical_number(number: str) -> str:
+    """The one stored form of a number: `+` and its digits (`34987654321`, `+34 987 654 321` ->
+    `+34987654321`); "" for a withheld caller. Raises ValueError for anything else (letters, control
+    characters), so a PBX's garbage never reaches a record."""
+    if not _PHONE.match(number):
+        raise ValueError(f"{number.strip()[:40]!r} is not a phone number")
+    digits = phone_digits(number)
+    return "+" + digits if digits else ""

@@ -2,7 +2,8 @@
 
 Built once in `cli.py` and passed down; nothing imports a global instance.
 Secrets may be written `env:NAME`; they are read from the environment while
-validating and kept as `SecretStr`, so a settings repr never shows them.
+validating and kept as `SecretStr`, so a settings repr never shows them. An
+unset variable is an error only where the secret is used (`missing_secrets`).
 """
 
 from __future__ import annotations
@@ -21,20 +22,34 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from bridge.keys import digest_of, is_e164, is_hashed
+from bridge.keys import digest_of, is_e164
 from bridge.settings_agents import (
-    REALTIME_PROVIDERS,
     AgentSettings,
     ProvidersSettings,
     Secret,
     Section,
+    UnresolvedSecret,
 )
 from bridge.settings_agents import resolve_env_reference as _resolve_env_reference
+from bridge.settings_checks import cross_check, missing_secrets, used_providers, warnings_for
 
-__all__ = ["AgentSettings", "ConfigError", "ProvidersSettings", "Settings", "build_settings", "load_settings"]
+__all__ = [
+    "AgentSettings",
+    "ConfigError",
+    "ProvidersSettings",
+    "Settings",
+    "build_settings",
+    "cross_check",
+    "load_settings",
+    "missing_secrets",
+    "used_providers",
+    "warnings_for",
+]
 
 
 def _check_configured_key(value: SecretStr) -> SecretStr:
+    if isinstance(value, UnresolvedSecret):  # API keys are always used
+        raise ValueError(f"environment variable {value.variable} is not set")
     raw = value.get_secret_value()
     if not raw:
         raise ValueError("an API key must not be empty")
@@ -61,10 +76,17 @@ class ServerSettings(Section):
     drain_seconds: float = Field(30.0, ge=0)
     pending_ttl_seconds: float = Field(60.0, gt=0)
     max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # A client must finish sending a request's headers (and then its body) within these: a slow or
+    # stalled client cannot hold a connection open (slowloris).
+    header_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(30.0, gt=0, le=3600)
 
 
 class ConnectorSettings(Section):
     api_keys: list[ConfiguredKey] = Field(default_factory=list)
+    # true: a media socket for a call announced by a `connect` webhook may attach without connector
+    # credentials (for PBXs that cannot send them); the call id is then the only proof.
+    allow_unauthenticated_media: bool = False
 
 
 class AudioSocketSettings(Section):
@@ -78,6 +100,8 @@ class AudioSocketSettings(Section):
 
 class StorageSettings(Section):
     url: str = "sqlite:///var/bridge.db"
+    # A live call's record is saved this often (and at every state change): a crash loses at most this.
+    checkpoint_seconds: float = Field(5.0, gt=0, le=300)
 
 
 class AmiSettings(Section):
@@ -193,82 +217,6 @@ def _format_validation_error(error: ValidationError) -> list[str]:
     return problems
 
 
-def _raw_key_digest(value: object) -> bytes | None:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    try:
-        resolved = _resolve_env_reference(value)
-        return digest_of(resolved) if isinstance(resolved, str) and resolved else None
-    except ValueError:
-        return None
-
-
-def cross_check(raw: Mapping[str, Any]) -> list[str]:
-    """Problems that span entries: duplicate company ids, a key used twice.
-
-    Works on the raw mapping (tolerating wrong shapes, which field validation
-    reports), so they are reported together with every field-level problem.
-    """
-    problems: list[str] = []
-    companies = raw.get("companies")
-    companies = companies if isinstance(companies, list) else []
-    seen_ids: dict[str, int] = {}
-    key_owner: dict[bytes, str] = {}
-    connector = raw.get("connector")
-    connector_keys = connector.get("api_keys", []) if isinstance(connector, dict) else []
-    for index, key in enumerate(connector_keys if isinstance(connector_keys, list) else []):
-        digest = _raw_key_digest(key)
-        if digest is not None:
-            key_owner.setdefault(digest, f"connector.api_keys[{index}]")
-    for index, company in enumerate(companies):
-        if not isinstance(company, dict):
-            continue
-        company_id = company.get("id")
-        if isinstance(company_id, str):
-            if company_id in seen_ids:
-                problems.append(
-                    f"companies[{index}].id: duplicate company id {company_id!r} "
-                    f"(also companies[{seen_ids[company_id]}])"
-                )
-            else:
-                seen_ids[company_id] = index
-        keys = company.get("api_keys", [])
-        for key_index, key in enumerate(keys if isinstance(keys, list) else []):
-            digest = _raw_key_digest(key)
-            if digest is None:
-                continue
-            where = f"companies[{index}].api_keys[{key_index}]"
-            if digest in key_owner:
-                problems.append(f"{where}: the same API key is already used by {key_owner[digest]}")
-            else:
-                key_owner[digest] = where
-    return problems
-
-
-def warnings_for(settings: Settings) -> list[str]:
-    """Things that work but should be fixed (never errors)."""
-    notes = []
-    for index, key in enumerate(settings.connector.api_keys):
-        if not is_hashed(key.get_secret_value()):
-            notes.append(f"connector.api_keys[{index}]: plain key; store it as `bridge hash-key` prints it")
-    for ci, company in enumerate(settings.companies):
-        for ki, key in enumerate(company.api_keys):
-            if not is_hashed(key.get_secret_value()):
-                notes.append(f"companies[{ci}].api_keys[{ki}]: plain key; store it hashed (sha256:...)")
-        provider = company.agent.provider
-        if (
-            provider in REALTIME_PROVIDERS
-            and not settings.providers.realtime(provider).api_key.get_secret_value()
-        ):
-            notes.append(
-                f"companies[{ci}].agent.provider: {provider} is used "
-                f"but providers.{provider}.api_key is empty"
-            )
-    if not settings.connector.api_keys:
-        notes.append("connector.api_keys: empty; only media sockets announced by a webhook can attach")
-    return notes
-
-
 def read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
@@ -287,8 +235,8 @@ def build_settings(raw: Mapping[str, Any]) -> Settings:
         settings = Settings(**raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc) + cross_check(raw)) from exc
-    # Checked on the validated values too, so keys set through the environment count.
-    problems = cross_check(settings.model_dump())
+    # Checked on the validated values too, so keys and phones set through the environment count.
+    problems = cross_check(settings.model_dump()) + missing_secrets(settings)
     if problems:
         raise ConfigError(problems)
     return settings

@@ -9,14 +9,36 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 
+class UnresolvedSecret(SecretStr):
+    """An `env:NAME` secret whose variable is not set: it keeps the name, and its value is always "".
+
+    Validation keeps it instead of failing, so a section nobody uses needs no variable; `build_settings`
+    then reports it wherever the secret is used. Consumers see an empty secret, which they all treat as
+    "not configured", so it can never authenticate anything.
+    """
+
+    def __init__(self, variable: str) -> None:
+        super().__init__("")
+        self.variable = variable
+
+    def __eq__(self, other: object) -> bool:
+        # Never equal to a plain empty secret: a reload that sets the variable is a change.
+        return isinstance(other, UnresolvedSecret) and other.variable == self.variable
+
+    def __hash__(self) -> int:
+        return hash((UnresolvedSecret, self.variable))
+
+    def __repr__(self) -> str:
+        return f"UnresolvedSecret(env:{self.variable})"
+
+
 def resolve_env_reference(value: object) -> object:
+    """`env:NAME` becomes the variable's value (an UnresolvedSecret when unset); other values pass."""
     if isinstance(value, str) and value.startswith("env:"):
         name = value[4:]
         if not name:
             raise ValueError("env: needs a variable name, e.g. env:OPENAI_API_KEY")
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} is not set")
-        return os.environ[name]
+        return os.environ[name] if name in os.environ else UnresolvedSecret(name)
     return value
 
 

@@ -4,12 +4,16 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient, TestServer
 
+from bridge.api.appkeys import DirectoryHolder
 from bridge.api.factory import create_app
-from bridge.app import Services, start_services
+from bridge.app import Services, make_call_planner, start_services
+from bridge.directory import Directory
+from bridge.session.admission import Admission, AdmissionPolicy
 from bridge.session.calls import CallService
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
@@ -38,6 +42,7 @@ async def api_client_factory() -> AsyncIterator[ApiFactory]:
     """Start the real HTTP API on a loopback port; returns (client, manager)."""
     clients: list[TestClient[Any, Any]] = []
     stores: list[SqliteCallStore] = []
+    http = aiohttp.ClientSession()
 
     async def start(
         settings: Settings | None = None, *, max_calls: int | None = None, pending_ttl: float | None = None
@@ -49,8 +54,19 @@ async def api_client_factory() -> AsyncIterator[ApiFactory]:
         )
         store = await open_store("sqlite://:memory:")
         stores.append(store)
-        calls = CallService(manager, store, None, dial_timeout_seconds=30)
-        app = create_app(settings, manager, calls)
+        holder = DirectoryHolder(Directory.from_settings(settings))
+        admission = Admission(
+            manager,
+            store,
+            directory=lambda: holder.current,
+            plan_call=make_call_planner(lambda: holder.current, settings, http),
+            policy=AdmissionPolicy(
+                allow_unauthenticated_media=settings.connector.allow_unauthenticated_media,
+                webhookless_audiosocket_company=settings.audiosocket.webhookless_company,
+            ),
+        )
+        calls = CallService(admission, store, None, dial_timeout_seconds=30)
+        app = create_app(settings, admission, calls, holder)
         client: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
@@ -61,6 +77,7 @@ async def api_client_factory() -> AsyncIterator[ApiFactory]:
         await client.close()
     for store in stores:
         await store.close()
+    await http.close()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bridge.directory import Company, Directory
+from bridge.session.admission import Admission
 from bridge.session.calls import CallService
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
@@ -23,5 +24,6 @@ SETTINGS = web.AppKey("settings", Settings)
 DIRECTORY = web.AppKey("directory", DirectoryHolder)
 MANAGER = web.AppKey("manager", SessionManager)
 CALLS = web.AppKey("calls", CallService)
+ADMISSION = web.AppKey("admission", Admission)
 
 COMPANY = web.RequestKey("company", Company)

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bridge.api import routes_calls, routes_company, routes_health, routes_webhook
-from bridge.api.appkeys import CALLS, DIRECTORY, MANAGER, SETTINGS, DirectoryHolder
+from bridge.api import routes_calls, routes_company, routes_health, routes_openapi, routes_webhook
+from bridge.api.appkeys import ADMISSION, CALLS, DIRECTORY, MANAGER, SETTINGS, DirectoryHolder
 from bridge.api.middleware import access_log_middleware, auth_middleware, error_middleware
 from bridge.directory import Directory
+from bridge.session.admission import Admission
 from bridge.session.calls import CallService
-from bridge.session.manager import SessionManager
 from bridge.settings import Settings
 
 
 def create_app(
     settings: Settings,
-    manager: SessionManager,
+    admission: Admission,
     calls: CallService,
-    directory: Directory | None = None,
+    directory: DirectoryHolder | None = None,
 ) -> web.Application:
+    """The API over `admission` (who may create calls) and `calls` (what a company may do with them).
+    `directory` is the holder SIGHUP swaps; the admission reads companies through the same holder."""
     app = web.Application(
         middlewares=[access_log_middleware, error_middleware, auth_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app[DIRECTORY] = DirectoryHolder(directory or Directory.from_settings(settings))
-    app[MANAGER] = manager
+    app[DIRECTORY] = directory or DirectoryHolder(Directory.from_settings(settings))
+    app[MANAGER] = admission.manager
+    app[ADMISSION] = admission
     app[CALLS] = calls
+    routes_openapi.setup_routes(app)
     routes_health.setup_routes(app)
     routes_company.setup_routes(app)
     routes_webhook.setup_routes(app)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -10,38 +11,55 @@ from aiohttp import web
 
 from bridge.api.appkeys import COMPANY, DIRECTORY
 from bridge.api.envelope import failure
-from bridge.errors import BridgeError, PayloadTooLarge, Unauthorized
+from bridge.api.openapi import OPERATIONS
+from bridge.errors import BadRequest, BridgeError, PayloadTooLarge, Unauthorized
 from bridge.logging import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-PUBLIC_PATHS: Final = frozenset({"/health", "/health/fleet", "/metrics"})
-# The media socket checks credentials itself: a pending call may attach without them.
-CONNECTOR_PATHS: Final = frozenset({"/api/voip/webhook"})
-SELF_AUTHENTICATED_PATHS: Final = frozenset({"/api/real-time-voice-stream"})
+PROBE_PATHS: Final = frozenset({"/health", "/health/fleet", "/metrics"})
+_UNREADABLE = re.compile(r"[\udc80-\udcff]")  # how aiohttp keeps bytes that were not UTF-8
 
 _HTTP_ERRORS: Final = {
     400: ("bad_request", "bad request"),
+    408: ("request_timeout", "the request did not arrive in time"),
     404: ("not_found", "no such resource"),
     405: ("method_not_allowed", "method not allowed"),
     413: ("payload_too_large", "request body too large"),
 }
 
 
+def header_text(request: web.Request, name: str) -> str | None:
+    """A header's value; 400 when it was not valid UTF-8 (aiohttp keeps such bytes as surrogates)."""
+    value = request.headers.get(name)
+    if value is not None and _UNREADABLE.search(value):
+        raise BadRequest(f"header {name} is not valid UTF-8 text", code="invalid_header")
+    return value
+
+
 def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+    """The Bearer token; "" (a key that matches nothing) for another scheme; None without the header.
+    A proxy in front that adds its own Authorization must strip it: a credential we cannot check is
+    refused, never ignored."""
+    header = header_text(request, "Authorization")
+    if header is None:
+        return None
     scheme, _, value = header.partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    return value.strip() if scheme.lower() == "bearer" else ""
 
 
-def company_key_of(request: web.Request) -> str | None:
-    """The three ways to pass a company key: ?api_key=, Authorization: Bearer, X-API-Key."""
-    return request.query.get("api_key") or _bearer(request) or request.headers.get("X-API-Key")
+def _presented(*candidates: str | None) -> list[str]:
+    return [candidate for candidate in candidates if candidate is not None]
 
 
-def connector_key_of(request: web.Request) -> str | None:
-    """The two ways to pass a connector key: x-connector-api-key, Authorization: Bearer."""
-    return request.headers.get("x-connector-api-key") or _bearer(request)
+def company_keys_of(request: web.Request) -> list[str]:
+    """Every company key the request presents: ?api_key=, Authorization: Bearer, X-API-Key."""
+    return _presented(request.query.get("api_key"), _bearer(request), header_text(request, "X-API-Key"))
+
+
+def connector_keys_of(request: web.Request) -> list[str]:
+    """Every connector key the request presents: x-connector-api-key, Authorization: Bearer."""
+    return _presented(header_text(request, "x-connector-api-key"), _bearer(request))
 
 
 @web.middleware
@@ -69,22 +87,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    path = request.path
-    if request.match_info.http_exception is not None or path in PUBLIC_PATHS:
-        return await handler(request)
-    directory = request.app[DIRECTORY].current
-    if path in CONNECTOR_PATHS:
-        key = connector_key_of(request)
-        if key is None:
+    """Each route's `Operation.auth` says who may call it; the media socket checks its own."""
+    operation = request.app[OPERATIONS].of(request)
+    auth = operation.auth if operation is not None else "none"
+    # Every key presented must be valid (and name one company): an empty or wrong one next to a good
+    # one is refused, so which of several a request "meant" never matters.
+    if auth == "connector":
+        keys = connector_keys_of(request)
+        if not keys:
             raise Unauthorized("a connector key is required (x-connector-api-key or Bearer)")
-        if not directory.is_connector_key(key):
+        directory = request.app[DIRECTORY].current
+        if not all([directory.is_connector_key(key) for key in keys]):  # no short cut: constant time
             raise Unauthorized("invalid connector key")
-    elif path.startswith("/api/") and path not in SELF_AUTHENTICATED_PATHS:
-        key = company_key_of(request)
-        if key is None:
+    elif auth == "company":
+        keys = company_keys_of(request)
+        if not keys:
             raise Unauthorized("an API key is required (api_key, Bearer or X-API-Key)")
-        company = directory.company_for_key(key)
-        if company is None:
+        directory = request.app[DIRECTORY].current
+        companies = [directory.company_for_key(key) for key in keys]
+        company = companies[0]
+        if company is None or any(other is None or other.id != company.id for other in companies):
             raise Unauthorized("invalid API key")
         request[COMPANY] = company
     return await handler(request)
@@ -102,7 +124,7 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         log = get_logger("http")
         # Health probes come every few seconds; keep them out of the info stream.
-        emit = log.debug if request.path in PUBLIC_PATHS else log.info
+        emit = log.debug if request.path in PROBE_PATHS else log.info
         emit(
             "request",
             method=request.method,

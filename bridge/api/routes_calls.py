@@ -6,60 +6,193 @@ answers 404 exactly like an unknown one.
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from bridge.api.appkeys import CALLS, COMPANY
-from bridge.api.envelope import ok, parse_body
+from bridge.api.envelope import ok, parse_body, parse_query
+from bridge.api.fields import E164, NO_CONTROL_PATTERN, Instant
+from bridge.api.openapi import Operation, register
 from bridge.errors import BadRequest, Forbidden
-from bridge.keys import is_e164
-from bridge.session.calls import STATUSES, CallQuery, OutboundCall
+from bridge.session.admission import valid_call_id
+from bridge.session.calls import CallQuery, OutboundCall
 
 MAX_PAGE = 100
 TARGET_PATTERN = r"^\+?[0-9*#]{1,32}$"  # E.164 or an extension
+Status = Literal["pending", "dialing", "connecting", "active", "ended", "failed"]
+Direction = Literal["inbound", "outbound"]
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+VariableName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
+VariableValue = Annotated[str, StringConstraints(max_length=1000)]
 
 
 class OutboundRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_number: str = Field(alias="from", max_length=32)
-    to: str = Field(max_length=32)
+    from_number: E164 = Field(alias="from", description="One of the company's phones")
+    to: E164
     call_objective: str = Field(min_length=1, max_length=4000)
     first_message: str = Field("", max_length=2000)
-    variables: dict[str, str] = Field(default_factory=dict, max_length=100)
+    variables: Annotated[
+        dict[VariableName, VariableValue],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": 100,
+                "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": NO_CONTROL_PATTERN},
+                "additionalProperties": {"type": "string", "maxLength": 1000},
+                "description": "Filled into {{name}} placeholders",
+            }
+        ),
+    ] = Field(default_factory=dict, max_length=100)
 
-    @field_validator("from_number", "to")
-    @classmethod
-    def _e164(cls, value: str) -> str:
-        if not is_e164(value):
-            raise ValueError(f"{value!r} is not an E.164 number like +34987654321")
-        return value
 
-    @field_validator("variables")
-    @classmethod
-    def _short_values(cls, value: dict[str, str]) -> dict[str, str]:
-        for name, text in value.items():
-            if len(name) > 64 or len(text) > 1000:
-                raise ValueError("variable names are at most 64 characters and values 1000")
-        return value
+class CallListQuery(BaseModel):
+    """`from`/`start_date` and `to`/`end_date` are the same bounds under two names; when both are given
+    the narrower one holds. A range that holds nothing is an empty page, not an error."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    status: Status | None = None
+    direction: Direction | None = None
+    from_: Instant | None = Field(None, alias="from", description="Created at or after (inclusive)")
+    to: Instant | None = Field(None, description="Created before (exclusive)")
+    start_date: Instant | None = Field(None, description="Same as `from`")
+    end_date: Instant | None = Field(None, description="Same as `to`")
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0, le=10_000_000)
+
+    @property
+    def since(self) -> float | None:
+        bounds = [b for b in (self.from_, self.start_date) if b is not None]
+        return max(bounds) if bounds else None
+
+    @property
+    def until(self) -> float | None:
+        bounds = [b for b in (self.to, self.end_date) if b is not None]
+        return min(bounds) if bounds else None
 
 
 class TransferRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
-    to: str = Field(pattern=TARGET_PATTERN)
+    to: str = Field(pattern=TARGET_PATTERN, description="E.164 number or extension")
 
 
 class DtmfRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     digits: str = Field(pattern=r"^[0-9A-D*#]{1,32}$")
 
 
+# -- responses ----------------------------------------------------------------------------------
+
+
+class UsageOut(BaseModel):
+    input_text_tokens: int
+    input_audio_tokens: int
+    input_cached_tokens: int
+    output_text_tokens: int
+    output_audio_tokens: int
+    transcription_input_tokens: int
+    transcription_output_tokens: int
+    transcription_seconds: float
+    responses: int
+
+
+class CallOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    call_id: str
+    company_id: str
+    direction: Direction
+    from_: str = Field(alias="from", description="E.164 with '+'; empty for a withheld caller")
+    to: str
+    caller_name: str | None
+    call_objective: str | None
+    status: Status
+    disconnected_by: str | None = Field(description="caller, bot, api, timeout, error, shutdown")
+    error_code: str | None
+    dial_outcome: str | None
+    created_at: str
+    answered_at: str | None
+    ended_at: str | None
+    duration_seconds: float
+    usage: UsageOut
+    cost_usd: float | None
+    provider: str
+    model: str
+    frames_in: int
+    frames_out: int
+    drops: int
+    barge_ins: int
+    played_ms_estimated: bool
+    transcript_lines: int
+
+
+class Pagination(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+class CallPage(BaseModel):
+    calls: list[CallOut]
+    pagination: Pagination
+
+
+class OneCall(BaseModel):
+    call: CallOut
+
+
+class TranscriptLineOut(BaseModel):
+    role: Literal["caller", "bot"]
+    text: str
+    at: str | None
+    truncated: bool
+
+
+class Transcript(BaseModel):
+    call_id: str
+    status: Status
+    transcript: list[TranscriptLineOut]
+
+
+class Dialing(BaseModel):
+    call_id: str
+    status: Status
+
+
+class Ending(BaseModel):
+    call_id: str
+    status: Status
+    ending: bool
+
+
+class Transferred(BaseModel):
+    call_id: str
+    transferred_to: str
+
+
+class DigitsSent(BaseModel):
+    call_id: str
+    digits: str
+
+
+# -- handlers -----------------------------------------------------------------------------------
+
+
 def _call_id(request: web.Request) -> str:
-    return request.match_info["call_id"]
+    call_id = request.match_info["call_id"]
+    if not valid_call_id(call_id):
+        raise BadRequest("call_id: 1 to 128 letters, digits or . _ : -", code="validation_error")
+    return call_id
 
 
 async def originate(request: web.Request) -> web.Response:
@@ -77,94 +210,127 @@ async def originate(request: web.Request) -> web.Response:
             variables=body.variables,
         )
     )
-    return ok({"call_id": session.call_id, "status": session.state.value})
-
-
-def _epoch(name: str, raw: str | None) -> float | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRequest(f"{name}: not an ISO-8601 date or epoch seconds", code="validation_error") from exc
-    if moment.tzinfo is None:
-        raise BadRequest(f"{name}: give a time zone (e.g. Z)", code="validation_error")
-    return moment.timestamp()
-
-
-def _int(name: str, raw: str | None, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise BadRequest(f"{name}: not an integer", code="validation_error") from exc
-    if not low <= value <= high:
-        raise BadRequest(f"{name}: must be between {low} and {high}", code="validation_error")
-    return value
+    return ok(Dialing(call_id=session.call_id, status=session.state.value))
 
 
 async def list_calls(request: web.Request) -> web.Response:
-    query = request.query
-    status, direction = query.get("status") or None, query.get("direction") or None
-    if status is not None and status not in STATUSES:
-        raise BadRequest(f"status: one of {', '.join(sorted(STATUSES))}", code="validation_error")
-    if direction is not None and direction not in ("inbound", "outbound"):
-        raise BadRequest("direction: inbound or outbound", code="validation_error")
+    query = parse_query(request, CallListQuery)
     page = CallQuery(
         company_id=request[COMPANY].id,
-        status=status,
-        direction=direction,
-        since=_epoch("from", query.get("from")),
-        until=_epoch("to", query.get("to")),
-        limit=_int("limit", query.get("limit"), 50, 1, MAX_PAGE),
-        offset=_int("offset", query.get("offset"), 0, 0, 10_000_000),
+        status=query.status,
+        direction=query.direction,
+        since=query.since,
+        until=query.until,
+        limit=query.limit,
+        offset=query.offset,
     )
     records, total = await request.app[CALLS].list(page)
     return ok(
-        {
-            "calls": [r.to_api() for r in records],
-            "pagination": {"total": total, "limit": page.limit, "offset": page.offset},
-        }
+        CallPage(
+            calls=[CallOut.model_validate(r.to_api()) for r in records],
+            pagination=Pagination(total=total, limit=page.limit, offset=page.offset),
+        )
     )
 
 
 async def get_call(request: web.Request) -> web.Response:
     record = await request.app[CALLS].record(request[COMPANY].id, _call_id(request))
-    return ok({"call": record.to_api()})
+    return ok(OneCall(call=CallOut.model_validate(record.to_api())))
 
 
 async def get_transcript(request: web.Request) -> web.Response:
     record = await request.app[CALLS].record(request[COMPANY].id, _call_id(request))
-    return ok({"call_id": record.call_id, "status": record.status, "transcript": record.transcript_api()})
+    lines = [TranscriptLineOut.model_validate(line) for line in record.transcript_api()]
+    return ok(Transcript(call_id=record.call_id, status=record.status, transcript=lines))
 
 
 async def end_call(request: web.Request) -> web.Response:
     session = await request.app[CALLS].end(request[COMPANY].id, _call_id(request))
-    return ok({"call_id": session.call_id, "status": session.state.value, "ending": True})
+    return ok(Ending(call_id=session.call_id, status=session.state.value, ending=True))
 
 
 async def transfer_call(request: web.Request) -> web.Response:
     body = await parse_body(request, TransferRequest)
     session = await request.app[CALLS].transfer(request[COMPANY].id, _call_id(request), body.to)
-    return ok({"call_id": session.call_id, "transferred_to": body.to})
+    return ok(Transferred(call_id=session.call_id, transferred_to=body.to))
 
 
 async def send_dtmf(request: web.Request) -> web.Response:
     body = await parse_body(request, DtmfRequest)
     session = await request.app[CALLS].send_dtmf(request[COMPANY].id, _call_id(request), body.digits)
-    return ok({"call_id": session.call_id, "digits": body.digits})
+    return ok(DigitsSent(call_id=session.call_id, digits=body.digits))
+
+
+_CONTROL_ERRORS = (404, 409, 503)
+OPERATIONS = (
+    Operation(
+        "POST",
+        "/api/calls/outbound",
+        originate,
+        "Dial out through Asterisk",
+        "calls",
+        body=OutboundRequest,
+        response=Dialing,
+        errors=(403, 503),
+    ),
+    Operation(
+        "GET",
+        "/api/calls",
+        list_calls,
+        "The company's calls, newest first",
+        "calls",
+        query=CallListQuery,
+        response=CallPage,
+    ),
+    Operation(
+        "GET",
+        "/api/calls/{call_id}",
+        get_call,
+        "One call (live counters while it runs)",
+        "calls",
+        response=OneCall,
+        errors=(404,),
+    ),
+    Operation(
+        "GET",
+        "/api/calls/{call_id}/transcript",
+        get_transcript,
+        "What was said",
+        "calls",
+        response=Transcript,
+        errors=(404,),
+    ),
+    Operation(
+        "POST",
+        "/api/calls/{call_id}/end",
+        end_call,
+        "End the call after the bot's current words (a ringing call is cancelled)",
+        "calls",
+        response=Ending,
+        errors=_CONTROL_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/api/calls/{call_id}/transfer",
+        transfer_call,
+        "Send the caller elsewhere",
+        "calls",
+        body=TransferRequest,
+        response=Transferred,
+        errors=_CONTROL_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/api/calls/{call_id}/dtmf",
+        send_dtmf,
+        "Play DTMF digits to the far party",
+        "calls",
+        body=DtmfRequest,
+        response=DigitsSent,
+        errors=_CONTROL_ERRORS,
+    ),
+)
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/api/calls/outbound", originate)
-    app.router.add_get("/api/calls", list_calls)
-    app.router.add_get("/api/calls/{call_id}", get_call)
-    app.router.add_get("/api/calls/{call_id}/transcript", get_transcript)
-    app.router.add_post("/api/calls/{call_id}/end", end_call)
-    app.router.add_post("/api/calls/{call_id}/transfer", transfer_call)
-    app.router.add_post("/api/calls/{call_id}/dtmf", send_dtmf)
+    register(app, OPERATIONS)

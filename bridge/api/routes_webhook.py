@@ -1,89 +1,139 @@
-"""POST /api/voip/webhook: a PBX announces (`connect`) or ends (`terminate`) a call."""
+"""POST /api/voip/webhook: a PBX announces (`connect`) or ends (`terminate`) a call.
+
+Which company the call belongs to, who may call and whether the call id is new are decided by
+`session.admission`; this module only reads the body.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from bridge.api.appkeys import DIRECTORY, MANAGER
+from bridge.api.appkeys import ADMISSION
 from bridge.api.envelope import ok, parse_body
-from bridge.directory import Company, Directory
-from bridge.errors import BadRequest, Forbidden, NotFound
-from bridge.session.session import CallInfo
-from bridge.session.state import EndedBy
+from bridge.api.fields import CalledNumber, NoControlChars, PhoneNumber
+from bridge.api.openapi import Operation, register
+from bridge.session.admission import CALL_ID_PATTERN, Announcement
 
-CALL_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+WS_URL_PATTERN = r"^wss?://[^\x00-\x20\x7f-\x9f]+$"
+_WS_URL = re.compile(WS_URL_PATTERN)
 
 
-class VoipWebhook(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+def _ws_url(value: str) -> str:
+    if not _WS_URL.match(value):
+        raise ValueError("must be a ws:// or wss:// URL")
+    return value
 
-    callId: str = Field(pattern=CALL_ID_PATTERN)
-    event: Literal["connect", "terminate"]
-    callerPhone: str | None = Field(None, max_length=64)
-    caller_number: str | None = Field(None, max_length=64)
-    callerName: str | None = Field(None, max_length=128)
-    b_number: str | None = Field(None, max_length=64)
-    companyId: str | None = Field(None, max_length=128)
-    websocketUrl: str | None = Field(None, max_length=2048)
+
+def _one_of_given(*names: str) -> dict[str, Any]:
+    """JSON Schema for "at least one of these fields holds a string" (null counts as absent)."""
+    return {"anyOf": [{"required": [n], "properties": {n: {"type": "string"}}} for n in names]}
+
+
+# Either of these finds the company: the called number (preferred) or the company's id.
+_COMPANY_KEYS = _one_of_given("b_number", "companyId")
+
+
+class _Webhook(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    callId: str = Field(pattern=CALL_ID_PATTERN, description="The PBX's id for the call (Asterisk UNIQUEID)")
+    b_number: CalledNumber | None = Field(None, description="The called number: decides the company")
+    companyId: NoControlChars | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="Only when no b_number is given; must agree with it otherwise",
+    )
 
     @model_validator(mode="after")
-    def _connect_needs(self) -> VoipWebhook:
-        if self.event == "connect":
-            if not self.websocketUrl:
-                raise ValueError("websocketUrl is required for connect")
-            if not (self.callerPhone or self.caller_number):
-                raise ValueError("callerPhone (or caller_number) is required for connect")
-        if not (self.companyId or self.b_number):
+    def _company_known(self) -> _Webhook:
+        if self.b_number is None and self.companyId is None:
             raise ValueError("b_number (or companyId) is required to find the company")
+        return self
+
+
+class ConnectWebhook(_Webhook):
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={"allOf": [_COMPANY_KEYS, _one_of_given("callerPhone", "caller_number")]},
+    )
+
+    event: Literal["connect"]
+    callerPhone: PhoneNumber | None = Field(None, description="The caller's number; empty when withheld")
+    caller_number: PhoneNumber | None = Field(None, description="Alias of callerPhone")
+    callerName: NoControlChars | None = Field(None, max_length=128)
+    websocketUrl: Annotated[
+        str, Field(max_length=2048, json_schema_extra={"pattern": WS_URL_PATTERN}), AfterValidator(_ws_url)
+    ]
+
+    @model_validator(mode="after")
+    def _caller_given(self) -> ConnectWebhook:
+        if self.callerPhone is None and self.caller_number is None:
+            raise ValueError("callerPhone (or caller_number) is required for connect")
         return self
 
     @property
     def caller(self) -> str:
-        return self.callerPhone or self.caller_number or ""
+        return self.callerPhone if self.callerPhone is not None else self.caller_number or ""
 
 
-def resolve_company(directory: Directory, body: VoipWebhook) -> Company:
-    if body.companyId:
-        company = directory.companies.get(body.companyId)
-        if company is None:
-            raise NotFound(f"unknown company {body.companyId}", code="unknown_company")
-        return company
-    company = directory.company_for_phone(body.b_number or "")
-    if company is None:
-        raise NotFound(f"no company has the number {body.b_number}", code="unknown_number")
-    return company
+class TerminateWebhook(_Webhook):
+    model_config = ConfigDict(extra="ignore", json_schema_extra=_COMPANY_KEYS)
+
+    event: Literal["terminate"]
+
+
+class VoipWebhook(RootModel[Annotated[ConnectWebhook | TerminateWebhook, Field(discriminator="event")]]):
+    """`connect` announces a call (its media socket follows); `terminate` ends it."""
+
+
+class WebhookResult(BaseModel):
+    callId: str
+    status: str = Field(description="The call's state, or `unknown` for a terminate of no live call")
+    created: bool = Field(description="This request created the call (a repeated connect is 409)")
 
 
 async def voip_webhook(request: web.Request) -> web.Response:
-    body = await parse_body(request, VoipWebhook)
-    company = resolve_company(request.app[DIRECTORY].current, body)
-    manager = request.app[MANAGER]
-    if body.event == "terminate":
-        session = manager.get(body.callId)
-        if session is None or session.company_id != company.id:
-            # Idempotent: an unknown or already finished call is not an error for a hangup.
-            return ok({"callId": body.callId, "status": "unknown"})
-        session.request_end(EndedBy.CALLER)
-        return ok({"callId": body.callId, "status": session.state.value})
-    if not company.allows_caller(body.caller):
-        raise Forbidden(f"caller {body.caller} may not call {company.id}", code="caller_not_allowed")
-    if not body.websocketUrl or not body.websocketUrl.startswith(("ws://", "wss://")):
-        raise BadRequest("websocketUrl: must be a ws:// or wss:// URL", code="validation_error")
-    info = CallInfo(
-        call_id=body.callId,
-        company_id=company.id,
-        direction="inbound",
-        caller=body.caller,
-        called=body.b_number or "",
-        caller_name=body.callerName or "",
-        websocket_url=body.websocketUrl,
+    body = (await parse_body(request, VoipWebhook)).root
+    admission = request.app[ADMISSION]
+    if isinstance(body, TerminateWebhook):
+        session = admission.terminate(body.callId, body.b_number or "", body.companyId or "")
+        # Idempotent: an unknown or already finished call is not an error for a hangup.
+        status = session.state.value if session is not None else "unknown"
+        return ok(WebhookResult(callId=body.callId, status=status, created=False))
+    session = await admission.announce(
+        Announcement(
+            call_id=body.callId,
+            caller=body.caller,
+            called=body.b_number or "",
+            caller_name=body.callerName or "",
+            company_id=body.companyId or "",
+            websocket_url=body.websocketUrl,
+        )
     )
-    session, created = manager.create_pending(info)
-    return ok({"callId": session.call_id, "status": session.state.value, "created": created})
+    return ok(WebhookResult(callId=session.call_id, status=session.state.value, created=True))
+
+
+OPERATIONS = (
+    Operation(
+        "POST",
+        "/api/voip/webhook",
+        voip_webhook,
+        "A PBX announces (connect) or ends (terminate) a call",
+        "pbx",
+        auth="connector",
+        body=VoipWebhook,
+        response=WebhookResult,
+        errors=(403, 404, 409, 503),
+        description="The company is the owner of b_number; a companyId that disagrees is 403 "
+        "company_mismatch. A call id is used once: a repeated connect is 409 duplicate_call.",
+    ),
+)
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/api/voip/webhook", voip_webhook)
+    register(app, OPERATIONS)

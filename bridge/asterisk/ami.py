@@ -511,7 +511,8 @@ class AmiController:
         )
 
     async def transfer(self, ref: ChannelRef, target: str) -> None:
-        exten = dialable(target, "transfer target")
+        # E.164 keeps its '+': the transfer context sends only '+' numbers to the trunk (extensions.conf).
+        exten = ("+" if target.strip().startswith("+") else "") + dialable(target, "transfer target")
         channel = await self._trunk_channel(ref)
         await self._send(
             {

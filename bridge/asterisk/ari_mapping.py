@@ -88,11 +88,11 @@ def validate_dtmf(digits: str) -> str:
 
 
 def transfer_extension(target: str) -> str:
-    """The extension for the transfer context: E.164 loses its '+' (the sample dialplan matches `_X.`)."""
-    extension = target.removeprefix("+")
-    if not _EXTENSION_PATTERN.fullmatch(extension):
+    """The extension for the transfer context: E.164 keeps its '+' (the sample dialplan sends only `_+X.`
+    to the trunk and everything else to local extensions)."""
+    if not _EXTENSION_PATTERN.fullmatch(target.removeprefix("+")):
         raise ControlError(f"{target!r} is not a valid transfer target", "invalid_target")
-    return extension
+    return target
 
 
 def media_transport_data(call_id: str, from_number: str, to_number: str) -> str:

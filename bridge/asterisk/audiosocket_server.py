@@ -30,10 +30,9 @@ from bridge.audio.formats import slin_at
 from bridge.audio.pacer import FramePacer
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
-from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
+from bridge.session.admission import Admission, MediaClaim
 from bridge.session.leg import AudioIn, DtmfIn, InboxLeg, LegInbox, LegStats
-from bridge.session.manager import SessionManager
-from bridge.session.session import CallInfo, EndRequest, Session
+from bridge.session.session import EndRequest
 from bridge.session.state import EndedBy
 
 PTIME_S = 0.020
@@ -227,9 +226,7 @@ class AudioSocketMediaLeg(InboxLeg):
 
 @dataclass(frozen=True, slots=True)
 class AudioSocketEndpoint:
-    manager: SessionManager
-    make_provider: ProviderFactory
-    webhookless_company: str = ""
+    admission: Admission
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         log = get_logger("audiosocket")
@@ -240,10 +237,10 @@ class AudioSocketEndpoint:
         parser = AudioSocketParser()
         try:
             call_uuid, early_audio = await asyncio.wait_for(_read_uuid(reader, parser), UUID_TIMEOUT_S)
-            session = self._admit(call_uuid)
-            plan = provider_or_refuse(session, self.make_provider)
+            call = await self.admission.admit_media(MediaClaim(transport="audiosocket", call_id=call_uuid))
         except (TimeoutError, ValueError, BridgeError) as exc:
-            log.warning("audiosocket_refused", reason=str(exc) or type(exc).__name__)
+            reason = exc.code if isinstance(exc, BridgeError) else str(exc) or type(exc).__name__
+            log.warning("audiosocket_refused", reason=reason)
             writer.write(encode_hangup())
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.drain()
@@ -252,25 +249,12 @@ class AudioSocketEndpoint:
         leg = AudioSocketMediaLeg(reader, writer, parser, early_audio)
         reader_task = asyncio.ensure_future(leg.run())
         try:
-            await CallRunner(session, leg, plan).run()
+            await call.run(leg)
         finally:
             writer.close()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                 await reader_task
                 await writer.wait_closed()
-
-    def _admit(self, call_uuid: str) -> Session:
-        if self.manager.draining:
-            raise ValueError("shutting down")
-        for candidate in (call_uuid, call_uuid.upper()):
-            if self.manager.get_pending(candidate) is not None:
-                return self.manager.attach(candidate)
-        if not self.webhookless_company:
-            raise ValueError(f"no pending call {call_uuid} (and [audiosocket] webhookless_company is unset)")
-        info = CallInfo(
-            call_id=call_uuid, company_id=self.webhookless_company, direction="inbound", caller="", called=""
-        )
-        return self.manager.create_attached(info)
 
 
 async def _read_uuid(reader: asyncio.StreamReader, parser: AudioSocketParser) -> tuple[str, list[Audio]]:

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
-import uuid
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -30,16 +28,13 @@ from bridge.asterisk.leg_events import (
     TextMessage,
 )
 from bridge.audio.formats import format_by_name
-from bridge.directory import Directory
-from bridge.errors import BadRequest, NotFound, ShuttingDown, Unauthorized
+from bridge.errors import BadRequest
 from bridge.logging import get_logger
-from bridge.session.call import CallRunner, ProviderFactory, provider_or_refuse
+from bridge.session.admission import Admission, MediaClaim
 from bridge.session.leg import AudioIn, DtmfIn, InboxLeg, LegInbox, LegStats
-from bridge.session.manager import SessionManager
-from bridge.session.session import CallInfo, EndRequest, Session
+from bridge.session.session import EndRequest
 from bridge.session.state import EndedBy
 
-MEDIA_PATH = "/api/real-time-voice-stream"
 INBOUND_QUEUE_LIMIT = 250  # 5 s of 20 ms frames; a stalled model must not grow memory
 MAX_INBOUND_MESSAGE = 65_536
 CLOSE_WAIT_SECONDS = 2.0  # after HANGUP, Asterisk closes the socket itself; wait this long for it
@@ -220,75 +215,47 @@ class ChanWebsocketMediaLeg(InboxLeg):
         )
 
 
-# -- the HTTP side: who may attach, then the upgrade ---------------------------------------------
+# -- the HTTP side: admission (in `session/`), then the upgrade ------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class MediaEndpoint:
-    manager: SessionManager
-    directory: Callable[[], Directory]
-    make_provider: ProviderFactory
+    admission: Admission
     max_message_bytes: int = 8000
 
-    def connector_authorised(self, request: web.Request) -> bool | None:
-        """True/False for valid/invalid credentials; None when none were given."""
-        key = _basic_password(request.headers.get("Authorization", "")) or request.headers.get(
-            "x-connector-api-key"
-        )
-        if key is None:
-            return None
-        return self.directory().is_connector_key(key)
-
-    def admit(self, request: web.Request) -> Session:
-        """Find or create the call this socket belongs to, or refuse before the upgrade."""
-        if self.manager.draining:
-            raise ShuttingDown("the bridge is shutting down")
-        call_id = request.query.get("callId", "")
-        authorised = self.connector_authorised(request)
-        if authorised is False:
-            raise Unauthorized("invalid connector credentials")
-        if call_id and self.manager.get_pending(call_id) is not None:
-            return self.manager.attach(call_id)
-        if not authorised:
-            if call_id:
-                raise NotFound(f"no pending call {call_id}", code="unknown_call")
-            raise Unauthorized("no credentials and no pending call")
-        called = request.query.get("bNumberE164", "")
-        company = self.directory().company_for_phone(called)
-        if company is None:
-            raise NotFound(f"no company has the number {called}", code="unknown_number")
-        if call_id and len(call_id) > 128:
-            raise BadRequest("callId is too long")
-        info = CallInfo(
-            call_id=call_id or str(uuid.uuid4()),
-            company_id=company.id,
-            direction="inbound",
-            caller=request.query.get("aNumberE164", ""),
-            called=called,
-        )
-        return self.manager.create_attached(info)
-
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        session = self.admit(request)  # a BridgeError here is a refusal before the upgrade
-        plan = provider_or_refuse(session, self.make_provider)
         ws = web.WebSocketResponse(
             protocols=("media",), compress=False, max_msg_size=MAX_INBOUND_MESSAGE, autoping=True
         )
+        # Checked before anything else: a request that is not a valid upgrade never touches a call.
+        if not ws.can_prepare(request).ok:
+            raise BadRequest(
+                "this is Asterisk's media WebSocket: a WebSocket upgrade is required",
+                code="websocket_required",
+            )
+        query = request.query
+        claim = MediaClaim(
+            transport="chan_websocket",
+            call_id=query.get("callId", ""),
+            caller=query.get("aNumberE164", ""),
+            called=query.get("bNumberE164", ""),
+            credentials=presented_credentials(request.headers),
+        )
+        call = await self.admission.admit_media(claim)  # a BridgeError here is a refusal before the upgrade
         try:
             await ws.prepare(request)
         except ConnectionError:
             # Asterisk gave up on the upgrade (its connect timeout): nothing to answer, nobody to tell.
-            get_logger("media").info("media_setup_abandoned", call_id=session.call_id)
-            session.finish(EndedBy.ERROR, "setup_abandoned", failed=True)
+            get_logger("media").info("media_setup_abandoned", call_id=call.session.call_id)
+            call.abandon("setup_abandoned")
             return ws
         except Exception:
-            session.finish(EndedBy.ERROR, "upgrade_failed", failed=True)
+            call.abandon("upgrade_failed")
             raise
         leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg(max_message_bytes=self.max_message_bytes))
-        runner = CallRunner(session, leg, plan)
         reader = asyncio.ensure_future(leg.run())
         try:
-            await runner.run()
+            await call.run(leg)
         finally:
             if not ws.closed:
                 await ws.close(code=WSCloseCode.OK, message=b"call ended")
@@ -297,14 +264,27 @@ class MediaEndpoint:
         return ws
 
 
-def _basic_password(header: str) -> str | None:
+def presented_credentials(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """Every connector key a media socket presents: HTTP Basic's password (websocket_client.conf), a
+    Bearer token, `x-connector-api-key`. "" for a header that is present but unreadable."""
+    found = []
+    authorization = headers.get("Authorization")
+    if authorization is not None:
+        found.append(_authorization_secret(authorization))
+    header = headers.get("x-connector-api-key")
+    if header is not None:
+        found.append(header)
+    return tuple(found)
+
+
+def _authorization_secret(header: str) -> str:
     scheme, _, encoded = header.partition(" ")
     if scheme.lower() == "bearer":
-        return encoded.strip() or None
+        return encoded.strip()
     if scheme.lower() != "basic":
-        return None
+        return ""
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return ""  # present but unreadable: treated as wrong credentials
+    except ValueError:  # binascii.Error, non-ASCII text, or bytes that are not UTF-8
+        return ""  # present but unreadable: wrong credentials
     return decoded.partition(":")[2]

@@ -162,9 +162,10 @@ ProviderEvent: TypeAlias = (
 class ProviderUnavailable(Exception):
     """The model could not be reached or refused the session (the call fails with `code`)."""
 
-    def __init__(self, message: str, *, code: str = "provider_unavailable") -> None:
+    def __init__(self, message: str, *, code: str = "provider_unavailable", provider: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.provider = provider  # the configured provider's name, when no Provider could be built
 
 
 class Provider(abc.ABC):

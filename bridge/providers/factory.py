@@ -38,12 +38,16 @@ def provider_for(
     dialect = DIALECTS.get(agent.provider)
     if dialect is None or http is None:
         raise ProviderUnavailable(
-            f"provider {agent.provider!r} is not available here", code="provider_not_supported"
+            f"provider {agent.provider!r} is not available here",
+            code="provider_not_supported",
+            provider=agent.provider,
         )
     section = settings.providers.realtime(agent.provider)
     if not section.api_key.get_secret_value():
         raise ProviderUnavailable(
-            f"providers.{agent.provider}.api_key is not set", code="provider_not_configured"
+            f"providers.{agent.provider}.api_key is not set",
+            code="provider_not_configured",
+            provider=agent.provider,
         )
     call = call or CallBrief()
     brief = AgentBrief(

@@ -2,7 +2,8 @@
 
 The first lane to finish decides how the call ends; the others are cancelled and
 teardown (hang up after draining when the caller should hear the end, close the
-model) runs in `finally`, each step bounded by a timeout.
+model) runs in `finally`, each step bounded by a timeout. Lanes only say who ended
+the call and why; `record_outcome` alone turns that into `ended` or `failed`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from bridge.providers.base import (
 from bridge.session.control import CallController, ControlError
 from bridge.session.costs import PriceTable, record_usage
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
-from bridge.session.session import EndRequest, Session
-from bridge.session.state import EndedBy
+from bridge.session.session import CallStats, EndRequest, Session
+from bridge.session.state import CallState, EndedBy
 from bridge.session.tools import ToolBox, ToolOutcome
 
 
@@ -71,13 +72,27 @@ DRAINED_ENDINGS = frozenset({EndedBy.BOT, EndedBy.API, EndedBy.SHUTDOWN, EndedBy
 ProviderFactory = Callable[[Session], CallPlan]
 
 
+def record_outcome(session: Session, outcome: EndRequest) -> None:
+    """End the call by the one rule every ending follows, whatever produced it.
+
+    An error before the call became `active` fails it: `failed`, with the machine code as
+    error_code. Once it was active, any ending is `ended`; for an error, disconnected_by `error`
+    and the code. (`outcome.failed` is for calls nobody runs; see `Session.request_end`.)
+    """
+    is_error = outcome.by is EndedBy.ERROR
+    code = outcome.error_code or ("internal_error" if is_error else None)
+    session.finish(outcome.by, code, failed=is_error and session.state is not CallState.ACTIVE)
+
+
 def provider_or_refuse(session: Session, make_provider: ProviderFactory) -> CallPlan:
     """The call's provider; if there is none to be had, the call fails and the socket is refused."""
     try:
         return make_provider(session)
     except ProviderUnavailable as exc:
+        if exc.provider:  # the record says which model never answered, though none was built
+            session.provider = exc.provider
         # Refusing lets the dialplan fail over at once (Dial returns) instead of dead air.
-        session.finish(EndedBy.ERROR, exc.code, failed=True)
+        record_outcome(session, EndRequest(EndedBy.ERROR, exc.code))
         raise Unavailable(str(exc), code=exc.code) from exc
 
 
@@ -105,11 +120,11 @@ class CallRunner:
         self.leg = leg
         self.plan = plan if isinstance(plan, CallPlan) else CallPlan(plan)
         self.provider = self.plan.provider
+        session.provider = self.provider.name  # before connecting: a model that never answers is named
         self.timeouts = timeouts or CallTimeouts()
         self._end_after: dict[str, EndRequest] = {}  # response id -> end once it has been said
         self._lanes: asyncio.TaskGroup | None = None
         self._downlink_codec: Transcoder | None = None
-        self.barge_ins = 0
         self._playing_response: str | None = None
         self._cancelled_response: str | None = None
         # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
@@ -122,13 +137,14 @@ class CallRunner:
 
     async def run(self) -> None:
         self._started_at = asyncio.get_running_loop().time()
+        self.session.read_counters_from(self._leg_counters)
         with structlog.contextvars.bound_contextvars(call_id=self.session.call_id):
-            outcome = EndRequest(EndedBy.ERROR, "internal_error", failed=True)
+            outcome = EndRequest(EndedBy.ERROR, "internal_error")
             try:
                 outcome = await self._setup_and_converse()
             except ProviderUnavailable as exc:
                 self._log.warning("provider_unavailable", code=exc.code, error=str(exc))
-                outcome = EndRequest(EndedBy.ERROR, exc.code, failed=True)
+                outcome = EndRequest(EndedBy.ERROR, exc.code)
             except asyncio.CancelledError:
                 outcome = EndRequest(EndedBy.SHUTDOWN)
                 raise
@@ -146,7 +162,7 @@ class CallRunner:
             except LegGone:
                 return self.leg.end_reason or EndRequest(EndedBy.CALLER)
             except TimeoutError:
-                return EndRequest(EndedBy.ERROR, "media_start_timeout", failed=True)
+                return EndRequest(EndedBy.ERROR, "media_start_timeout")
             await connecting
         finally:
             connecting.cancel()
@@ -163,7 +179,6 @@ class CallRunner:
             model_output=formats.output.name,
             transcoding=not (uplink.is_passthrough and downlink.is_passthrough),
         )
-        self.session.provider = self.provider.name
         await self.provider.start(formats)
         self.session.mark_active()
         return await self._converse(uplink, downlink, leg_format)
@@ -269,7 +284,7 @@ class CallRunner:
         elif isinstance(event, ProviderError):
             self._log.warning("provider_error", code=event.code, message=event.message, fatal=event.fatal)
             if event.fatal:
-                return EndRequest(EndedBy.ERROR, event.code, failed=True)
+                return EndRequest(EndedBy.ERROR, event.code)
         return None
 
     async def _tool_call(self, call: ToolCall) -> EndRequest | None:
@@ -307,7 +322,7 @@ class CallRunner:
         self._cancelled_response = self._playing_response
         if self._downlink_codec is not None:
             self._downlink_codec.reset()
-        self.barge_ins += 1
+        self.session.barge_ins += 1
         self._log.debug("barge_in", played_ms=round(played_ms), local=cancel_response)
         await self.provider.interrupt(played_ms, cancel_response=cancel_response)
 
@@ -326,16 +341,19 @@ class CallRunner:
                 )
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.provider.close(), self.timeouts.provider_close)
-        stats = self.leg.stats()
-        self.session.stats.frames_in = stats.frames_in
-        self.session.stats.frames_out = stats.frames_out
-        self.session.stats.drops = stats.drops
-        self.session.stats.protocol_errors = stats.protocol_errors
-        self.session.played_ms_estimated = stats.played_ms_estimated
-        self.session.barge_ins = self.barge_ins
         if self.leg.end_reason is not None and self.session.transferred_to and outcome.transfer_to is None:
             outcome = EndRequest(EndedBy.API, transfer_to=self.session.transferred_to)
-        self.session.finish(outcome.by, outcome.error_code, failed=outcome.failed)
+        record_outcome(self.session, outcome)  # the leg's final counters are read as it ends
+
+    def _leg_counters(self) -> CallStats:
+        stats = self.leg.stats()
+        return CallStats(
+            frames_in=stats.frames_in,
+            frames_out=stats.frames_out,
+            drops=stats.drops,
+            protocol_errors=stats.protocol_errors,
+            played_ms_estimated=stats.played_ms_estimated,
+        )
 
     async def _transfer(self, outcome: EndRequest) -> None:
         """The caller leaves for `transfer_to`: after the bot's last words (tool) or at once (API)."""

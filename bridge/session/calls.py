@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from bridge.errors import BadRequest, BridgeError, Conflict, NotFound, Unavailable
 from bridge.logging import get_logger
+from bridge.session.admission import Admission
 from bridge.session.control import (
     CallController,
     ChannelRef,
@@ -23,7 +24,6 @@ from bridge.session.control import (
     DialOutcome,
     OriginateRequest,
 )
-from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import CallState, EndedBy
 from bridge.store.records import STATUSES, CallQuery, CallRecord, CallStore
@@ -53,13 +53,14 @@ def control_failure(exc: ControlError) -> BridgeError:
 class CallService:
     def __init__(
         self,
-        manager: SessionManager,
+        admission: Admission,
         store: CallStore,
         controller: CallController | None,
         *,
         dial_timeout_seconds: float,
     ) -> None:
-        self.manager = manager
+        self.admission = admission
+        self.manager = admission.manager
         self.store = store
         self.controller = controller
         self.dial_timeout_seconds = dial_timeout_seconds
@@ -87,9 +88,7 @@ class CallService:
             first_message=request.first_message,
             variables=dict(request.variables or {}),
         )
-        session, _ = self.manager.create_pending(
-            info, dialing=True, ttl_seconds=self.dial_timeout_seconds + ANSWER_TO_MEDIA_SECONDS
-        )
+        session = self.admission.outbound(info, self.dial_timeout_seconds + ANSWER_TO_MEDIA_SECONDS)
         dial = asyncio.ensure_future(self._dial(controller, session))
         self._dials.add(dial)
         dial.add_done_callback(self._dials.discard)
@@ -139,12 +138,17 @@ class CallService:
 
     # -- control ----------------------------------------------------------------------------
 
-    async def end(self, company_id: str, call_id: str) -> Session:
-        """Drain what the bot is saying, then hang up; a call still ringing is cancelled."""
+    async def _live_or_finished(self, company_id: str, call_id: str) -> Session:
+        """The company's live call; 409 call_finished when it is over, 404 when it is not theirs."""
         session = self._live(company_id, call_id)
         if session is None:
             await self.record(company_id, call_id)  # 404 if it is not theirs or unknown
-            raise Conflict(f"call {call_id} is already over", code="call_not_active")
+            raise Conflict(f"call {call_id} is already over", code="call_finished")
+        return session
+
+    async def end(self, company_id: str, call_id: str) -> Session:
+        """Drain what the bot is saying, then hang up; a call still ringing is cancelled."""
+        session = await self._live_or_finished(company_id, call_id)
         ringing = session.state is CallState.DIALING
         session.request_end(EndedBy.API)
         if ringing and self.controller is not None:
@@ -152,11 +156,13 @@ class CallService:
                 await self.controller.hangup(ChannelRef(call_id, outbound=True))
         return session
 
-    def _controllable(self, company_id: str, call_id: str) -> tuple[Session, CallController, ChannelRef]:
-        session = self._live(company_id, call_id)
-        if session is None:
-            raise NotFound(f"no live call {call_id}", code="unknown_call")
-        if session.state not in (CallState.CONNECTING, CallState.ACTIVE) or session.end_request is not None:
+    async def _controllable(
+        self, company_id: str, call_id: str
+    ) -> tuple[Session, CallController, ChannelRef]:
+        session = await self._live_or_finished(company_id, call_id)
+        if session.end_request is not None:
+            raise Conflict(f"call {call_id} is ending", code="call_finished")
+        if session.state not in (CallState.CONNECTING, CallState.ACTIVE):
             raise Conflict(
                 f"call {call_id} is {session.state.value}, not in conversation", code="call_not_active"
             )
@@ -166,7 +172,7 @@ class CallService:
 
     async def transfer(self, company_id: str, call_id: str, target: str) -> Session:
         """The caller goes to `target` through the transfer context; the bot's leg leaves."""
-        session, controller, ref = self._controllable(company_id, call_id)
+        session, controller, ref = await self._controllable(company_id, call_id)
         session.transferred_to = target  # so the media socket closing reads as a transfer
         try:
             await controller.transfer(ref, target)
@@ -180,7 +186,7 @@ class CallService:
         return session
 
     async def send_dtmf(self, company_id: str, call_id: str, digits: str) -> Session:
-        session, controller, ref = self._controllable(company_id, call_id)
+        session, controller, ref = await self._controllable(company_id, call_id)
         try:
             await controller.send_dtmf(ref, digits)
         except ControlError as exc:

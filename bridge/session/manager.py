@@ -107,24 +107,17 @@ class SessionManager:
 
     def create_pending(
         self, info: CallInfo, *, dialing: bool = False, ttl_seconds: float | None = None
-    ) -> tuple[Session, bool]:
-        """A call announced by a webhook, or (`dialing`) an outbound call. Returns (session, created).
-
-        A repeated announcement of the same call id returns the existing session;
-        the same id from another company is a conflict. Without media within the TTL it fails.
-        """
-        existing = self._live.get(info.call_id)
-        if existing is not None:
-            if existing.company_id != info.company_id:
-                raise Conflict(f"call {info.call_id} belongs to another company", code="call_id_conflict")
-            return existing, False
+    ) -> Session:
+        """A call announced by a webhook, or (`dialing`) an outbound call. Without media within the TTL
+        it fails. Who may create it is `session.admission`'s business; an id already live is refused."""
+        self._refuse_live(info.call_id)
         self._admit()
         session = Session(info, state=CallState.DIALING if dialing else CallState.PENDING)
         self._register(session)
         loop = asyncio.get_running_loop()
         ttl = self.pending_ttl_seconds if ttl_seconds is None else ttl_seconds
         self._expiry[info.call_id] = loop.call_later(ttl, self._expire, session)
-        return session, True
+        return session
 
     def attach(self, call_id: str) -> Session:
         """Hand a pending call to the media socket that just arrived for it."""
@@ -139,14 +132,17 @@ class SessionManager:
         return session
 
     def create_attached(self, info: CallInfo) -> Session:
-        """A call whose media socket arrived with connector credentials and no webhook."""
-        if info.call_id in self._live:
-            return self.attach(info.call_id)
+        """A call whose media socket arrived with no webhook before it (admission allowed it)."""
+        self._refuse_live(info.call_id)
         self._admit()
         session = Session(info)
         self._register(session)
         session.attach_owner()
         return session
+
+    def _refuse_live(self, call_id: str) -> None:
+        if call_id in self._live:
+            raise Conflict(f"call id {call_id} is already in use", code="duplicate_call")
 
     # -- lookup and ending -------------------------------------------------------------------
 

@@ -86,6 +86,7 @@ class CallOutcome:
 @dataclass
 class CallMetrics:
     finished: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, reason) -> calls
+    rejected: Counter[str] = field(default_factory=Counter)  # refusal code -> calls never admitted
     frames_in: int = 0
     frames_out: int = 0
     drops: int = 0
@@ -116,6 +117,11 @@ class CallMetrics:
         for (status, reason), calls in sorted(self.finished.items()):
             sample = labelled("bridge_calls_finished_total", {"status": status, "reason": reason})
             lines.append(f"{sample} {calls}")
+        lines += _header(
+            "bridge_calls_rejected_total", "counter", "Calls and media sockets refused, by reason."
+        )
+        for reason, calls in sorted(self.rejected.items()):
+            lines.append(f"{labelled('bridge_calls_rejected_total', {'reason': reason})} {calls}")
         lines += _header("bridge_media_frames_total", "counter", "Media frames of finished calls.")
         lines.append(f'bridge_media_frames_total{{direction="in"}} {self.frames_in}')
         lines.append(f'bridge_media_frames_total{{direction="out"}} {self.frames_out}')

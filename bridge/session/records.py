@@ -1,35 +1,68 @@
-"""Keeps each call's record in the store: written at creation, at every state change and at the end.
+"""Keeps each call's record in the store: at creation, at every state change, at the end, and every
+`checkpoint_seconds` while the call has media.
 
-So a crash loses at most the live part of the calls in flight (their transcript so far is
-written at each state change and at the end). Saves run beside the calls; `flush` waits for
-them on shutdown.
+So a crash (kill -9, power cut) loses at most the last interval of the calls in flight: after the
+restart each shows what its last checkpoint held (duration, frames, usage, cost, transcript) and
+ends when that checkpoint was taken. One task checkpoints all calls; the event loop only takes the
+snapshots, and the store's one worker thread encodes and writes them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+from typing import Final
 
 from bridge.logging import get_logger
 from bridge.session.session import Session
 from bridge.store.records import CallStore
 
+# Snapshots taken per turn of the event loop: with many calls, media still runs between batches.
+CHECKPOINT_BATCH: Final = 50
+
 
 class CallRecorder:
-    def __init__(self, store: CallStore) -> None:
+    def __init__(self, store: CallStore, *, checkpoint_seconds: float = 5.0) -> None:
+        if checkpoint_seconds <= 0:
+            raise ValueError("checkpoint_seconds must be positive")
         self.store = store
-        self._saving: set[asyncio.Task[None]] = set()
+        self.checkpoint_seconds = checkpoint_seconds
         self.failures = 0
+        self._saving: set[asyncio.Task[None]] = set()
+        self._live: dict[Session, None] = {}  # tracked calls not over yet (a dict keeps arrival order)
+        self._checkpointing: set[Session] = set()  # their last checkpoint is still being written
+        self._checkpointer: asyncio.Task[None] | None = None
         self._log = get_logger("records")
+
+    def start(self) -> None:
+        """Start checkpointing live calls (idempotent; call it with the event loop running)."""
+        if self._checkpointer is None:
+            self._checkpointer = asyncio.get_running_loop().create_task(
+                self._checkpoint_forever(), name="call-checkpoints"
+            )
+
+    @property
+    def running(self) -> bool:
+        """Whether live calls are being checkpointed."""
+        return self._checkpointer is not None and not self._checkpointer.done()
 
     def track(self, session: Session) -> None:
         session.on_change(self.save)
+        session.on_end(self._forget)
+        if not session.state.is_terminal:
+            self._live[session] = None
         self.save(session)
 
     def save(self, session: Session) -> None:
-        # The store hands the write to its thread before its first await: saves land in order.
+        self._issue(session)
+
+    def _issue(self, session: Session) -> asyncio.Task[None]:
+        # The task snapshots the call and hands the write to the store's thread in one step, and
+        # tasks start in creation order: saves land in the order they were issued.
         task = asyncio.ensure_future(self._save(session))
         self._saving.add(task)
         task.add_done_callback(self._saving.discard)
+        return task
 
     async def _save(self, session: Session) -> None:
         try:
@@ -38,6 +71,42 @@ class CallRecorder:
             self.failures += 1
             self._log.error("record_save_failed", call_id=session.call_id, error=type(exc).__name__)
 
+    def _forget(self, session: Session) -> None:
+        # Its final save follows (the end is a state change); no more checkpoints.
+        self._live.pop(session, None)
+
+    async def checkpoint(self) -> int:
+        """Save every call that has media, unless its previous checkpoint is still being written
+        (a slow disk gets one pending checkpoint per call, not a growing queue). Returns how many."""
+        issued = 0
+        for session in list(self._live):
+            if session.connected_at is None or session.state.is_terminal or session in self._checkpointing:
+                continue  # without media nothing moves between state changes, which save anyway
+            if issued and issued % CHECKPOINT_BATCH == 0:
+                await asyncio.sleep(0)
+            self._checkpointing.add(session)
+            self._issue(session).add_done_callback(functools.partial(self._checkpoint_done, session))
+            issued += 1
+        return issued
+
+    def _checkpoint_done(self, session: Session, _: asyncio.Task[None]) -> None:
+        self._checkpointing.discard(session)
+
+    async def _checkpoint_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.checkpoint_seconds)
+            await self.checkpoint()
+
     async def flush(self) -> None:
+        """Wait for every save issued so far."""
         if self._saving:
             await asyncio.gather(*list(self._saving), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop checkpointing, checkpoint the calls still live one last time, wait for every save."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.cancel()
+            await asyncio.gather(checkpointer, return_exceptions=True)
+        await self.checkpoint()
+        await self.flush()

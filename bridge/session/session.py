@@ -43,6 +43,11 @@ class CallStats:
     frames_out: int = 0
     drops: int = 0
     protocol_errors: int = 0
+    played_ms_estimated: bool = False  # playout position guessed from the send clock (no marks)
+
+
+# Reads a running call's media counters where they live (its leg), at the moment of asking.
+CounterReader = Callable[[], CallStats]
 
 
 @dataclass(slots=True)
@@ -72,7 +77,6 @@ class Session:
     has_owner: bool = False
     barge_ins: int = 0
     dtmf_digits: str = ""
-    played_ms_estimated: bool = False  # playout position guessed from the send clock (no marks)
     media_channel: str = ""  # Asterisk's name for the media channel (MEDIA_START), for call control
     provider: str = ""
     model: str = ""
@@ -89,6 +93,7 @@ class Session:
     _listeners: list[SessionListener] = field(default_factory=list)
     _change_listeners: list[SessionListener] = field(default_factory=list)
     _line_items: dict[str, int] = field(default_factory=dict)  # provider item id -> transcript index
+    _read_counters: CounterReader | None = None  # set while a media leg runs the call
 
     @property
     def call_id(self) -> str:
@@ -104,6 +109,17 @@ class Session:
     def on_change(self, listener: SessionListener) -> None:
         """Called after every state change (the end included), e.g. to persist the record."""
         self._change_listeners.append(listener)
+
+    def read_counters_from(self, reader: CounterReader) -> None:
+        """While media flows its counters live in the leg: `record()` reads them there, so a live
+        call's API view and checkpoints are current. `finish` keeps their final values."""
+        if not self.state.is_terminal:
+            self._read_counters = reader
+
+    @property
+    def live_stats(self) -> CallStats:
+        """The media counters now: read from the leg while it runs, `stats` once the call is over."""
+        return self._read_counters() if self._read_counters is not None else self.stats
 
     def channel_ref(self) -> ChannelRef:
         """How call control finds this call's channels in Asterisk."""
@@ -174,6 +190,8 @@ class Session:
         """Record the end. Called by the owner once teardown is done (or directly when there is none)."""
         if not self._apply(CallEvent.FAIL if failed else CallEvent.END).changed:
             return
+        if self._read_counters is not None:
+            self.stats, self._read_counters = self._read_counters(), None
         self.ended_at = time.time()
         self.disconnected_by = by
         self.error_code = error_code
@@ -185,13 +203,22 @@ class Session:
 
     @property
     def duration_seconds(self) -> float:
+        return self._duration_at(time.time())
+
+    def _duration_at(self, now: float) -> float:
         if self.connected_at is None:
             return 0.0
-        return round((self.ended_at or time.time()) - self.connected_at, 3)
+        return round((self.ended_at or now) - self.connected_at, 3)
 
-    def record(self) -> CallRecord:
-        """The call as stored and as the API shows it (no secrets, no audio)."""
-        info, stats = self.info, self.stats
+    def record(self, now: float | None = None) -> CallRecord:
+        """The call as stored and as the API shows it (no secrets, no audio), taken at `now`.
+
+        A live call shows its duration so far and its media counters as the leg has them; the record
+        carries `now` (epoch seconds, default the current time) as `updated_at`.
+        """
+        if now is None:
+            now = time.time()
+        info, stats = self.info, self.live_stats
         return CallRecord(
             call_id=info.call_id,
             company_id=info.company_id,
@@ -207,7 +234,8 @@ class Session:
             created_at=self.created_at,
             answered_at=self.answered_at,
             ended_at=self.ended_at,
-            duration_seconds=self.duration_seconds,
+            updated_at=now,
+            duration_seconds=self._duration_at(now),
             transcript=tuple(self.transcript),
             usage=self.usage,
             cost_usd=self.cost_usd,
@@ -217,6 +245,6 @@ class Session:
             frames_out=stats.frames_out,
             drops=stats.drops,
             barge_ins=self.barge_ins,
-            played_ms_estimated=self.played_ms_estimated,
+            played_ms_estimated=stats.played_ms_estimated,
             variables=dict(info.variables),
         )

@@ -36,7 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `bridge simulate-call`."""
     add = parser.add_argument
     add("--url", default="http://127.0.0.1:8080", help="bridge base URL (default %(default)s)")
-    add("--connector-key", help="connector API key: webhook header and, with --ws-auth, Basic password")
+    add(
+        "--connector-key",
+        help="connector API key: the webhook's header and the media socket's Basic password",
+    )
     add("--wav", type=Path, metavar="IN", help="caller audio (16-bit WAV, any rate); default: test speech")
     add("--out", type=Path, metavar="OUT", help="write what the caller heard to this WAV file")
     add("--format", default="slin16", choices=["ulaw", "alaw", "slin", "slin16", "slin24"], help="leg format")
@@ -59,9 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--ws-auth",
         action="store_true",
-        help="send HTTP Basic auth (user 'asterisk', password = connector key)",
+        help="send HTTP Basic auth on the media socket (the default when --connector-key is given)",
     )
-    add("--ws-user", default="asterisk", help="Basic auth user name for --ws-auth (default %(default)s)")
+    add(
+        "--no-ws-auth",
+        action="store_true",
+        help="send no credentials on the media socket (a PBX that cannot; see allow_unauthenticated_media)",
+    )
+    add("--ws-user", default="asterisk", help="Basic auth user name (default %(default)s)")
     add("--wait-for-hangup", action="store_true", help="let the bridge hang up (up to --max-seconds)")
     add("--max-seconds", type=float, default=120.0, help="give up after this long (default %(default)s)")
     add("--dtmf", type=_dtmf, action="append", default=[], metavar="SECONDS:DIGIT", help="press a key")
@@ -72,6 +80,9 @@ def options_from_args(args: argparse.Namespace) -> SimulatedCallOptions:
     """Raises ValueError with every problem when the options do not make sense together."""
     if args.ws_auth and not args.connector_key:
         raise ValueError("--ws-auth needs --connector-key (it is the Basic auth password)")
+    if args.ws_auth and args.no_ws_auth:
+        raise ValueError("--ws-auth and --no-ws-auth contradict each other")
+    ws_auth = bool(args.connector_key) and not args.no_ws_auth
     return SimulatedCallOptions(
         url=args.url,
         connector_key=args.connector_key,
@@ -86,8 +97,9 @@ def options_from_args(args: argparse.Namespace) -> SimulatedCallOptions:
         seconds=args.seconds,
         send_webhook=not args.no_webhook,
         terminate_webhook=args.terminate_webhook,
-        ws_username=args.ws_user if args.ws_auth else None,
-        ws_password=args.connector_key if args.ws_auth else None,
+        ws_username=args.ws_user if ws_auth else None,
+        ws_password=args.connector_key if ws_auth else None,
+        ws_auth=ws_auth,
         audiosocket_host=args.audiosocket_host,
         audiosocket_port=args.audiosocket_port,
         wait_for_bridge_hangup=args.wait_for_hangup,

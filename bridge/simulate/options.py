@@ -85,6 +85,7 @@ class SimulatedCallOptions:
     terminate_webhook: bool = False
     ws_username: str | None = None
     ws_password: str | None = None
+    ws_auth: bool = True  # without explicit credentials: Basic `asterisk`:connector_key, as the samples do
     connection_id: str = "bridge_media"
     channel_id: str | None = None
     channel_variables: Mapping[str, str] = field(default_factory=dict)
@@ -142,6 +143,15 @@ class SimulatedCallOptions:
             if len(digit) != 1 or digit not in "0123456789*#ABCD" or at < 0:
                 out.append(f"bad DTMF entry ({at}, {digit!r})")
         return out
+
+    @property
+    def media_credentials(self) -> tuple[str, str] | None:
+        """The HTTP Basic credentials the upgrade carries (websocket_client.conf username/password)."""
+        if self.ws_username is not None and self.ws_password is not None:
+            return self.ws_username, self.ws_password
+        if self.ws_auth and self.connector_key:
+            return "asterisk", self.connector_key
+        return None
 
     @property
     def audio_format(self) -> AudioFormat:

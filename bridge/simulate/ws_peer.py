@@ -53,8 +53,9 @@ def media_url(opts: SimulatedCallOptions) -> str:
 async def open_media_socket(opts: SimulatedCallOptions) -> ClientConnection:
     """The upgrade exactly as Asterisk sends it: subprotocol `media`, no extensions, no User-Agent."""
     headers: dict[str, str] = {}
-    if opts.ws_username is not None and opts.ws_password is not None:
-        token = base64.b64encode(f"{opts.ws_username}:{opts.ws_password}".encode()).decode()
+    credentials = opts.media_credentials
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     url = media_url(opts)
     try:

@@ -140,6 +140,8 @@ class CallRecord:
     dial_outcome: str | None = None
     answered_at: float | None = None
     ended_at: float | None = None
+    # When this version of the record was taken: a call a crash interrupted ends here on restart.
+    updated_at: float | None = None
     duration_seconds: float = 0.0
     transcript: tuple[TranscriptLine, ...] = ()
     usage: Usage = field(default_factory=Usage)
@@ -166,7 +168,7 @@ class CallRecord:
             raise ValueError(f"status must be one of {sorted(STATUSES)}, got {self.status!r}")
         if not self.call_id or not self.company_id:
             raise ValueError("call_id and company_id must not be empty")
-        for name in ("created_at", "answered_at", "ended_at"):
+        for name in ("created_at", "answered_at", "ended_at", "updated_at"):
             _check_epoch(name, getattr(self, name))
         _check_finite("duration_seconds", self.duration_seconds)
         _check_finite("cost_usd", self.cost_usd)
@@ -250,6 +252,10 @@ class CallStore(Protocol):
     async def get(self, company_id: str, call_id: str) -> CallRecord | None: ...
 
     async def list(self, query: CallQuery) -> tuple[list[CallRecord], int]: ...
+
+    async def call_exists(self, call_id: str) -> bool:
+        """Whether any company has a record with this call id, in any state."""
+        ...
 
     async def mark_interrupted(self, now: float) -> int: ...
 

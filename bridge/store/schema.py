@@ -45,6 +45,8 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "CREATE INDEX calls_company_created ON calls (company_id, created_at DESC)",
         "CREATE INDEX calls_company_status ON calls (company_id, status)",
     ),
+    # 2: when each version of a record was taken, so a call a crash cut short ends at its last save.
+    ("ALTER TABLE calls ADD COLUMN updated_at REAL",),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -75,6 +77,7 @@ COLUMNS: Final = (
     "barge_ins",
     "played_ms_estimated",
     "variables",
+    "updated_at",
 )
 SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM calls"  # noqa: S608  (constant column names)
 # The WHERE keeps a call id owned by one company from being taken over by another's save.
@@ -84,13 +87,16 @@ UPSERT: Final = (
     + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in ("call_id", "company_id"))
     + " WHERE calls.company_id = excluded.company_id"
 )
+# A call left unfinished ends when it was last saved (rows from before schema 2: at the restart).
 INTERRUPT: Final = (
-    "UPDATE calls SET status = 'failed', error_code = 'bridge_restarted', ended_at = ? "
-    "WHERE status NOT IN ('ended', 'failed')"
+    "UPDATE calls SET status = 'failed', error_code = 'bridge_restarted', "
+    "ended_at = COALESCE(updated_at, ?) WHERE status NOT IN ('ended', 'failed')"
 )
+EXISTS: Final = "SELECT 1 FROM calls WHERE call_id = ? LIMIT 1"
 
 
-def _text(value: str) -> str:
+def stored_text(value: str) -> str:
+    """`value` as SQLite can keep it; look rows up by ids passed through this, as they were saved."""
     # Lone surrogates (e.g. "\ud800" in a webhook's JSON) cannot be encoded for SQLite; a
     # mangled caller name beats a lost call record.
     try:
@@ -101,7 +107,7 @@ def _text(value: str) -> str:
 
 
 def _opt_text(value: str | None) -> str | None:
-    return None if value is None else _text(value)
+    return None if value is None else stored_text(value)
 
 
 def _json(value: Any) -> str:
@@ -111,11 +117,11 @@ def _json(value: Any) -> str:
 
 def record_to_row(record: CallRecord) -> tuple[object, ...]:
     return (
-        _text(record.call_id),
-        _text(record.company_id),
+        stored_text(record.call_id),
+        stored_text(record.company_id),
         record.direction,
-        _text(record.from_number),
-        _text(record.to_number),
+        stored_text(record.from_number),
+        stored_text(record.to_number),
         _opt_text(record.caller_name),
         _opt_text(record.call_objective),
         record.status,
@@ -129,14 +135,15 @@ def record_to_row(record: CallRecord) -> tuple[object, ...]:
         _json([line.to_dict() for line in record.transcript]),
         _json(record.usage.to_dict()),
         record.cost_usd,
-        _text(record.provider),
-        _text(record.model),
+        stored_text(record.provider),
+        stored_text(record.model),
         record.frames_in,
         record.frames_out,
         record.drops,
         record.barge_ins,
         int(record.played_ms_estimated),
         _json(dict(record.variables)),
+        record.updated_at,
     )
 
 
@@ -170,4 +177,5 @@ def row_to_record(row: Sequence[Any]) -> CallRecord:
         barge_ins=values["barge_ins"],
         played_ms_estimated=bool(values["played_ms_estimated"]),
         variables={str(k): str(v) for k, v in variables.items()},
+        updated_at=values["updated_at"],
     )

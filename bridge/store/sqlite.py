@@ -19,6 +19,7 @@ from typing import Any, Final, Self, TypeVar
 from bridge.errors import BridgeError
 from bridge.store.records import CallQuery, CallRecord
 from bridge.store.schema import (
+    EXISTS,
     INTERRUPT,
     MIGRATIONS,
     SCHEMA_VERSION,
@@ -26,6 +27,7 @@ from bridge.store.schema import (
     UPSERT,
     record_to_row,
     row_to_record,
+    stored_text,
 )
 from bridge.store.url import MEMORY, sqlite_path
 
@@ -95,15 +97,23 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             raise
 
 
-def _save(conn: sqlite3.Connection, row: tuple[object, ...]) -> None:
-    cursor = conn.execute(UPSERT, row)
+def _save(conn: sqlite3.Connection, record: CallRecord) -> None:
+    # The row (JSON for the transcript and usage) is built here, not on the event loop: records are
+    # immutable, and a long transcript's encoding is no business of the thread that carries audio.
+    # The first save inserts; later ones update, and never a row another company owns.
+    cursor = conn.execute(UPSERT, record_to_row(record))
     if cursor.rowcount != 1:
-        raise StoreError(f"call {row[0]!r} already belongs to another company; not saved")
+        raise StoreError(f"call {record.call_id!r} already belongs to another company; not saved")
 
 
 def _get(conn: sqlite3.Connection, company_id: str, call_id: str) -> CallRecord | None:
-    row = conn.execute(f"{SELECT} WHERE call_id = ? AND company_id = ?", (call_id, company_id)).fetchone()
+    key = (stored_text(call_id), stored_text(company_id))
+    row = conn.execute(f"{SELECT} WHERE call_id = ? AND company_id = ?", key).fetchone()
     return None if row is None else row_to_record(row)
+
+
+def _exists(conn: sqlite3.Connection, call_id: str) -> bool:
+    return conn.execute(EXISTS, (stored_text(call_id),)).fetchone() is not None
 
 
 def _where(query: CallQuery) -> tuple[str, list[object]]:
@@ -185,21 +195,31 @@ class SqliteCallStore:
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn, *args)
 
     async def save(self, record: CallRecord) -> None:
-        """Insert or replace the record with this call id (cheap: one row, one statement)."""
-        row = record_to_row(record)
+        """Insert or update the record with this call id (cheap: one row, one statement).
+
+        Raises StoreError if the call id belongs to another company (whose row stays as it was).
+        """
         # Shielded: a save issued by a task that is then cancelled still lands.
-        await asyncio.shield(self._submit(_save, row))
+        await asyncio.shield(self._submit(_save, record))
 
     async def get(self, company_id: str, call_id: str) -> CallRecord | None:
         """The call, or None if it does not exist or belongs to another company."""
         return await self._submit(_get, company_id, call_id)
+
+    async def call_exists(self, call_id: str) -> bool:
+        """Whether a record with this call id exists, for any company and in any state."""
+        return await self._submit(_exists, call_id)
 
     async def list(self, query: CallQuery) -> tuple[builtins.list[CallRecord], int]:
         """A page of the company's calls, newest first, and how many match in all."""
         return await self._submit(_list, query)
 
     async def mark_interrupted(self, now: float) -> int:
-        """Fail every call a previous process left unfinished; how many there were."""
+        """Fail every call a previous process left unfinished; how many there were.
+
+        Each ends at its last save (`updated_at`), with what that save held; `now` is for rows that
+        never had one (written before schema version 2).
+        """
         return await asyncio.shield(self._submit(_mark_interrupted, now))
 
     async def close(self) -> None:

@@ -3,9 +3,11 @@
 Wire format and replies follow the Asterisk 22.10.1 captures (shared/captures/asterisk-22.10.1/ami_*.jsonl)
 and main/manager.c: banner `Asterisk Call Manager/11.0.0`, `Response:` then `ActionID:` then `Message:`,
 `Authentication failed` then a closed socket, `FullyBooted` after login, `Permission denied` for a
-missing write class. It is stricter than Asterisk where the bridge must never rely on leniency
-(Async must be true, ChannelId required, Timeout a whole number of milliseconds, one DTMF digit, no
-regex hangups): such requests get `Response: Error` with a message starting `Fake AMI:`.
+missing write class; events reach a user only if its read classes cover every class of their
+`Privilege` (FullyBooted needs `system`), as manager.c filters them. It is stricter than Asterisk
+where the bridge must never rely on leniency (Async must be true, ChannelId required, Timeout a whole
+number of milliseconds, one DTMF digit, no regex hangups): such requests get `Response: Error` with a
+message starting `Fake AMI:`.
 
 Dials are scripted per destination (the Channel's data before '@', e.g. `PJSIP/15551234@trunk` →
 `15551234`): answer, busy, no answer, congestion, fail, rejected, permission denied, drop (close every
@@ -171,6 +173,7 @@ class FakeAmiServer:
         users: Mapping[str, str] | None = None,
         *,
         write: Mapping[str, Iterable[str]] | None = None,
+        read: Mapping[str, Iterable[str]] | None = None,
         extensions: Mapping[str, Iterable[str]] | None = None,
         version: str = VERSION,
     ) -> None:
@@ -178,6 +181,8 @@ class FakeAmiServer:
         self.write = {
             user: frozenset(write[user]) if write and user in write else ALL_WRITE for user in self.users
         }
+        # None: the user reads every class (manager.conf `read = all`).
+        self.read = {user: frozenset(read[user]) if read and user in read else None for user in self.users}
         # Originate checks that the target extension exists ("Extension does not exist.").
         self.extensions = {ctx: set(ext) for ctx, ext in (extensions or {"bridge-outbound": ["s"]}).items()}
         self.version = version
@@ -271,8 +276,13 @@ class FakeAmiServer:
         """Send an event to every logged-in session that asked for events."""
         lines = [f"Event: {event}", f"Privilege: {privilege}", *(f"{k}: {v}" for k, v in fields.items())]
         for session in list(self._sessions):
-            if session.username is not None and session.events:
+            if session.username is not None and session.events and self._may_read(session, privilege):
                 await self._write(session, lines)
+
+    def _may_read(self, session: _Session, privilege: str) -> bool:
+        granted = self.read.get(session.username or "")
+        needed = {name.strip() for name in privilege.split(",")} - {"all", ""}
+        return granted is None or needed <= granted
 
     # --- connection handling -----------------------------------------------------------------
 
@@ -392,7 +402,7 @@ class FakeAmiServer:
         session.username = username
         session.events = action.get("Events").lower() not in {"off", "no", "false", "0"}
         await self._reply(session, action, "Success", "Authentication accepted")
-        if session.events:
+        if session.events and self._may_read(session, "system,all"):
             uptime = str(int(time.monotonic() - self._started))
             await self._write(
                 session,

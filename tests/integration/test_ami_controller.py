@@ -24,6 +24,7 @@ from bridge.session.control import (
 )
 from bridge.settings import AmiSettings, OriginateSettings
 from tests.fakes.ami_server import DialScript, FakeAmiServer, Outcome
+from tests.fakes.asterisk_conf import manager_classes
 
 SECRET = "ami-secret-7f3a"
 LOWLY = "lowly"  # an AMI user without the originate class
@@ -389,12 +390,12 @@ async def test_transfer_redirects_the_trunk_channel(ctl: AmiController, fake: Fa
     assert sent.get("Channel") == result.channel
     assert (sent.get("Context"), sent.get("Exten"), sent.get("Priority")) == (
         "bridge-transfer",
-        "34911222333",
+        "+34911222333",
         "1",
     )
     channel = fake.find_channel(result.channel)
     assert channel is not None
-    assert channel.redirects == [("bridge-transfer", "34911222333", "1")]
+    assert channel.redirects == [("bridge-transfer", "+34911222333", "1")]
 
 
 async def test_transfer_to_garbage_is_refused_locally(ctl: AmiController, fake: FakeAmiServer) -> None:
@@ -466,6 +467,50 @@ async def test_inbound_unknown_media_channel(ctl: AmiController, fake: FakeAmiSe
         await ctl.hangup(ChannelRef("in-4", outbound=False))
     assert nameless.value.code == "channel_not_found"
     assert len(fake.actions("Getvar")) == 1
+
+
+# --- least privilege: the sample manager.conf account is enough, and no more --------------------------
+
+
+async def test_the_sample_manager_account_can_do_all_the_bridge_does(make: Factory) -> None:
+    classes = manager_classes("bridge")
+    assert "system" not in classes.read | classes.write
+    sample = FakeAmiServer({"bridge": SECRET}, write={"bridge": classes.write}, read={"bridge": classes.read})
+    async with sample:
+        controller = make(port=sample.port)
+        await controller.start()
+        assert await controller.wait_ready(5.0)  # no FullyBooted without `system` read: not needed
+        result = await controller.originate(request("call-lp"))  # OriginateResponse is a `call` event
+        assert result.outcome is DialOutcome.ANSWERED
+        assert result.channel.startswith("PJSIP/trunk-")  # learnt from Newchannel, also `call`
+        outbound = ChannelRef("call-lp", outbound=True)
+        await controller.send_dtmf(outbound, "1#")
+        await controller.transfer(outbound, "+34911222333")
+        sample.add_channel(TRUNK, uniqueid="1795212381.9")
+        sample.add_channel(MEDIA, variables={"BRIDGEPEER": TRUNK})
+        inbound = ChannelRef("in-lp", outbound=False, media_channel=MEDIA)
+        await controller.send_dtmf(inbound, "5")
+        await controller.hangup(inbound)
+        await controller.hangup(outbound)
+        await until(lambda: controller.last_hangup_cause("call-lp") is not None)  # a `call` event
+    assert controller.last_hangup_cause("in-lp") == HangupCause(16, "Normal Clearing")
+    sent = {action.name.lower() for action in sample.received}
+    assert {"originate", "playdtmf", "redirect", "getvar", "hangup"} <= sent
+
+
+async def test_the_fake_withholds_events_the_user_may_not_read(
+    make: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What makes the test above prove something: without `call` read, no OriginateResponse arrives.
+    monkeypatch.setattr(ami_module, "ORIGINATE_MARGIN_S", 0.1)
+    async with FakeAmiServer({"bridge": SECRET}, read={"bridge": ["system"]}) as blind:
+        controller = make(port=blind.port, timeout_seconds=1.0, action_timeout=0.5)
+        await controller.start()
+        assert await controller.wait_ready(5.0)
+        with pytest.raises(ControlError) as late:
+            await controller.originate(request("call-blind"))
+    assert late.value.code == "action_timeout"
+    assert len(blind.actions("Originate")) == 1  # it was accepted; only the outcome was withheld
 
 
 # --- the fake itself: strict where the bridge must not rely on Asterisk's leniency -------------------

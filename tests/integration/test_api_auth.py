@@ -41,10 +41,23 @@ async def test_company_key_three_ways(
         ({}, {}, "an API key is required"),
         ({"api_key": "wrong"}, {}, "invalid API key"),
         ({}, {"Authorization": "Bearer wrong"}, "invalid API key"),
-        ({}, {"Authorization": f"Basic {ACME_KEY}"}, "an API key is required"),
+        ({}, {"Authorization": f"Basic {ACME_KEY}"}, "invalid API key"),  # a credential we cannot check
         ({}, {"X-API-Key": CONNECTOR_KEY}, "invalid API key"),  # a connector key is not a company key
+        # Every key presented must be good: a wrong or empty one beside a good one is refused.
+        ({"api_key": ""}, {"X-API-Key": ACME_KEY}, "invalid API key"),
+        ({}, {"X-API-Key": ACME_KEY, "Authorization": "Bearer wrong"}, "invalid API key"),
+        ({}, {"X-API-Key": ACME_KEY, "Authorization": f"Bearer {GLOBEX_KEY}"}, "invalid API key"),
     ],
-    ids=["missing", "wrong-query", "wrong-bearer", "not-bearer", "connector-key"],
+    ids=[
+        "missing",
+        "wrong-query",
+        "wrong-bearer",
+        "not-bearer",
+        "connector-key",
+        "empty-beside-good",
+        "wrong-beside-good",
+        "two-companies",
+    ],
 )
 async def test_company_key_refused(
     api_client_factory: ApiFactory, params: dict[str, str], headers: dict[str, str], message: str

@@ -88,10 +88,12 @@ async def test_connect_creates_one_pending_session(api_client_factory: ApiFactor
     assert session.info.caller == "+34600111222"
     assert session.info.caller_name == "Ana"
 
-    # A PBX retrying the webhook must not create a second session.
-    again = await client.post("/api/voip/webhook", json=webhook(), headers=CONNECTOR)
-    assert (await again.json())["data"] == {"callId": "call-1", "status": "pending", "created": False}
+    # A call id is used once: a repeated connect is refused and the first answer stands.
+    again = await client.post("/api/voip/webhook", json=webhook(callerName="Eve"), headers=CONNECTOR)
+    assert again.status == 409
+    assert (await again.json())["code"] == "duplicate_call"
     assert manager.get("call-1") is session
+    assert session.info.caller_name == "Ana"
     assert manager.capacity().active_calls == 1
 
 
@@ -111,18 +113,18 @@ async def test_same_call_id_from_another_company_conflicts(api_client_factory: A
     other = webhook(b_number=GLOBEX_PHONE, callerPhone="+15551234567")
     response = await client.post("/api/voip/webhook", json=other, headers=CONNECTOR)
     assert response.status == 409
-    assert (await response.json())["code"] == "call_id_conflict"
+    assert (await response.json())["code"] == "duplicate_call"
 
 
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        (webhook(websocketUrl=None), "websocketUrl is required for connect"),
+        (webhook(websocketUrl=None), "websocketUrl: Field required"),
         (webhook(callerPhone=None), "callerPhone (or caller_number) is required"),
         (webhook(b_number=None), "b_number (or companyId) is required"),
         (webhook(callId=123), "callId: Input should be a valid string"),
         (webhook(callId="bad id/with spaces"), "callId: String should match pattern"),
-        (webhook(event="ring"), "event: Input should be 'connect' or 'terminate'"),
+        (webhook(event="ring"), "event: must be one of 'connect', 'terminate'"),
         (webhook(websocketUrl="http://x/"), "websocketUrl: must be a ws:// or wss:// URL"),
         ({"callId": "x"}, "event: Field required"),
     ],
@@ -165,7 +167,9 @@ async def test_unknown_b_number_is_404(api_client_factory: ApiFactory) -> None:
     )
     assert response.status == 404
     assert (await response.json())["code"] == "unknown_number"
-    response = await client.post("/api/voip/webhook", json=webhook(companyId="nope"), headers=CONNECTOR)
+    response = await client.post(
+        "/api/voip/webhook", json=webhook(companyId="nope", b_number=None), headers=CONNECTOR
+    )
     assert response.status == 404
     assert (await response.json())["code"] == "unknown_company"
 
@@ -192,10 +196,11 @@ async def test_at_capacity_is_503_and_fleet_shows_no_room(api_client_factory: Ap
     response = await client.post("/api/voip/webhook", json=webhook(callId="c9"), headers=CONNECTOR)
     assert response.status == 503
     assert (await response.json())["code"] == "at_capacity"
-    # A repeat of an admitted call is still answered (no new session is needed).
-    assert (
-        await client.post("/api/voip/webhook", json=webhook(callId="c0"), headers=CONNECTOR)
-    ).status == 200
+    # A repeat of an admitted call is refused as a duplicate, not counted against capacity.
+    again = await client.post("/api/voip/webhook", json=webhook(callId="c0"), headers=CONNECTOR)
+    assert again.status == 409
+    assert response.headers["Retry-After"] == "5"
+    assert "Retry-After" not in again.headers
 
 
 async def test_pending_session_expires_after_ttl(api_client_factory: ApiFactory) -> None:
@@ -220,13 +225,13 @@ async def test_terminate_ends_the_call_and_is_idempotent(api_client_factory: Api
     terminate = webhook(event="terminate", websocketUrl=None)
     response = await client.post("/api/voip/webhook", json=terminate, headers=CONNECTOR)
     assert response.status == 200
-    assert (await response.json())["data"] == {"callId": "call-1", "status": "ended"}
+    assert (await response.json())["data"] == {"callId": "call-1", "status": "ended", "created": False}
     assert session.state is CallState.ENDED
     assert session.disconnected_by is EndedBy.CALLER
     assert manager.get("call-1") is None
     again = await client.post("/api/voip/webhook", json=terminate, headers=CONNECTOR)
     assert again.status == 200
-    assert (await again.json())["data"] == {"callId": "call-1", "status": "unknown"}
+    assert (await again.json())["data"] == {"callId": "call-1", "status": "unknown", "created": False}
 
 
 async def test_terminate_cannot_end_another_companys_call(api_client_factory: ApiFactory) -> None:
@@ -242,7 +247,11 @@ async def test_terminate_cannot_end_another_companys_call(api_client_factory: Ap
 
 async def test_health_and_metrics(api_client_factory: ApiFactory) -> None:
     client, _ = await api_client_factory()
-    assert await (await client.get("/health")).json() == {"status": "ok", "asterisk": "disabled"}
+    assert await (await client.get("/health")).json() == {
+        "status": "ok",
+        "asterisk": "disabled",
+        "config": {"last_reload": None, "last_reload_at": None, "problems": 0},
+    }
     await client.post("/api/voip/webhook", json=webhook(), headers=CONNECTOR)
     metrics = await client.get("/metrics")
     assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")

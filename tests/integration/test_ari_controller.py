@@ -314,7 +314,7 @@ async def test_transfer_continues_the_callee_and_drops_the_media(
     await answered_call(fake, controller)
     await controller.transfer(ChannelRef("call-1", outbound=True), "+34911000111")
     [moved] = fake.requests_to("POST", "/ari/channels/call-1/continue")
-    assert moved.query == {"context": "bridge-transfer", "extension": "34911000111", "priority": "1"}
+    assert moved.query == {"context": "bridge-transfer", "extension": "+34911000111", "priority": "1"}
     await wait_until(lambda: "call-1-media" not in fake.channels, "media leg hung up")
     await wait_until(lambda: "call-1-bridge" not in fake.bridges, "bridge destroyed")
     assert fake.channels["call-1"].context == "bridge-transfer"  # the transferred callee lives on

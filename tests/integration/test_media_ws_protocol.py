@@ -8,13 +8,15 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from bridge.app import Services
 from bridge.session.state import CallState, EndedBy
-from tests.helpers import CONNECTOR_KEY, voiced
+from bridge.settings import build_settings
+from tests.helpers import CONNECTOR_KEY, raw_config, voiced
 
 StartBridge = Callable[..., Any]
 FRAME = 640  # slin16, 20 ms
@@ -77,9 +79,13 @@ async def wait_state(services: Services, call_id: str, state: CallState) -> None
     ("query", "headers", "status"),
     [
         ({"bNumberE164": "34987654321"}, {}, 401),  # no credentials, no call id
-        ({"callId": "nobody-announced-me"}, {}, 404),  # no credentials, unknown call id
+        ({"callId": "nobody-announced-me"}, {}, 401),  # no credentials: refused before any lookup
         ({"callId": "x", "bNumberE164": "34987654321"}, basic("wrong"), 401),
         ({"callId": "x", "bNumberE164": "19999999999"}, basic(CONNECTOR_KEY), 404),  # no such company number
+        ({"callId": "bad!id", "bNumberE164": "34987654321"}, basic(CONNECTOR_KEY), 400),
+        ({"callId": "x", "bNumberE164": "3498765432x"}, basic(CONNECTOR_KEY), 400),  # not a number
+        ({"callId": "x"}, basic(CONNECTOR_KEY), 404),  # a webhook-less call must name the called number
+        ({"callId": "x", "bNumberE164": "34987654321"}, {"Authorization": "Basic \u00e9\u00e9"}, 401),
     ],
 )
 async def test_refused_before_the_upgrade(
@@ -94,13 +100,10 @@ async def test_refused_before_the_upgrade(
     assert services.manager.capacity().active_calls == 0
 
 
-async def test_pending_call_attaches_without_credentials_and_echoes_media(
-    bridge_factory: StartBridge,
-) -> None:
-    services: Services = await bridge_factory()
-    async with __import__("aiohttp").ClientSession() as http:
+async def announce(services: Services, call_id: str) -> None:
+    async with aiohttp.ClientSession() as http:
         body = {
-            "callId": "p-1",
+            "callId": call_id,
             "event": "connect",
             "callerPhone": "+34600111222",
             "b_number": "+34987654321",
@@ -112,6 +115,50 @@ async def test_pending_call_attaches_without_credentials_and_echoes_media(
             headers={"x-connector-api-key": CONNECTOR_KEY},
         ) as response:
             assert response.status == 200
+
+
+async def test_a_pending_call_needs_credentials_to_attach(bridge_factory: StartBridge) -> None:
+    services: Services = await bridge_factory()
+    await announce(services, "p-1")
+    # A guessed call id is not enough: refused before the upgrade, and the call is untouched.
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await connect(url(services, callId="p-1"), subprotocols=[websockets.Subprotocol("media")])
+    assert info.value.response.status_code == 401
+    # Neither does a plain GET touch the call (it once failed it with upgrade_failed).
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(url(services, callId="p-1").replace("ws://", "http://")) as plain,
+    ):
+        assert plain.status == 400
+        assert (await plain.json())["code"] == "websocket_required"
+    session = services.manager.get("p-1")
+    assert session is not None
+    assert session.state is CallState.PENDING
+    # The PBX's own socket, with the connector's credentials, attaches.
+    async with connect(
+        url(services, callId="p-1"),
+        subprotocols=[websockets.Subprotocol("media")],
+        additional_headers=basic(CONNECTOR_KEY),
+    ) as ws:
+        await ws.send(media_start())
+        await wait_state(services, "p-1", CallState.ACTIVE)
+        # A second socket for the same call is refused.
+        with pytest.raises(websockets.InvalidStatus) as second:
+            await connect(
+                url(services, callId="p-1"),
+                subprotocols=[websockets.Subprotocol("media")],
+                additional_headers=basic(CONNECTOR_KEY),
+            )
+        assert second.value.response.status_code == 409
+
+
+async def test_allow_unauthenticated_media_lets_a_pending_call_attach_without_credentials(
+    bridge_factory: StartBridge,
+) -> None:
+    raw = raw_config()
+    raw["connector"]["allow_unauthenticated_media"] = True
+    services: Services = await bridge_factory(settings=build_settings(raw))
+    await announce(services, "p-1")
     async with connect(
         url(services, callId="p-1"), subprotocols=[websockets.Subprotocol("media")], compression=None
     ) as ws:
@@ -123,6 +170,11 @@ async def test_pending_call_attaches_without_credentials_and_echoes_media(
         session = services.manager.get("p-1")
         assert session is not None
         assert session.company_id == "acme"
+    # Still: no credentials cannot create a call, and an unknown id is 404.
+    for query, status in (({"bNumberE164": "34987654321"}, 401), ({"callId": "nobody"}, 404)):
+        with pytest.raises(websockets.InvalidStatus) as info:
+            await connect(url(services, **query), subprotocols=[websockets.Subprotocol("media")])
+        assert info.value.response.status_code == status
 
 
 async def test_audio_before_media_start_is_kept(bridge_factory: StartBridge) -> None:

@@ -293,7 +293,7 @@ async def test_a_bad_key_fails_the_call_with_its_code(
     assert summary.frames_received == 0  # the bridge said nothing further
 
 
-async def test_a_quota_error_mid_session_fails_the_call(
+async def test_a_quota_error_mid_session_ends_the_call_as_an_error(
     bridge_factory: StartBridge, fake_factory: Callable[..., Any]
 ) -> None:
     from tests.fakes.openai_realtime import FatalError
@@ -302,7 +302,8 @@ async def test_a_quota_error_mid_session_fails_the_call(
     services = await bridge_factory(settings=relay_settings(fake))
     summary = await run_simulated_call(call_options(services, seconds=3.0, wait_for_bridge_hangup=True))
     record = await final_record(services, summary.call_id)
-    assert record.status == "failed"
+    # The call was active (a conversation) when the error came: ended by an error, not failed.
+    assert (record.status, record.disconnected_by) == ("ended", "error")
     assert record.error_code == "insufficient_quota"
 
 

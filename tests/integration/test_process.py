@@ -28,6 +28,8 @@ def write_config(path: Path, port: int, drain_seconds: float = 3.0) -> Path:
         f'[server]\nhost = "127.0.0.1"\nport = {port}\ndrain_seconds = {drain_seconds}\n'
         f'[connector]\napi_keys = ["{hash_key(CONNECTOR_KEY)}"]\n'
         "[audiosocket]\nenabled = false\n"
+        # Each test its own store: call ids are never reused, and a store outlives the test run.
+        f'[storage]\nurl = "sqlite:///{path.parent / "bridge.db"}"\n'
         '[logging]\nformat = "json"\n'
         '[[companies]]\nid = "acme"\nphones = ["+34987654321"]\n'
         f'api_keys = ["{hash_key("k")}"]\n'
@@ -111,6 +113,78 @@ def test_check_config_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
     ):
         assert fragment in result.stderr
     assert "Traceback" not in result.stderr
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "bridge.example.toml"
+# Every variable the example config names, and the ones its header says it needs as written.
+EXAMPLE_VARIABLES = (
+    "BRIDGE_AMI_SECRET",
+    "BRIDGE_ARI_PASSWORD",
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "XAI_API_KEY",
+    "ACME_CRM_TOKEN",
+)
+EXAMPLE_NEEDS = {"BRIDGE_AMI_SECRET": "ami-secret-value", "ACME_CRM_TOKEN": "crm-token-value"}
+
+
+def check_config(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*BRIDGE, "check-config", "--config", str(config)], capture_output=True, text=True, env=env
+    )
+
+
+def test_check_config_passes_the_example_with_exactly_its_documented_variables(env: dict[str, str]) -> None:
+    only_needed = {k: v for k, v in env.items() if k not in EXAMPLE_VARIABLES} | EXAMPLE_NEEDS
+    result = check_config(EXAMPLE, only_needed)
+    assert result.returncode == 0, result.stderr
+    assert "OK (1 companies" in result.stdout
+    for value in EXAMPLE_NEEDS.values():
+        assert value not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("missing", sorted(EXAMPLE_NEEDS))
+def test_check_config_fails_the_example_naming_a_missing_variable(env: dict[str, str], missing: str) -> None:
+    without = {k: v for k, v in env.items() if k not in EXAMPLE_VARIABLES} | EXAMPLE_NEEDS
+    del without[missing]
+    result = check_config(EXAMPLE, without)
+    assert result.returncode == 2
+    assert "1 problem(s)" in result.stderr
+    assert f"environment variable {missing} is not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_reports_a_shared_phone_and_a_keyless_provider_with_the_rest(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        "[server]\nmax_calls = 0\n"
+        '[[companies]]\nid = "acme"\nphones = ["+34987654321"]\n'
+        '[[companies]]\nid = "globex"\nphones = ["+34987654321"]\n'
+    )
+    result = check_config(config, env)
+    assert result.returncode == 2
+    assert "2 problem(s)" in result.stderr
+    assert "server.max_calls" in result.stderr
+    assert "companies[1].phones[0]: +34987654321 is already a phone of company 'acme' (companies[0])" in (
+        result.stderr
+    )
+
+    config.write_text('[[companies]]\nid = "acme"\n[companies.agent]\nprovider = "openai"\n')
+    result = check_config(config, env)
+    assert result.returncode == 2
+    assert "companies[0].agent.provider: openai needs providers.openai.api_key" in result.stderr
+
+
+def test_check_config_still_prints_warnings(tmp_path: Path, env: dict[str, str]) -> None:
+    config = write_config(tmp_path / "bridge.toml", 8080)
+    config.write_text(config.read_text().replace(hash_key("k"), "plain-company-key"))
+    result = check_config(config, env)
+    assert result.returncode == 0, result.stderr
+    assert "warning: companies[0].api_keys[0]: plain key" in result.stderr
+    assert "warning: asterisk.ami.secret: empty; call control is off" in result.stderr
+    assert "plain-company-key" not in result.stderr
 
 
 async def test_zero_config_start_prints_keys_once_and_they_work(tmp_path: Path, env: dict[str, str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bridge.store import CallQuery, CallRecord, SqliteCallStore, open_store
+from bridge.store import CallQuery, CallRecord, SqliteCallStore, open_store, schema
 from bridge.store import sqlite as store_sqlite
 
 T0 = 1_700_000_000.0
@@ -67,6 +67,23 @@ async def test_database_work_runs_on_one_thread_off_the_loop(
     assert len(threads) == 2
     assert len(set(threads)) == 1
     assert threads[0] != threading.get_ident()
+
+
+async def test_rows_are_encoded_on_the_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A long transcript's JSON is built beside the event loop, not on it (the loop carries the audio).
+    threads: list[int] = []
+
+    def record_to_row(record: CallRecord) -> tuple[object, ...]:
+        threads.append(threading.get_ident())
+        return schema.record_to_row(record)
+
+    monkeypatch.setattr(store_sqlite, "record_to_row", record_to_row)
+    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+        await store.save(version("c", 1))
+        await store.save(version("c", 2))
+        assert await store.get("acme", "c") == version("c", 2)
+    assert len(threads) == 2
+    assert threading.get_ident() not in threads
 
 
 async def test_a_locked_database_does_not_block_the_loop(tmp_path: Path) -> None:
@@ -135,11 +152,21 @@ async def test_a_cancelled_save_still_lands(tmp_path: Path) -> None:
 async def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/calls.db"
     crashed = await open_store(url)
-    await crashed.save(version("live", 3))
-    await crashed.save(dataclasses.replace(version("done", 3), status="ended", ended_at=T0 + 9))
+    for n in range(1, 4):  # checkpoints of a live call
+        await crashed.save(
+            dataclasses.replace(version("live", n), updated_at=T0 + 10 * n, duration_seconds=n)
+        )
+    await crashed.save(
+        dataclasses.replace(version("done", 3), status="ended", ended_at=T0 + 9, updated_at=T0 + 9)
+    )
     await crashed.close()  # as far as the file goes, a crash after the last commit looks the same
     async with await open_store(url) as restarted:
         assert await restarted.mark_interrupted(T0 + 100) == 1
         live = await restarted.get("acme", "live")
         assert live is not None
-        assert (live.status, live.error_code, live.ended_at) == ("failed", "bridge_restarted", T0 + 100)
+        assert (live.status, live.error_code, live.ended_at) == ("failed", "bridge_restarted", T0 + 30)
+        assert (live.frames_in, live.duration_seconds) == (3, 3)  # what the last checkpoint held
+        done = await restarted.get("acme", "done")
+        assert done == dataclasses.replace(
+            version("done", 3), status="ended", ended_at=T0 + 9, updated_at=T0 + 9
+        )

@@ -82,7 +82,7 @@ def test_invalid_dtmf(digits: str) -> None:
 
 
 def test_transfer_extension() -> None:
-    assert mapping.transfer_extension("+34911222333") == "34911222333"
+    assert mapping.transfer_extension("+34911222333") == "+34911222333"
     assert mapping.transfer_extension("operator") == "operator"
     for bad in ("", "+", "1,2", "a/b", "x y", "1&2"):
         with pytest.raises(ControlError) as caught:

@@ -1,4 +1,5 @@
-"""The call runner against in-memory stand-ins: lane endings, barge-in fencing, teardown."""
+"""The call runner against in-memory stand-ins: lane endings, outcomes, live counters, barge-in fencing,
+teardown."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bridge.audio.formats import SLIN16, AudioFormat
+from bridge.errors import Unavailable
 from bridge.providers.base import (
     AudioOut,
     CallerSpeechStarted,
@@ -19,30 +22,36 @@ from bridge.providers.base import (
     Provider,
     ProviderError,
     ProviderEvent,
+    ProviderUnavailable,
     ResponseDone,
     ToolCall,
     TranscriptLine,
     Usage,
 )
-from bridge.session.call import CallPlan, CallRunner, CallTimeouts
+from bridge.providers.factory import provider_for
+from bridge.session.call import CallPlan, CallRunner, CallTimeouts, provider_or_refuse
 from bridge.session.control import ChannelRef, ControllerHealth, DialOutcome, DialResult, OriginateRequest
 from bridge.session.costs import PriceTable
-from bridge.session.leg import AudioIn, LegInput, LegStats
+from bridge.session.leg import AudioIn, LegGone, LegInput, LegStats
 from bridge.session.session import MAX_RESPONSE_LATENCIES, CallInfo, EndRequest, Session
 from bridge.session.state import CallState, EndedBy
 from bridge.session.tools import ToolBox, ToolOutcome
 from bridge.settings_agents import AgentSettings, ModelPrice
-from tests.helpers import utterances
+from tests.helpers import make_settings, utterances
 
 
 class MemoryLeg:
-    def __init__(self) -> None:
+    def __init__(self, closing: EndRequest | None = None) -> None:
         self.inbound_items: asyncio.Queue[LegInput | None] = asyncio.Queue()
         self.played: list[bytes] = []
         self.interrupts = 0
         self.hangups: list[bool] = []
+        self.closing = closing or EndRequest(EndedBy.CALLER)  # why the peer goes, when it goes
         self._gone: EndRequest | None = None
         self.gone = asyncio.Event()
+        self.counters = LegStats(
+            frames_in=1, frames_out=2, drops=0, protocol_errors=0, played_ms_estimated=False
+        )
 
     async def wait_started(self) -> AudioFormat:
         return SLIN16
@@ -50,7 +59,7 @@ class MemoryLeg:
     async def inbound(self) -> AsyncIterator[LegInput]:
         while (item := await self.inbound_items.get()) is not None:
             yield item
-        self._gone = EndRequest(EndedBy.CALLER)
+        self._gone = self.closing
         self.gone.set()
 
     async def wait_gone(self) -> None:
@@ -83,7 +92,24 @@ class MemoryLeg:
         self.hangups.append(drain)
 
     def stats(self) -> LegStats:
-        return LegStats(frames_in=1, frames_out=2, drops=0, protocol_errors=0, played_ms_estimated=False)
+        return self.counters
+
+
+class BrokenLeg(MemoryLeg):
+    """A peer that broke the protocol before it said its audio format."""
+
+    async def wait_started(self) -> AudioFormat:
+        self._gone = EndRequest(EndedBy.ERROR, "protocol_error")
+        self.gone.set()
+        raise LegGone("the peer left before announcing its audio format")
+
+
+class SilentLeg(MemoryLeg):
+    """A peer that never sends MEDIA_START."""
+
+    async def wait_started(self) -> AudioFormat:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
 
 
 class ScriptedProvider(Provider):
@@ -119,6 +145,13 @@ class ScriptedProvider(Provider):
 
     async def close(self) -> None:
         self.closed = True
+
+
+class UnreachableProvider(ScriptedProvider):
+    """A model whose socket cannot be opened."""
+
+    async def connect(self) -> None:
+        raise ProviderUnavailable("cannot reach the model: ClientConnectorError")
 
 
 def session() -> Session:
@@ -172,13 +205,131 @@ async def test_caller_hangup_ends_without_hanging_up_again() -> None:
     assert leg.hangups == []
 
 
-async def test_fatal_provider_error_fails_the_call() -> None:
+async def test_a_fatal_model_error_after_active_ends_the_call_as_an_error() -> None:
     leg, call = MemoryLeg(), session()
-    provider = ScriptedProvider([ProviderError("invalid_api_key", "bad key", fatal=True)])
+    provider = ScriptedProvider([ProviderError("insufficient_quota", "no credit", fatal=True)])
     await asyncio.wait_for(CallRunner(call, leg, provider, CallTimeouts(hangup=1)).run(), 5)
-    assert call.state is CallState.FAILED
-    assert call.error_code == "invalid_api_key"
-    assert leg.hangups == [False]
+    assert call.answered_at is not None  # it was a conversation
+    assert (call.state, call.disconnected_by, call.error_code) == (
+        CallState.ENDED,
+        EndedBy.ERROR,
+        "insufficient_quota",
+    )
+    assert leg.hangups == [False]  # no drain after an error
+
+
+async def test_a_protocol_error_before_active_fails_the_call() -> None:
+    leg, call = BrokenLeg(), session()
+    provider = ScriptedProvider([])
+    await asyncio.wait_for(CallRunner(call, leg, provider).run(), 5)
+    assert (call.state, call.disconnected_by, call.error_code) == (
+        CallState.FAILED,
+        EndedBy.ERROR,
+        "protocol_error",
+    )
+    assert call.answered_at is None
+    assert provider.closed
+
+
+async def test_a_protocol_error_after_active_ends_the_call_as_an_error() -> None:
+    leg, call = MemoryLeg(closing=EndRequest(EndedBy.ERROR, "protocol_error")), session()
+    task = asyncio.create_task(CallRunner(call, leg, ScriptedProvider([])).run())
+    leg.inbound_items.put_nowait(AudioIn(b"\x00\x00" * 320))
+    leg.inbound_items.put_nowait(None)  # the peer breaks the protocol and the driver closes the socket
+    await asyncio.wait_for(task, 5)
+    assert (call.state, call.disconnected_by, call.error_code) == (
+        CallState.ENDED,
+        EndedBy.ERROR,
+        "protocol_error",
+    )
+    assert leg.hangups == []  # the socket is already gone
+
+
+async def test_no_media_start_fails_the_call_with_its_code() -> None:
+    leg, call = SilentLeg(), session()
+    await asyncio.wait_for(
+        CallRunner(call, leg, ScriptedProvider([]), CallTimeouts(media_start=0.05)).run(), 5
+    )
+    assert (call.state, call.disconnected_by, call.error_code) == (
+        CallState.FAILED,
+        EndedBy.ERROR,
+        "media_start_timeout",
+    )
+
+
+async def test_a_caller_who_hangs_up_before_active_ends_the_call_without_an_error() -> None:
+    class HangsUpFirst(MemoryLeg):
+        async def wait_started(self) -> AudioFormat:
+            self._gone = EndRequest(EndedBy.CALLER)
+            self.gone.set()
+            raise LegGone("the caller hung up before media started")
+
+    call = session()
+    await asyncio.wait_for(CallRunner(call, HangsUpFirst(), ScriptedProvider([])).run(), 5)
+    assert (call.state, call.disconnected_by, call.error_code) == (CallState.ENDED, EndedBy.CALLER, None)
+
+
+# --- the provider's name, even when it never answered ------------------------------------------
+
+
+async def test_a_model_that_cannot_be_reached_still_names_its_provider() -> None:
+    leg, call = MemoryLeg(), session()
+    await asyncio.wait_for(CallRunner(call, leg, UnreachableProvider([])).run(), 5)
+    record = call.record()
+    assert (record.status, record.error_code, record.provider) == (
+        "failed",
+        "provider_unavailable",
+        "scripted",
+    )
+
+
+async def test_a_provider_that_cannot_be_built_is_named_and_the_call_refused() -> None:
+    call = session()
+    agent = AgentSettings.model_validate({"provider": "openai"})  # no [providers.openai] api_key
+    settings = make_settings()
+    async with aiohttp.ClientSession() as http:
+
+        def plan(_: Session) -> CallPlan:
+            return CallPlan(provider_for(agent, settings, http=http))
+
+        with pytest.raises(Unavailable) as refused:
+            provider_or_refuse(call, plan)
+    assert refused.value.code == "provider_not_configured"
+    record = call.record()
+    assert (record.status, record.disconnected_by, record.error_code, record.provider) == (
+        "failed",
+        "error",
+        "provider_not_configured",
+        "openai",
+    )
+
+
+# --- live counters -------------------------------------------------------------------------------
+
+
+async def test_a_live_call_record_shows_the_leg_counters_and_barge_ins_as_they_move() -> None:
+    leg, call = MemoryLeg(), session()
+    provider = ScriptedProvider([AudioOut(b"\x01\x00" * 320, "r1"), CallerSpeechStarted()])
+    task = asyncio.create_task(CallRunner(call, leg, provider).run())
+    for _ in range(200):
+        if leg.interrupts:
+            break
+        await asyncio.sleep(0.01)
+    leg.counters = LegStats(frames_in=50, frames_out=40, drops=3, protocol_errors=0, played_ms_estimated=True)
+    live = call.record()
+    assert (live.status, live.frames_in, live.frames_out, live.drops) == ("active", 50, 40, 3)
+    assert (live.barge_ins, live.played_ms_estimated) == (1, True)
+    assert live.duration_seconds >= 0
+    leg.counters = LegStats(frames_in=75, frames_out=60, drops=3, protocol_errors=1, played_ms_estimated=True)
+    assert (call.record().frames_in, call.record().frames_out) == (75, 60)
+    call.request_end(EndedBy.API)
+    await asyncio.wait_for(task, 5)
+    leg.counters = LegStats(
+        frames_in=999, frames_out=999, drops=0, protocol_errors=0, played_ms_estimated=False
+    )
+    final = call.record()  # the leg is over: the counts it had at the end stay
+    assert (final.status, final.frames_in, final.frames_out, final.barge_ins) == ("ended", 75, 60, 1)
+    assert (call.stats.frames_in, call.stats.protocol_errors) == (75, 1)
 
 
 class RecordingController:

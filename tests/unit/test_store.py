@@ -33,7 +33,7 @@ from bridge.store import (
     sqlite_path,
 )
 from bridge.store import sqlite as store_sqlite
-from bridge.store.schema import MIGRATIONS
+from bridge.store.schema import MIGRATIONS, record_to_row
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -59,6 +59,7 @@ FULL = make_record(
     dial_outcome="answered",
     answered_at=T0 + 4.5,
     ended_at=T0 + 64.25,
+    updated_at=T0 + 64.3,
     duration_seconds=59.75,
     transcript=(
         TranscriptLine(role="bot", text="Hola, ¿en qué puedo ayudarle?", at=T0 + 5.0),
@@ -309,6 +310,18 @@ async def test_a_call_id_cannot_move_to_another_company(store: SqliteCallStore) 
     assert await store.get("acme", "shared") == original
 
 
+async def test_call_exists_for_any_company_and_any_state(store: SqliteCallStore) -> None:
+    assert not await store.call_exists("a-1")
+    await store.save(make_record(call_id="a-1", company_id="acme", status="pending"))
+    await store.save(make_record(call_id="g-1", company_id="globex", status="ended"))
+    await store.save(make_record(call_id="g-2", company_id="globex", status="failed"))
+    for call_id in ("a-1", "g-1", "g-2"):
+        assert await store.call_exists(call_id)
+    assert not await store.call_exists("A-1")  # ids are exact
+    assert not await store.call_exists("missing")
+    assert not await store.call_exists("a-1\ud800")  # unencodable text is a lookup, not a crash
+
+
 async def test_lone_surrogates_do_not_lose_the_record(store: SqliteCallStore) -> None:
     await store.save(
         make_record(
@@ -430,6 +443,41 @@ async def test_new_steps_apply_to_an_existing_database(
     assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION + 1
 
 
+def _version_1_database(path: Path, *rows: tuple[object, ...]) -> None:
+    """A database as the first released schema left it, holding `rows` (its 26 columns)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 1")
+        for row in rows:
+            conn.execute(f"INSERT INTO calls VALUES ({', '.join('?' * len(row))})", row)
+    finally:
+        conn.close()
+
+
+async def test_a_version_1_database_migrates_and_keeps_its_rows(tmp_path: Path, db_url: str) -> None:
+    done = dataclasses.replace(FULL, call_id="done-1", updated_at=None)
+    live = make_record(
+        call_id="live-1", status="active", answered_at=T0 + 1, frames_in=500, duration_seconds=9.0
+    )
+    # Schema 1 had no updated_at: its rows are the current rows without the last column.
+    _version_1_database(tmp_path / "calls.db", record_to_row(done)[:-1], record_to_row(live)[:-1])
+    async with await open_store(db_url) as opened:
+        assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION == 2
+        assert await opened.get("acme", "done-1") == done
+        assert await opened.get("acme", "live-1") == live
+        # A row from before the migration has no last save: it ends at the restart, as it always did.
+        assert await opened.mark_interrupted(T0 + 600) == 1
+        interrupted = await opened.get("acme", "live-1")
+        assert interrupted is not None
+        assert (interrupted.status, interrupted.ended_at, interrupted.frames_in) == ("failed", T0 + 600, 500)
+        await opened.save(dataclasses.replace(live, call_id="new-1", updated_at=T0 + 5))
+        assert (await opened.get("acme", "new-1")) == dataclasses.replace(
+            live, call_id="new-1", updated_at=T0 + 5
+        )
+
+
 async def test_a_failing_step_rolls_back_whole(
     tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -460,6 +508,30 @@ async def test_mark_interrupted_fails_calls_left_unfinished(store: SqliteCallSto
     assert await store.get("acme", "ended") == make_record(call_id="ended", status="ended")
     assert await store.get("acme", "failed") == make_record(call_id="failed", status="failed")
     assert await store.mark_interrupted(now + 1) == 0
+
+
+async def test_an_interrupted_call_ends_at_its_last_save_with_what_it_held(store: SqliteCallStore) -> None:
+    checkpoint = make_record(
+        call_id="live",
+        status="active",
+        answered_at=T0 + 2,
+        updated_at=T0 + 37.5,
+        duration_seconds=36.0,
+        frames_in=1800,
+        frames_out=1500,
+        drops=1,
+        barge_ins=2,
+        usage=FULL.usage,
+        cost_usd=0.01,
+        transcript=FULL.transcript,
+        provider="openai",
+    )
+    await store.save(checkpoint)
+    assert await store.mark_interrupted(T0 + 600) == 1
+    got = await store.get("acme", "live")
+    assert got == dataclasses.replace(
+        checkpoint, status="failed", error_code="bridge_restarted", ended_at=T0 + 37.5
+    )
 
 
 async def test_saves_after_close_raise(db_url: str) -> None:
@@ -513,6 +585,7 @@ _records = st.builds(
     dial_outcome=st.none() | st.text(),
     answered_at=st.none() | _epochs,
     ended_at=st.none() | _epochs,
+    updated_at=st.none() | _epochs,
     duration_seconds=_finite,
     transcript=st.lists(_lines, max_size=5).map(tuple),
     usage=_usage,
