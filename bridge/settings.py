@@ -131,7 +131,8 @@ class OriginateSettings(Section):
 
 class AsteriskSettings(Section):
     control: Literal["ami", "ari"] = "ami"
-    # Where a transferred caller goes: a dialplan context that Dials ${EXTEN} (see asterisk-sample-conf).
+    # Where a transferred caller goes; the extension is the target (E.164 keeps its "+": the sample
+    # context sends only "+" numbers to the trunk and the rest to local extensions).
     transfer_context: str = "bridge-transfer"
     ami: AmiSettings = AmiSettings()
     ari: AriSettings = AriSettings()

@@ -15,7 +15,6 @@ from schemathesis import GenerationMode
 
 from bridge.api import routes_calls, routes_company, routes_health, routes_openapi, routes_webhook
 from bridge.api.routes_media import MEDIA_PATH
-
 from bridge.app import Services, start_services
 from tests.helpers import ACME_KEY, CONNECTOR_KEY, make_settings
 
@@ -77,7 +76,9 @@ def credentials(path: str) -> dict[str, str]:
 
 
 def test_the_document_lists_every_route(live_schema: Any) -> None:
-    documented = {(method.upper(), path) for path, item in live_schema.raw_schema["paths"].items() for method in item}
+    documented = {
+        (method.upper(), path) for path, item in live_schema.raw_schema["paths"].items() for method in item
+    }
     assert documented == set(ROUTES)
 
 

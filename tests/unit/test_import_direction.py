@@ -20,6 +20,7 @@ PURE = (
     "bridge.session.metrics",
     "bridge.keys",
     "bridge.providers.openai.events",
+    "bridge.api.strict_json",
 )
 IO_MODULES = (
     "asyncio",
@@ -101,6 +102,12 @@ def test_asterisk_and_providers_never_import_each_other() -> None:
 def test_the_fake_asterisk_shares_no_code_with_the_server_side() -> None:
     # simulate-call is a second, independent implementation of the peer: one bug cannot hide in both.
     assert violations(("bridge.simulate",), ("bridge.asterisk", "bridge.session", "bridge.api")) == []
+
+
+def test_transports_produce_legs_and_leave_admission_to_the_session() -> None:
+    # asterisk/ hands a MediaLeg to session.admission; it never runs a call or reads the companies.
+    forbidden = ("bridge.session.call", "bridge.session.manager", "bridge.directory", "bridge.settings")
+    assert violations(("bridge.asterisk.media_ws", "bridge.asterisk.audiosocket_server"), forbidden) == []
 
 
 def test_api_reaches_calls_only_through_the_session_package() -> None:
