@@ -16,6 +16,15 @@ GLOBEX_KEY = "globex-key-abcdef"
 CONNECTOR_KEY = "connector-key-xyz"
 ACME_PHONE = "+34987654321"
 GLOBEX_PHONE = "+442071234567"
+# Every environment variable config/bridge.example.toml names; tests start with none of them set.
+EXAMPLE_VARIABLES = (
+    "BRIDGE_AMI_SECRET",
+    "BRIDGE_ARI_PASSWORD",
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "XAI_API_KEY",
+    "ACME_CRM_TOKEN",
+)
 
 
 def raw_config(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> dict[str, Any]:

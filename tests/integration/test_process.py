@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from bridge.keys import hash_key
-from tests.helpers import CONNECTOR_KEY, free_port
+from tests.helpers import CONNECTOR_KEY, EXAMPLE_VARIABLES, free_port
 
 BRIDGE = [sys.executable, "-m", "bridge"]
 
@@ -116,15 +116,7 @@ def test_check_config_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "bridge.example.toml"
-# Every variable the example config names, and the ones its header says it needs as written.
-EXAMPLE_VARIABLES = (
-    "BRIDGE_AMI_SECRET",
-    "BRIDGE_ARI_PASSWORD",
-    "OPENAI_API_KEY",
-    "AZURE_OPENAI_API_KEY",
-    "XAI_API_KEY",
-    "ACME_CRM_TOKEN",
-)
+# The ones the example's header says it needs as written.
 EXAMPLE_NEEDS = {"BRIDGE_AMI_SECRET": "ami-secret-value", "ACME_CRM_TOKEN": "crm-token-value"}
 
 

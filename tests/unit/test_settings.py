@@ -21,20 +21,11 @@ from bridge.settings import (
     warnings_for,
 )
 from bridge.settings_agents import REALTIME_PROVIDERS, UnresolvedSecret
-from tests.helpers import raw_config
+from tests.helpers import EXAMPLE_VARIABLES, raw_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "bridge.example.toml"
 UNSET = "SURELY_NOT_SET_ANYWHERE_123"
-# Every variable the example config names; tests start with none of them set.
-EXAMPLE_VARIABLES = (
-    "BRIDGE_AMI_SECRET",
-    "BRIDGE_ARI_PASSWORD",
-    "OPENAI_API_KEY",
-    "AZURE_OPENAI_API_KEY",
-    "XAI_API_KEY",
-    "ACME_CRM_TOKEN",
-)
 
 
 def test_defaults_bind_loopback_only() -> None:
