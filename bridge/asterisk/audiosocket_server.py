@@ -158,7 +158,7 @@ class AudioSocketMediaLeg(InboxLeg):
 
     # -- MediaLeg ----------------------------------------------------------------------------
 
-    def play(self, data: bytes) -> None:
+    def play(self, data: bytes, received_at: float | None = None) -> None:
         if self._chunker is None or self._hung_up:
             return
         if len(self._playout) * PTIME_S >= PLAYOUT_LIMIT_S:

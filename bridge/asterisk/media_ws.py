@@ -164,7 +164,7 @@ class ChanWebsocketMediaLeg(InboxLeg):
 
     # -- MediaLeg ----------------------------------------------------------------------------
 
-    def play(self, data: bytes) -> None:
+    def play(self, data: bytes, received_at: float | None = None) -> None:
         self._leg.queue_audio(data)
         self._wakeup.kick()
 

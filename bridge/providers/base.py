@@ -8,7 +8,7 @@ pick the native formats closest to the leg's and spare the bridge any transcodin
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -49,6 +49,7 @@ class AudioOut:
 
     data: bytes
     response_id: str
+    received_at: float | None = None  # event-loop time the model's message carrying it was read
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,9 +185,14 @@ class Provider(abc.ABC):
     async def start(self, formats: ModelFormats) -> None:
         """Configure the session for `formats` and let the model speak first if it should."""
 
+    # Set by the call's runner: called with the `received_at` of the oldest caller frame in a message,
+    # right after that message is written to the model (the uplink latency, batching included).
+    on_uplink_sent: Callable[[float], None] | None = None
+
     @abc.abstractmethod
-    async def send_audio(self, data: bytes) -> None:
-        """Caller audio in `formats.input`."""
+    async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
+        """Caller audio in `formats.input`; `received_at`: event-loop time its frame was read from
+        Asterisk (None when unknown)."""
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[ProviderEvent]:

@@ -65,7 +65,7 @@ class EchoProvider(Provider):
         )
         self._response_id = f"echo-{next(self._response_numbers)}"
 
-    async def send_audio(self, data: bytes) -> None:
+    async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
         if self._closed or self._detector is None or self._to_slin is None:
             return
         for event in self._detector.feed(self._to_slin.convert(data)):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -18,9 +18,10 @@ from bridge.session.session import EndRequest
 
 @dataclass(frozen=True, slots=True)
 class AudioIn:
-    """Caller audio in the leg's format."""
+    """Caller audio in the leg's format; `received_at`: event-loop time it was read from Asterisk."""
 
     data: bytes
+    received_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,7 @@ class InboxLeg:
     """The `MediaLeg` reading methods, for a driver that keeps its input in `self._inbox`."""
 
     _inbox: LegInbox
+    on_downlink_sent: Callable[[float], None] | None = None
 
     async def wait_started(self) -> AudioFormat:
         return await self._inbox.wait_started()
@@ -142,8 +144,13 @@ class MediaLeg(Protocol):
         """Asterisk's name for the media channel, when the peer said it ("" otherwise)."""
         ...
 
-    def play(self, data: bytes) -> None:
-        """Queue model audio (leg format) for the caller; opens a response if none is open."""
+    # Set by the call's runner: called with a `play` chunk's `received_at` when the chunk's first frame
+    # is written to Asterisk (the downlink latency).
+    on_downlink_sent: Callable[[float], None] | None
+
+    def play(self, data: bytes, received_at: float | None = None) -> None:
+        """Queue model audio (leg format) for the caller; opens a response if none is open.
+        `received_at`: event-loop time the model's message carrying it was read (None: unknown)."""
         ...
 
     def end_response(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -41,6 +41,8 @@ from tests.helpers import make_settings, utterances
 
 
 class MemoryLeg:
+    on_downlink_sent: Callable[[float], None] | None = None
+
     def __init__(self, closing: EndRequest | None = None) -> None:
         self.inbound_items: asyncio.Queue[LegInput | None] = asyncio.Queue()
         self.played: list[bytes] = []
@@ -73,7 +75,7 @@ class MemoryLeg:
     def end_reason(self) -> EndRequest | None:
         return self._gone
 
-    def play(self, data: bytes) -> None:
+    def play(self, data: bytes, received_at: float | None = None) -> None:
         self.played.append(data)
 
     def end_response(self) -> None:
@@ -130,7 +132,7 @@ class ScriptedProvider(Provider):
     async def start(self, formats: ModelFormats) -> None:
         return None
 
-    async def send_audio(self, data: bytes) -> None:
+    async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
         self.heard.append(data)
 
     async def events(self) -> AsyncIterator[ProviderEvent]:

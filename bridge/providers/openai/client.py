@@ -83,7 +83,7 @@ class RealtimeProvider(Provider):
         self._protocol.configure(formats.input, formats.output, greet=True)
         await self._flush()
 
-    async def send_audio(self, data: bytes) -> None:
+    async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
         ws = self._ws
         if ws is None or ws.closed or self._reconnecting:
             self.audio_dropped += 1
