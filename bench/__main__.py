@@ -1,46 +1,47 @@
-"""Load and latency benchmark: `python -m bench --calls 10,50,100 --seconds 20`.
+"""Load and latency benchmark: `python -m bench --calls 10,50,100,200,500 --seconds 20`.
 
 For each step of the ramp: start a fresh `bridge serve` pinned to core 0 (and the fake OpenAI server for
 `--provider openai-fake`), place one warm-up call, read the idle baseline, then run the load generator
 (`bench.loadgen`, pinned to core 1) with N concurrent simulated Asterisk calls, sampling the bridge's
-/proc meanwhile. Prints a table, then one JSON line with everything. See bench/RESULTS.md for the method.
+/proc and scraping its /metrics meanwhile. Prints a table, then one JSON line with everything.
+`--burst` places each step's calls within `--burst-window` seconds and reports setup against Asterisk's
+500 ms line; `--compare A,B` runs the same steps against two revisions and prints the ratio B / A.
+See bench/RESULTS.md for the method.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.daemon import BENCH_PHONE, Bridge, Sampler, pinned, read_proc, start_bridge
-from bench.loadgen import SETUP_ALLOWANCE_S, LoadSpec
+from bench.compare import compare_rows, compare_table
+from bench.daemon import BridgeCode
+from bench.limits import raise_nofile_limit
 from bench.report import (
     StepResult,
-    build_step,
+    burst_rows,
     hot_functions,
     parse_collapsed,
     render_hot,
+    render_markdown_rows,
     render_markdown_table,
+    render_rows,
     render_table,
     summary_json,
     verdicts,
 )
-from bench.stats import ProcSample
-
-BRIDGE_CORE = 0
-LOAD_CORE = 1
-GENERATOR_START_S = 2.0  # time for the generator processes to import before the common start
-WARMUP_SECONDS = 0.6
+from bench.revisions import bridge_code, cache_dir, parse_compare
+from bench.runner import fd_warning, run_step
 
 
 def parse_calls(text: str) -> list[int]:
@@ -66,8 +67,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--launch-rate", type=float, default=0.0, help="calls/s when placing calls; 0: all at once"
     )
     p.add_argument(
+        "--burst",
+        action="store_true",
+        help="place each step's calls within --burst-window seconds and report setup (webhook, upgrade)",
+    )
+    p.add_argument(
+        "--burst-window", type=float, default=1.0, help="seconds to place a burst in (0: all at once)"
+    )
+    p.add_argument(
         "--connect-timeout", type=float, default=0.5, help="media socket open timeout (Asterisk: 0.5)"
     )
+    p.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="REV",
+        default=None,
+        help="run the steps against two revisions (A,B or A B; '.' = this working tree) and print B/A",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="with --compare: runs per side, alternating A,B")
+    p.add_argument("--venv-cache", type=Path, default=None, help="where --compare keeps venvs it makes")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
     p.add_argument(
         "--profile",
@@ -88,150 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cores(no_pin: bool) -> tuple[int | None, int | None]:
-    if no_pin or (os.cpu_count() or 1) < 2:
-        return None, None
-    return BRIDGE_CORE, LOAD_CORE
-
-
-def run_generators(
-    args: argparse.Namespace,
-    bridge: Bridge,
-    calls: int,
-    workdir: Path,
-    seconds: float,
-    tag: str,
-    allowance_s: float = SETUP_ALLOWANCE_S,
-) -> list[dict[str, Any]]:
-    """Start `--generators` processes sharing `calls`, all starting at one instant; wait; read outputs."""
-    _, load_core = _cores(args.no_pin)
-    count = max(1, min(args.generators, calls))
-    start_at = time.monotonic() + GENERATOR_START_S
-    procs: list[tuple[subprocess.Popen[bytes], Path, Path]] = []
-    for g in range(count):
-        share = calls // count + (1 if g < calls % count else 0)
-        spec = LoadSpec(
-            url=bridge.url,
-            connector_key=bridge.connector_key,
-            called=BENCH_PHONE,
-            calls=share,
-            seconds=seconds,
-            transport=args.transport,
-            format=args.format,
-            audiosocket_port=bridge.audiosocket_port or 0,
-            start_at=start_at,
-            launch_rate=args.launch_rate / count,
-            connect_timeout=args.connect_timeout,
-            match_frames=args.provider == "echo",
-            index_base=g * 100000,
-            seed=g + 1,
-            allowance_s=allowance_s,
-        )
-        spec_path = workdir / f"{tag}-gen{g}.spec.json"
-        out_path = workdir / f"{tag}-gen{g}.out.json"
-        spec_path.write_text(spec.to_json())
-        err = (workdir / f"{tag}-gen{g}.stderr").open("wb")
-        command = pinned([sys.executable, "-m", "bench.loadgen", str(spec_path), str(out_path)], load_core)
-        procs.append(
-            (
-                subprocess.Popen(command, stderr=err, cwd=Path(__file__).resolve().parent.parent),
-                out_path,
-                spec_path,
-            )
-        )
-    outputs: list[dict[str, Any]] = []
-    for proc, out_path, _ in procs:
-        code = proc.wait()
-        if code != 0 or not out_path.exists():
-            stderr = out_path.with_name(out_path.name.replace(".out.json", ".stderr"))
-            raise RuntimeError(f"load generator exited {code}; see {stderr}:\n{stderr.read_text()[-2000:]}")
-        outputs.append(json.loads(out_path.read_text()))
-    return outputs
-
-
-def start_py_spy(pid: int, seconds: float, out: Path, core: int | None) -> subprocess.Popen[bytes] | None:
-    exe = Path(sys.executable).with_name("py-spy")
-    if not exe.exists():
-        print("py-spy is not installed in this venv: no profile", file=sys.stderr)
-        return None
-    command = [str(exe), "record", "--pid", str(pid), "--duration", str(max(1, int(seconds)))]
-    command += ["--rate", "100", "--format", "raw", "--output", str(out), "--nonblocking"]
-    return subprocess.Popen(pinned(command, core), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def run_step(
-    args: argparse.Namespace, calls: int, root: Path, profile_this: bool
-) -> tuple[StepResult, str | None]:
-    workdir = root / f"step-{calls}"
-    workdir.mkdir()
-    bridge_core, load_core = _cores(args.no_pin)
-    bridge = start_bridge(
-        workdir,
-        max_calls=calls * 2 + 10,
-        provider=args.provider,
-        core=bridge_core,
-        fake_core=load_core,
-        fake_args=args.fake_arg,
-        profile="cprofile" if profile_this and args.profile == "cprofile" else "none",
-        log_level=args.log_level,
-    )
-    profile_text: str | None = None
-    try:
-        run_generators(args, bridge, 1, workdir, WARMUP_SECONDS, "warmup", allowance_s=0.5)
-        time.sleep(0.5)
-        baseline: ProcSample | None = read_proc(bridge.pid)
-        spy = None
-        spy_out = workdir / "py-spy.txt"
-        with Sampler(bridge.pid) as sampler:
-            if profile_this and args.profile == "py-spy":
-                # Sample the steady part only: after the calls are up, before they end.
-                def later() -> subprocess.Popen[bytes] | None:
-                    time.sleep(GENERATOR_START_S + 3.0)
-                    return start_py_spy(bridge.pid, args.seconds - 1.0, spy_out, load_core)
-
-                import threading  # noqa: PLC0415
-
-                holder: list[subprocess.Popen[bytes] | None] = []
-                thread = threading.Thread(target=lambda: holder.append(later()), daemon=True)
-                thread.start()
-            outputs = run_generators(args, bridge, calls, workdir, args.seconds, "load")
-            if profile_this and args.profile == "py-spy":
-                thread.join()
-                spy = holder[0] if holder else None
-        if spy is not None:
-            _, err = spy.communicate(timeout=60)
-            if spy_out.exists():
-                profile_text = spy_out.read_text()
-            else:
-                print(f"py-spy failed: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
-        step = build_step(calls, outputs, sampler.samples, baseline, sampler.machine, os.cpu_count() or 1)
-    finally:
-        code = bridge.stop()
-    if code not in (0, None):
-        step.notes.append(f"bridge exited with {code}")
-    if profile_this and args.profile == "cprofile":
-        profile_text = _cprofile_text(workdir / "bridge.prof")
-    if profile_text is not None and args.profile_out is not None:
-        args.profile_out.write_text(profile_text)
-    return step, profile_text
-
-
-def _cprofile_text(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    import io  # noqa: PLC0415
-    import pstats  # noqa: PLC0415
-
-    buf = io.StringIO()
-    pstats.Stats(str(path), stream=buf).sort_stats("tottime").print_stats(25)
-    return buf.getvalue()
-
-
 def _version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "-"
+
+
+def _head() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
 
 
 def machine_meta(argv: Sequence[str]) -> dict[str, Any]:
@@ -241,16 +133,6 @@ def machine_meta(argv: Sequence[str]) -> dict[str, Any]:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "?"
     return {
         "cores": os.cpu_count(),
         "cpu": model,
@@ -258,7 +140,7 @@ def machine_meta(argv: Sequence[str]) -> dict[str, Any]:
         "packages": {
             n: _version(n) for n in ("aiohttp", "websockets", "numpy", "uvloop", "webrtcvad-wheels")
         },
-        "commit": commit,
+        "commit": _head(),
         "command": "python -m bench " + shlex.join(argv),
         "taskset": not argv or "--no-pin" not in argv,
     }
@@ -278,6 +160,8 @@ def markdown(
         render_markdown_table(steps),
         "",
     ]
+    if args.burst:
+        lines += [render_markdown_rows(burst_rows(steps)), ""]
     for s in steps:
         extra = f"; failures: {s.failure_kinds}" if s.failed else ""
         lines.append(
@@ -299,33 +183,98 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
+def run_ramp(
+    args: argparse.Namespace, root: Path, code: BridgeCode | None = None
+) -> tuple[list[StepResult], str | None]:
+    """Every step of `--calls` against one bridge build; one line per step on stderr as it finishes."""
+    profile_calls = args.profile_calls if args.profile_calls is not None else max(args.calls)
+    steps: list[StepResult] = []
+    profile: str | None = None
+    for calls in args.calls:
+        profile_this = args.profile != "none" and calls == profile_calls
+        step, text = run_step(args, calls, root, profile_this, code)
+        steps.append(step)
+        if text is not None:
+            profile = text
+        label = f"[{code.label}] " if code is not None else ""
+        print(label + render_table([step]).splitlines()[-1], file=sys.stderr, flush=True)
+    return steps, profile
+
+
+def print_steps(args: argparse.Namespace, steps: Sequence[StepResult]) -> None:
+    print(render_table(steps))
+    if args.burst:
+        print()
+        print(render_rows(burst_rows(steps)))
+    for s in steps:
+        print(f"  {s.calls:>4} calls: " + "; ".join(verdicts(s)))
+
+
+def main_compare(args: argparse.Namespace, meta: dict[str, Any], root: Path) -> int:
+    try:
+        if len(args.compare) > 2:
+            raise ValueError(f"--compare takes two revisions, A,B or A B: {' '.join(args.compare)!r}")
+        rev_a, rev_b = parse_compare(*args.compare)
+        code_a = bridge_code(rev_a, root, args.venv_cache or cache_dir())
+        code_b = bridge_code(rev_b, root, args.venv_cache or cache_dir())
+    except ValueError as exc:
+        print(f"python -m bench: {exc}", file=sys.stderr)
+        return 2
+    runs: dict[str, list[list[StepResult]]] = {"A": [], "B": []}
+    for i in range(max(1, args.repeat)):
+        for side, code in (("A", code_a), ("B", code_b)):  # alternating: drift hits both sides alike
+            steps, _ = run_ramp(args, root / f"run{i + 1}-{side}", code)
+            runs[side].append(steps)
+            print(f"\n{side} = {code.label}, run {i + 1}")
+            print_steps(args, steps)
+            print(summary_json({**meta, "side": side, "code": code.label, "run": i + 1}, steps))
+    rows = compare_rows(runs["A"], runs["B"])
+    table = compare_table(rows, f"A {code_a.label}", f"B {code_b.label}")
+    medians = " (medians of " + str(args.repeat) + " runs each)" if args.repeat > 1 else ""
+    print(f"\nB / A{medians}")
+    print(render_rows(table))
+    if args.markdown is not None:
+        text = [
+            f"### Compare: A = {code_a.label}, B = {code_b.label}",
+            "",
+            f"- Command: `{meta['command']}`",
+            f"- Harness: `{meta['commit']}` (this tree's load generator and fake model for both sides)",
+            "",
+            render_markdown_rows(table),
+            "",
+        ]
+        args.markdown.write_text("\n".join(text))
+    return 1 if any(s.failed for side in runs.values() for run in side for s in run) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    profile_calls = args.profile_calls if args.profile_calls is not None else max(args.calls)
+    soft, _ = raise_nofile_limit()  # the bridge, the fake model and the generators inherit it
+    for calls in args.calls:
+        warning = fd_warning(calls, soft)
+        if warning is not None:
+            print(f"warning: {warning}", file=sys.stderr)
     meta = machine_meta(argv)
-    meta.update(transport=args.transport, format=args.format, provider=args.provider, seconds=args.seconds)
-    steps: list[StepResult] = []
-    profile: str | None = None
+    meta.update(
+        transport=args.transport,
+        format=args.format,
+        provider=args.provider,
+        seconds=args.seconds,
+        burst=args.burst,
+        nofile=soft,
+    )
     root = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
     try:
-        for calls in args.calls:
-            profile_this = args.profile != "none" and calls == profile_calls
-            step, text = run_step(args, calls, root, profile_this)
-            steps.append(step)
-            if text is not None:
-                profile = text
-            print(render_table([step]).splitlines()[-1], file=sys.stderr, flush=True)
+        if args.compare is not None:
+            return main_compare(args, meta, root)
+        steps, profile = run_ramp(args, root)
     finally:
         if args.keep:
             print(f"work directory kept: {root}", file=sys.stderr)
         else:
-            import shutil  # noqa: PLC0415
-
             shutil.rmtree(root, ignore_errors=True)
-    print(render_table(steps))
-    for s in steps:
-        print(f"  {s.calls:>4} calls: " + "; ".join(verdicts(s)))
+    print_steps(args, steps)
     if profile is not None and args.profile == "py-spy":
         for f in hot_functions(parse_collapsed(profile.splitlines()), top=12):
             print(f"  {f.self_share * 100:5.1f}% self {f.total_share * 100:5.1f}% total  {f.name}")

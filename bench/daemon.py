@@ -1,5 +1,9 @@
 """The processes under test: the bridge (`bridge serve` on a generated config) and, optionally, the fake
-OpenAI Realtime server; plus /proc sampling of the bridge."""
+OpenAI Realtime server; plus /proc sampling and /metrics scraping of the bridge.
+
+The bridge may run from another source tree and interpreter than the benchmark (`--compare`): `BridgeCode`
+says which; the load generator and the fake model always come from this tree, so both sides of a
+comparison are measured by the same harness."""
 
 from __future__ import annotations
 
@@ -12,10 +16,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
+from bench.promtext import Scrape
 from bench.stats import (
     MachineSample,
     ProcSample,
@@ -120,6 +127,56 @@ def read_proc(pid: int) -> ProcSample:
     stat = Path(f"/proc/{pid}/stat").read_text()
     status = Path(f"/proc/{pid}/status").read_text()
     return ProcSample(t, cpu_ticks_from_stat(stat) / CLK_TCK, rss_kb_from_status(status))
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeCode:
+    """Where `bridge serve` comes from: an interpreter and, if not its installed package, a source tree
+    put first on PYTHONPATH (an exported commit)."""
+
+    python: str = sys.executable
+    source: Path | None = None
+    label: str = "working tree"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.source is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.source), *filter(None, [env.get("PYTHONPATH", "")])]
+            )
+        return env
+
+
+class MetricsScraper:
+    """GETs the bridge's /metrics every `interval` seconds in a thread, keeping each body with its times
+    (a request a second costs the bridge well under 0.1 % of a core)."""
+
+    def __init__(self, url: str, interval: float = 1.0) -> None:
+        self.url = url
+        self.interval = interval
+        self.scrapes: list[Scrape] = []
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MetricsScraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=5.0) as resp:
+                    text = resp.read().decode("utf-8", errors="replace")
+                self.scrapes.append(Scrape(started, time.monotonic(), text))
+            except (OSError, urllib.error.URLError, ValueError):
+                self.errors += 1
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
 class Sampler:
@@ -246,8 +303,10 @@ def start_bridge(
     fake_args: list[str] | None = None,
     profile: Literal["none", "cprofile"] = "none",
     log_level: str = "info",
+    code: BridgeCode | None = None,
 ) -> Bridge:
     """Write the config and start `bridge serve` (under cProfile if asked); wait for `listening`."""
+    code = code or BridgeCode()
     connector_key = secrets.token_urlsafe(24)
     extra: list[subprocess.Popen[bytes]] = []
     openai_url = None
@@ -268,9 +327,9 @@ def start_bridge(
     )
     log_path = workdir / "bridge.log"
     runner = ["-m", "cProfile", "-o", str(workdir / "bridge.prof")] if profile == "cprofile" else []
-    command = pinned([sys.executable, *runner, "-m", "bridge", "serve", "--config", str(config)], core)
+    command = pinned([code.python, *runner, "-m", "bridge", "serve", "--config", str(config)], core)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=code.env())
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -5,7 +5,10 @@ peers (the independent fake Asterisk) for everything on the wire and adds only o
 - the caller's frames come from a `CallerAudio` subclass that notes the monotonic time each frame is
   handed to the peer for sending (both peers call `audio.frame(k)` right before writing frame k);
 - arriving bridge audio is seen through a `ChannelModel` subclass (chan_websocket) or an `_audio`
-  override (AudioSocket) that notes the arrival time and the sequence marks inside.
+  override (AudioSocket) that notes the arrival time and the sequence marks inside; the channel model's
+  reply brackets and dry playout ticks go to a `ReplyTracker` (bench/underrun.py);
+- setup is timed in two parts: the webhook (POST until the status line) and the media-socket upgrade
+  (connect until the 101), against Asterisk's `connection_timeout` (an upgrade over it is abandoned).
 `time.monotonic()` is CLOCK_MONOTONIC, shared by every process on the machine, so the orchestrator can
 line up its /proc samples with the window reported here.
 """
@@ -27,25 +30,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 from websockets.asyncio.client import ClientConnection
 
 from bench import seqmark
+from bench.analysis import CallOutcome, Probe, analyse, frames_total
+from bench.burst import failure_kind
 from bench.callaudio import marked_frames
-from bench.stats import arrival_pacing, tick_gaps
+from bench.limits import raise_nofile_limit
 from bridge.audio.formats import AudioFormat
 from bridge.simulate.audio_source import silence_frame
 from bridge.simulate.audiosocket_peer import AudioSocketCall
 from bridge.simulate.chan_model import ChannelModel
-from bridge.simulate.options import SimulatedCallOptions
-from bridge.simulate.runtime import CallerAudio, SimulationConnectError, post_webhook
-from bridge.simulate.summary import CallSummary
+from bridge.simulate.options import WEBHOOK_PATH, SimulatedCallOptions
+from bridge.simulate.runtime import CallerAudio, SimulationConnectError
 from bridge.simulate.ws_peer import WebSocketCall, open_media_socket
 
-ECHO_DELAY_FRAMES = 10  # EchoProvider(delay_ms=200): frame k leaves when frame k + 10 has arrived
 SETUP_ALLOWANCE_S = 4.0  # calls last `seconds` plus this, so the steady window is about `seconds` long
-WINDOW_LEAD_S = 0.5  # the window opens this long after the last call got its first audio
-WINDOW_TAIL_S = 0.5  # and closes this long before the first caller hangs up
-DROP_CODES = ("queue_full_drop", "partial_frame_dropped", "media_direction_in")
+WEBHOOK_TIMEOUT_S = 10.0
+_TRACKED_COMMANDS = ("START_MEDIA_BUFFERING", "FLUSH_MEDIA", "PAUSE_MEDIA", "CONTINUE_MEDIA")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,25 +79,6 @@ class LoadSpec:
         return json.dumps(asdict(self))
 
 
-@dataclass(slots=True)
-class Probe:
-    """Per-call observations, appended in the event loop (one list append per frame)."""
-
-    marks_table: seqmark.MarkTable | None
-    sent: list[float] = field(default_factory=list)  # frame k handed to the peer at sent[k]
-    rx_times: list[float] = field(default_factory=list)  # every audio message's arrival
-    rx_bytes: list[int] = field(default_factory=list)
-    marks: list[tuple[int, float]] = field(default_factory=list)  # (sequence, arrival)
-
-    def on_audio(self, data: bytes) -> None:
-        t = time.monotonic()
-        self.rx_times.append(t)
-        self.rx_bytes.append(len(data))
-        if self.marks_table is not None:
-            for seq in self.marks_table.find(data):
-                self.marks.append((seq, t))
-
-
 @dataclass(frozen=True, slots=True)
 class StampedAudio(CallerAudio):
     """Shared marked frames, read from `offset` on (calls say different things), noting each send."""
@@ -107,14 +91,38 @@ class StampedAudio(CallerAudio):
         return self.frames[(n + self.offset) % len(self.frames)]
 
 
-class _ObservedModel(ChannelModel):
+class ObservedChannelModel(ChannelModel):
+    """The simulated chan_websocket, plus what the benchmark needs to see: arrivals (with marks), reply
+    brackets and dry ticks. Reads only the model's public stats, so the model stays the one under test."""
+
     def __init__(self, base: ChannelModel, probe: Probe) -> None:
         super().__init__(base.fmt, base.dialect, base.events)
         self._probe = probe
+        self._replies = probe.replies
 
     def receive_binary(self, data: bytes) -> None:
-        self._probe.on_audio(data)
+        self._probe.on_audio(data, time.monotonic())
         super().receive_binary(data)
+
+    def receive_text(self, raw: bytes) -> None:
+        commands = self.stats.commands
+        before = [commands[name] for name in _TRACKED_COMMANDS]
+        super().receive_text(raw)
+        for name, count in zip(_TRACKED_COMMANDS, before, strict=True):
+            if commands[name] != count:
+                self._replies.command(name)
+
+    def tick(self) -> bytes | None:
+        completed = len(self.stats.buffering_completed)
+        frame = super().tick()
+        replies = self._replies
+        if len(self.stats.buffering_completed) != completed:
+            replies.completed(len(self.stats.buffering_completed) - completed)
+        if frame is not None:
+            replies.played()
+        elif self.queue_length == 0 and self.direction != "in":
+            replies.dry_tick(time.monotonic())
+        return frame
 
 
 class ObservedWebSocketCall(WebSocketCall):
@@ -122,7 +130,7 @@ class ObservedWebSocketCall(WebSocketCall):
         self, opts: SimulatedCallOptions, ws: ClientConnection, audio: CallerAudio, probe: Probe
     ) -> None:
         super().__init__(opts, ws, audio)
-        self.model = _ObservedModel(self.model, probe)
+        self.model = ObservedChannelModel(self.model, probe)
 
 
 class ObservedAudioSocketCall(AudioSocketCall):
@@ -131,19 +139,58 @@ class ObservedAudioSocketCall(AudioSocketCall):
         self._probe = probe
 
     def _audio(self, kind: int, payload: bytes) -> None:
-        self._probe.on_audio(payload)
+        self._probe.on_audio(payload, time.monotonic())
         super()._audio(kind, payload)
 
 
-@dataclass(slots=True)
-class CallOutcome:
-    index: int
-    launched: float
-    probe: Probe
-    offset: int
-    webhook_done: float | None = None
-    summary: CallSummary | None = None
-    failure: str | None = None
+class SetupFailed(Exception):
+    """A call that never got its media going; the message starts with its kind (`kind: detail`)."""
+
+
+def webhook_session() -> aiohttp.ClientSession:
+    """One session for every call's webhook: no pool limit (aiohttp's default of 100 would queue a burst
+    of 200 here, in the generator) and a new connection per POST, as separate PBX requests make."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
+
+
+async def post_connect(http: aiohttp.ClientSession, opts: SimulatedCallOptions) -> None:
+    """The PBX's `connect` webhook, as `bridge.simulate.runtime.post_webhook` sends it; returns when the
+    status line is in (the body is read after, outside the timing)."""
+    body = {
+        "callId": opts.call_id,
+        "callerPhone": opts.caller,
+        "b_number": opts.called,
+        "event": "connect",
+        "websocketUrl": opts.websocket_url,
+    }
+    headers = {"x-connector-api-key": opts.connector_key} if opts.connector_key else {}
+    try:
+        async with http.post(opts.http_base + WEBHOOK_PATH, json=body, headers=headers) as resp:
+            if resp.status // 100 != 2:
+                text = await resp.text()
+                raise SetupFailed(f"webhook: HTTP {resp.status}: {text[:200]}")
+            await resp.read()
+    except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+        raise SetupFailed(f"webhook: {type(exc).__name__}: {exc}") from exc
+
+
+async def open_upgrade(opts: SimulatedCallOptions, out: CallOutcome) -> ClientConnection:
+    """The media socket, timed; over Asterisk's connection_timeout the call is abandoned, as Asterisk
+    abandons it (the socket is closed, the call counts as failed)."""
+    started = time.monotonic()
+    try:
+        ws = await open_media_socket(opts)
+    except SimulationConnectError as exc:
+        out.upgrade_ms = (time.monotonic() - started) * 1000
+        kind = "upgrade_timeout" if isinstance(exc.__cause__, TimeoutError) else "upgrade"
+        raise SetupFailed(f"{kind}: {exc}") from exc
+    out.upgrade_ms = (time.monotonic() - started) * 1000
+    if out.upgrade_ms > opts.connect_timeout * 1000:
+        with contextlib.suppress(Exception):
+            await ws.close()
+        raise SetupFailed(f"upgrade_late: {out.upgrade_ms:.0f} ms > {opts.connect_timeout * 1000:.0f} ms")
+    return ws
 
 
 async def place_call(
@@ -153,6 +200,7 @@ async def place_call(
     fmt: AudioFormat,
     table: seqmark.MarkTable | None,
     launch_at: float,
+    http: aiohttp.ClientSession,
 ) -> CallOutcome:
     delay = launch_at - time.monotonic()
     if delay > 0:
@@ -177,18 +225,20 @@ async def place_call(
     )
     audio = StampedAudio(frames, silence_frame(fmt), seconds, probe, offset)
     try:
-        await post_webhook(opts, "connect")
+        await post_connect(http, opts)
         out.webhook_done = time.monotonic()
         if spec.transport == "audiosocket":
             out.summary = await ObservedAudioSocketCall(opts, audio, probe).run()
         else:
-            ws = await open_media_socket(opts)
+            ws = await open_upgrade(opts, out)
             try:
                 out.summary = await ObservedWebSocketCall(opts, ws, audio, probe).run()
             finally:
                 with contextlib.suppress(Exception):
                     await ws.close()
-    except SimulationConnectError as exc:
+    except SetupFailed as exc:
+        out.failure = str(exc)
+    except SimulationConnectError as exc:  # AudioSocket's connect
         out.failure = f"setup: {exc}"
     except Exception as exc:  # a crash of one call must not lose the others' results
         out.failure = f"{type(exc).__name__}: {exc}"
@@ -217,110 +267,14 @@ async def _cpu_monitor(out: list[tuple[float, float]], stop: asyncio.Event) -> N
     out.append((time.monotonic(), times.user + times.system))
 
 
-def _window(outcomes: list[CallOutcome]) -> tuple[float, float]:
-    """Steady state: every call has been answered with audio, no caller has hung up yet."""
-    live = [o for o in outcomes if o.failure is None and o.probe.rx_times and o.probe.sent]
-    if not live:
-        return (0.0, 0.0)
-    start = max(o.probe.rx_times[0] for o in live) + WINDOW_LEAD_S
-    end = min(o.probe.sent[-1] for o in live) - WINDOW_TAIL_S
-    return (start, max(start, end))
-
-
-def analyse(spec: LoadSpec, outcomes: list[CallOutcome]) -> dict[str, Any]:
-    """Everything the orchestrator needs, with raw latencies so several generators can be merged."""
-    w0, w1 = _window(outcomes)
-    latencies: list[float] = []
-    calls: list[dict[str, Any]] = []
-    for o in outcomes:
-        s, p = o.summary, o.probe
-        rec: dict[str, Any] = {"index": o.index, "failure": o.failure, "launched": o.launched}
-        if o.webhook_done is not None:
-            rec["webhook_ms"] = round((o.webhook_done - o.launched) * 1000, 2)
-        if p.sent and o.webhook_done is not None:
-            rec["socket_ms"] = round((p.sent[0] - o.webhook_done) * 1000, 2)
-        if p.rx_times:
-            rec["first_audio_ms"] = round((p.rx_times[0] - o.launched) * 1000, 2)
-        if s is not None:
-            rec.update(
-                xoff=s.xoff_count,
-                barge_ins=s.barge_ins,
-                flushes=s.flushes,
-                frames_flushed=s.frames_flushed,
-                drops=sum(s.error_counts.get(code, 0) for code in DROP_CODES),
-                max_queue=s.max_queue_depth,
-                errors=dict(s.error_counts),
-            )
-            rec.update(_pacing(spec, s, p, w0, w1))
-        if p.marks_table is not None and p.sent:
-            lat, matched, lost, dup = _match(p, o.offset, n_frames_total=_frames_total(spec), w0=w0, w1=w1)
-            latencies += lat
-            rec.update(matched=matched, lost=lost, duplicates=dup)
-        calls.append(rec)
-    return {"window": [w0, w1], "latencies_ms": [round(x, 3) for x in latencies], "calls": calls}
-
-
-def _frames_total(spec: LoadSpec) -> int:
-    return round((spec.seconds + spec.allowance_s + 2.0) / 0.020)
-
-
-def _match(
-    p: Probe, offset: int, *, n_frames_total: int, w0: float, w1: float
-) -> tuple[list[float], int, int, int]:
-    """Bridge-added latency (up + down) of each echoed frame whose release lies in the window.
-
-    The echo provider releases frame k when frame k + 10 reaches it, so the time from sending frame
-    k + 10 to receiving frame k is the bridge's uplink plus downlink time, whatever the echo delay is.
-    Returns (latencies ms, frames matched, frames expected but never heard, duplicates).
-    """
-    arrivals: dict[int, float] = {}
-    dup = 0
-    for seq, t in p.marks:
-        k = (seq - offset) % n_frames_total
-        if k in arrivals:
-            dup += 1
-            continue
-        arrivals[k] = t
-    lat: list[float] = []
-    lost = 0
-    for k in range(len(p.sent) - ECHO_DELAY_FRAMES):
-        release = p.sent[k + ECHO_DELAY_FRAMES]
-        if not w0 <= release <= w1:
-            continue
-        heard = arrivals.get(k)
-        if heard is None:
-            lost += 1
-        else:
-            lat.append((heard - release) * 1000)
-    return lat, len(lat), lost, dup
-
-
-def _pacing(spec: LoadSpec, s: CallSummary, p: Probe, w0: float, w1: float) -> dict[str, Any]:
-    """Playout as the Asterisk side saw it, inside the window."""
-    t0 = p.sent[0] if p.sent else 0.0  # call time 0 = first caller frame
-    idx = [i for i, t in enumerate(p.rx_times) if w0 <= t <= w1]
-    times = [p.rx_times[i] for i in idx]
-    fmt_bytes_per_s = s.sample_rate * (1 if s.format == "ulaw" else 2)
-    durations = [p.rx_bytes[i] / fmt_bytes_per_s for i in idx]
-    arrival = arrival_pacing(times, durations)
-    out: dict[str, Any] = {
-        "arrival_gaps": arrival.gaps,
-        "arrival_bursts": arrival.bursts,
-        "max_lead_ms": arrival.max_lead_ms,
-    }
-    if spec.transport == "chan_websocket":
-        ticks = [f.tick for f in s.played if w0 <= t0 + f.t <= w1]
-        gaps = tick_gaps(ticks)
-        out.update(playout_gaps=gaps.gaps, playout_missing=gaps.missing)
-    else:
-        # AudioSocket has no playout queue: what arrives is what plays.
-        out.update(playout_gaps=arrival.gaps, playout_missing=0)
-    return out
+def setup_done(outcome: CallOutcome) -> float | None:
+    """When this call's setup ended (first caller frame out), or None if it never did."""
+    return outcome.probe.sent[0] if outcome.probe.sent else outcome.webhook_done
 
 
 async def run(spec: LoadSpec) -> dict[str, Any]:
     fmt = SimulatedCallOptions(format=spec.format).audio_format
-    frames = marked_frames(fmt, _frames_total(spec), seed=spec.seed)
+    frames = marked_frames(fmt, frames_total(spec), seed=spec.seed)
     encoding = seqmark.encoding_of(fmt.name)
     table = seqmark.MarkTable(encoding, range(len(frames))) if encoding and spec.match_frames else None
     start = max(spec.start_at, time.monotonic())
@@ -329,26 +283,28 @@ async def run(spec: LoadSpec) -> dict[str, Any]:
     cpu: list[tuple[float, float]] = []
     monitors = [asyncio.create_task(_lag_monitor(lags, stop)), asyncio.create_task(_cpu_monitor(cpu, stop))]
     step = 1.0 / spec.launch_rate if spec.launch_rate > 0 else 0.0
-    tasks = [
-        asyncio.create_task(place_call(spec, i, frames, fmt, table, start + i * step))
-        for i in range(spec.calls)
-    ]
-    outcomes = list(await asyncio.gather(*tasks))
+    async with webhook_session() as http:
+        tasks = [
+            asyncio.create_task(place_call(spec, i, frames, fmt, table, start + i * step, http))
+            for i in range(spec.calls)
+        ]
+        outcomes = list(await asyncio.gather(*tasks))
     stop.set()
     await asyncio.gather(*monitors)
     result = analyse(spec, outcomes)
     w0, w1 = result["window"]
     result["launched_at"] = start
     result["loop_lag_ms"] = [round(lag, 3) for t, lag in lags if w0 <= t <= w1]
+    set_up = [t for t in map(setup_done, outcomes) if t is not None]
+    placing_end = max(set_up, default=start)
+    result["burst_lag_ms"] = [round(lag, 3) for t, lag in lags if start <= t <= placing_end]
     inside = [(t, c) for t, c in cpu if w0 <= t <= w1]
     result["cpu_percent"] = (
         (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]) * 100
         if len(inside) >= 2 and inside[-1][0] > inside[0][0]
         else None
     )
-    result["failures"] = dict(
-        Counter((c["failure"] or "").split(":")[0] for c in result["calls"] if c["failure"])
-    )
+    result["failures"] = dict(Counter(failure_kind(c["failure"]) for c in result["calls"] if c["failure"]))
     return result
 
 
@@ -366,6 +322,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m bench.loadgen SPEC.json OUT.json", file=sys.stderr)
         return 2
+    raise_nofile_limit()  # hundreds of sockets; the orchestrator raised it too, but this may run alone
     spec = LoadSpec.from_json(Path(argv[0]).read_text())
     result = run_loop(run(spec))
     Path(argv[1]).write_text(json.dumps(result))

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.burst import BurstStats, burst_stats, failure_kind
+from bench.promtext import DOWNLINK, UPLINK, Scrape, window_latency
 from bench.stats import Dist, MachineSample, ProcSample, cpu_percent, machine_load, max_rss_kb
 
 # Goals from the issue (reported against, never asserted).
@@ -46,17 +48,41 @@ class StepResult:
     generators: int = 1
     machine_busy_percent: float | None = None  # all processes, % of one core summed over cores
     steal_percent: float | None = None  # of the machine: the hypervisor ran someone else
+    # Dry playout ticks (20 ms each) in the window: the bot had audio due that had not arrived, or not
+    # (bench/underrun.py); None where the generator cannot tell (openai-fake over AudioSocket).
+    underruns: int | None = None
+    silence: int | None = None
+    underruns_in_reply: int | None = None  # by reply brackets, even where marks decide (a cross-check)
+    uplink_ms: Dist = field(default_factory=lambda: Dist.of([]))  # the bridge's own histograms
+    downlink_ms: Dist = field(default_factory=lambda: Dist.of([]))
+    burst: BurstStats | None = None
+    burst_lag_ms: Dist = field(default_factory=lambda: Dist.of([]))  # generator lag while placing calls
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("latency", "setup_ms", "first_audio_ms", "generator_lag_ms"):
+        for key in (
+            "latency",
+            "setup_ms",
+            "first_audio_ms",
+            "generator_lag_ms",
+            "uplink_ms",
+            "downlink_ms",
+            "burst_lag_ms",
+        ):
             data[key] = getattr(self, key).to_dict()
+        data["burst"] = None if self.burst is None else self.burst.to_dict()
         return data
 
 
 def _sum(calls: Iterable[Mapping[str, Any]], key: str) -> int:
     return sum(int(c.get(key) or 0) for c in calls)
+
+
+def _sum_known(calls: Iterable[Mapping[str, Any]], key: str) -> int | None:
+    """The sum over the calls that report `key`; None if none does."""
+    values = [int(c[key]) for c in calls if c.get(key) is not None]
+    return sum(values) if values else None
 
 
 def build_step(
@@ -66,8 +92,11 @@ def build_step(
     baseline: ProcSample | None,
     machine: Sequence[MachineSample] = (),
     cores: int = 1,
+    scrapes: Sequence[Scrape] = (),
+    line_ms: float = 500.0,
 ) -> StepResult:
-    """Merge the generator processes' outputs and the bridge's /proc samples into one step."""
+    """Merge the generator processes' outputs, the bridge's /proc samples and its /metrics scrapes into
+    one step. `line_ms`: Asterisk's connection timeout, the line for a burst's upgrades."""
     records = [c for out in outputs for c in out["calls"]]
     starts = [out["window"][0] for out in outputs]
     ends = [out["window"][1] for out in outputs]
@@ -77,7 +106,7 @@ def build_step(
     base_mb = baseline.rss_kb / 1024 if baseline else None
     peak_mb = peak_kb / 1024 if peak_kb is not None else None
     failed = [c for c in records if c.get("failure")]
-    kinds = Counter(str(c["failure"]).split(":")[0] for c in failed)
+    kinds = Counter(failure_kind(c["failure"]) for c in failed)
     latencies = [x for out in outputs for x in out["latencies_ms"]]
     setup = [c["webhook_ms"] + c["socket_ms"] for c in records if "webhook_ms" in c and "socket_ms" in c]
     first = [c["first_audio_ms"] for c in records if "first_audio_ms" in c]
@@ -125,6 +154,13 @@ def build_step(
         generators=len(outputs),
         machine_busy_percent=_r(load[0]) if load else None,
         steal_percent=_r(load[1]) if load else None,
+        underruns=_sum_known(records, "underruns"),
+        silence=_sum_known(records, "silence"),
+        underruns_in_reply=_sum_known(records, "underruns_in_reply"),
+        uplink_ms=window_latency(scrapes, w0, w1, UPLINK),
+        downlink_ms=window_latency(scrapes, w0, w1, DOWNLINK),
+        burst=burst_stats(records, line_ms),
+        burst_lag_ms=Dist.of([x for out in outputs for x in out.get("burst_lag_ms", [])]),
     )
 
 
@@ -134,6 +170,17 @@ def _r(value: float | None, digits: int = 2) -> float | None:
 
 def _f(value: float | None, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)
+
+
+def _i(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+def _pair(dist: Dist, fmt: str = ".2f") -> str:
+    """`p50/p99`, or `-` when there is nothing (e.g. a bridge without that metric)."""
+    if dist.p50 is None and dist.p99 is None:
+        return "-"
+    return f"{_f(dist.p50, fmt)}/{_f(dist.p99, fmt)}"
 
 
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -147,6 +194,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("max", ""),
     ("lost", "echoed frames never heard"),
     ("gaps", "playout gaps (runs of missing ticks)"),
+    ("underruns", "dry ticks while the bot had audio due"),
+    ("silence", "dry ticks between replies"),
+    ("up p50/p99", "bridge uplink latency, its histogram, ms"),
+    ("down p50/p99", "bridge downlink latency, its histogram, ms"),
     ("drops", "frames dropped by Asterisk"),
     ("xoff", "MEDIA_XOFF"),
     ("bursts", "3 messages within 20 ms"),
@@ -174,6 +225,10 @@ def table_rows(steps: Sequence[StepResult]) -> list[list[str]]:
                 _f(s.latency.max),
                 str(s.lost),
                 str(s.playout_gaps),
+                _i(s.underruns),
+                _i(s.silence),
+                _pair(s.uplink_ms),
+                _pair(s.downlink_ms),
                 str(s.drops),
                 str(s.xoff),
                 str(s.arrival_bursts),
@@ -194,8 +249,53 @@ def _other(s: StepResult) -> float | None:
     return max(0.0, s.machine_busy_percent - s.bridge_cpu_percent - (s.generator_cpu_percent or 0.0))
 
 
+BURST_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("calls", "calls placed"),
+    ("fail", "failed calls (late ones included)"),
+    ("late", "upgrade over the line or timed out (Asterisk abandons them)"),
+    ("spread ms", "first to last call placed"),
+    ("webhook p50/p99", "POST to status line, ms"),
+    ("upgrade p50/p99", "connect to 101, ms"),
+    ("setup p50/p99", "webhook + upgrade, ms"),
+    ("first audio p50", "launch to first bridge audio, ms"),
+    ("gen lag p99", "generator loop lag while placing, ms"),
+    ("cpu%/call", "bridge CPU per call in the steady window"),
+    ("other cpu%", "machine busy minus bridge and generator"),
+    ("steal%", "CPU stolen by the hypervisor"),
+)
+
+
+def burst_rows(steps: Sequence[StepResult]) -> list[list[str]]:
+    rows = [[name for name, _ in BURST_COLUMNS]]
+    for s in steps:
+        b = s.burst
+        if b is None:
+            continue
+        rows.append(
+            [
+                str(b.placed),
+                str(b.failed),
+                str(b.late),
+                _f(b.spread_ms, ".0f"),
+                _pair(b.webhook_ms, ".1f"),
+                _pair(b.upgrade_ms, ".1f"),
+                _pair(b.setup_ms, ".1f"),
+                _f(s.first_audio_ms.p50, ".0f"),
+                _f(s.burst_lag_ms.p99, ".1f"),
+                _f(s.cpu_per_call, ".3f"),
+                _f(_other(s), ".0f"),
+                _f(s.steal_percent, ".0f"),
+            ]
+        )
+    return rows
+
+
 def render_table(steps: Sequence[StepResult]) -> str:
-    rows = table_rows(steps)
+    return render_rows(table_rows(steps))
+
+
+def render_rows(rows: Sequence[Sequence[str]]) -> str:
+    """Right-aligned columns with a dashed rule under the header."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -203,7 +303,10 @@ def render_table(steps: Sequence[StepResult]) -> str:
 
 
 def render_markdown_table(steps: Sequence[StepResult]) -> str:
-    rows = table_rows(steps)
+    return render_markdown_rows(table_rows(steps))
+
+
+def render_markdown_rows(rows: Sequence[Sequence[str]]) -> str:
     out = ["| " + " | ".join(rows[0]) + " |", "|" + "---:|" * len(rows[0])]
     out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
     return "\n".join(out)
@@ -223,8 +326,14 @@ def verdicts(step: StepResult) -> list[str]:
         out.append(
             f"latency p99 up+down {step.latency.p99:.2f} ms {'<=' if ok else '>'} {2 * TARGET_P99_MS:g} ms"
         )
+    for label, dist in (("uplink", step.uplink_ms), ("downlink", step.downlink_ms)):
+        if dist.p99 is not None:
+            ok = dist.p99 <= TARGET_P99_MS
+            out.append(f"{label} p99 {dist.p99:.2f} ms {'<=' if ok else '>'} {TARGET_P99_MS:g} ms")
     clean = step.drops == 0 and step.playout_gaps == 0
     out.append("no drops, no gaps" if clean else f"{step.drops} drops, {step.playout_gaps} gaps")
+    if step.underruns is not None:
+        out.append(f"{step.underruns} underrun ticks, {step.silence} silent ticks")
     return out
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Literal
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, Field
 
 from bridge.api.appkeys import CALLS, MANAGER
 from bridge.api.openapi import Operation, register
 from bridge.api.reload_status import CONFIG_RELOAD, ReloadStatus
 
-PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Each app's own registry (several apps can share a process, e.g. in tests): its calls and its reloads.
+METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 
 
 class ConfigReload(BaseModel):
@@ -60,21 +64,32 @@ def reload_summary(status: ReloadStatus) -> ConfigReload:
     )
 
 
-def reload_metrics(status: ReloadStatus) -> list[str]:
-    # As Prometheus reports its own reloads: the start-up load counts as the first successful one.
-    succeeded = status.last_ok is not False
-    loaded_at = status.last_at if status.last_at is not None else status.started_at
-    return [
-        "# HELP bridge_config_reload_failures_total SIGHUP reloads refused (the running config stayed).",
-        "# TYPE bridge_config_reload_failures_total counter",
-        f"bridge_config_reload_failures_total {status.failures}",
-        "# HELP bridge_config_last_reload_success 1 if the last config load (start-up or SIGHUP) applied.",
-        "# TYPE bridge_config_last_reload_success gauge",
-        f"bridge_config_last_reload_success {int(succeeded)}",
-        "# HELP bridge_config_last_reload_timestamp_seconds When the last config load was attempted.",
-        "# TYPE bridge_config_last_reload_timestamp_seconds gauge",
-        f"bridge_config_last_reload_timestamp_seconds {loaded_at:.3f}",
-    ]
+class ReloadMetrics:
+    """A prometheus-client collector over an app's SIGHUP reloads, read at scrape time."""
+
+    def __init__(self, status: ReloadStatus) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status
+        # As Prometheus reports its own reloads: the start-up load counts as the first successful one.
+        succeeded = status.last_ok is not False
+        loaded_at = status.last_at if status.last_at is not None else status.started_at
+        yield CounterMetricFamily(
+            "bridge_config_reload_failures_total",
+            "SIGHUP reloads refused (the running config stayed).",
+            value=status.failures,
+        )
+        yield GaugeMetricFamily(
+            "bridge_config_last_reload_success",
+            "1 if the last config load (start-up or SIGHUP) applied.",
+            value=int(succeeded),
+        )
+        yield GaugeMetricFamily(
+            "bridge_config_last_reload_timestamp_seconds",
+            "When the last config load was attempted.",
+            value=round(loaded_at, 3),
+        )
 
 
 async def fleet(request: web.Request) -> web.Response:
@@ -89,28 +104,19 @@ async def fleet(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
-    capacity = manager.capacity()
-    lines = [
-        "# HELP bridge_calls_active Calls pending, connecting or active.",
-        "# TYPE bridge_calls_active gauge",
-        f"bridge_calls_active {capacity.active_calls}",
-        "# HELP bridge_calls_max Admission limit (max_calls).",
-        "# TYPE bridge_calls_max gauge",
-        f"bridge_calls_max {capacity.max_calls}",
-        "# HELP bridge_draining 1 while shutting down.",
-        "# TYPE bridge_draining gauge",
-        f"bridge_draining {int(capacity.draining)}",
-        *manager.metrics.render(),
-        *reload_metrics(request.app[CONFIG_RELOAD]),
-    ]
-    body = "\n".join(lines) + "\n"
-    return web.Response(body=body.encode(), headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+    # Rendered on the event loop, like every change to what it reads: no lock is needed.
+    body = generate_latest(request.app[METRICS_REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 def setup_routes(app: web.Application) -> None:
     # Every app gets one (tests build apps without the daemon); SIGHUP handling in bridge.app fills it.
-    app[CONFIG_RELOAD] = ReloadStatus()
+    status = app[CONFIG_RELOAD] = ReloadStatus()
+    # auto_describe: registering a collector whose metric names are already taken fails at start-up.
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(app[MANAGER].metrics)
+    registry.register(ReloadMetrics(status))
+    app[METRICS_REGISTRY] = registry
     register(app, OPERATIONS)
 
 

@@ -1,9 +1,10 @@
 """The AudioSocket TCP server: a thin asyncio driver around the pure framing codec.
 
-Asterisk does not re-time AudioSocket audio, so this side is the clock: one
-frame every 20 ms on an absolute monotonic schedule (`FramePacer`), re-anchored
-after the queue runs dry instead of bursting to catch up. A barge-in is local:
-drop the playout queue; what was written is exactly what the caller heard.
+Asterisk does not re-time AudioSocket audio, so this side is the clock: every
+frame of a call goes out on one absolute 20 ms grid (`GridPacer`), which never
+drifts or re-anchors; a response that starts after silence, or audio that comes
+late, waits for the grid's next slot. A barge-in is local: drop the playout
+queue; what was written is exactly what the caller heard.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from bridge.asterisk.audiosocket import (
 )
 from bridge.audio.chunker import FrameChunker
 from bridge.audio.formats import slin_at
-from bridge.audio.pacer import FramePacer
+from bridge.audio.pacer import GridPacer
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.session.admission import Admission, MediaClaim
@@ -52,6 +53,7 @@ class AudioSocketMediaLeg(InboxLeg):
         writer: asyncio.StreamWriter,
         parser: AudioSocketParser,
         first_audio: list[Audio],
+        first_audio_at: float | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -63,14 +65,20 @@ class AudioSocketMediaLeg(InboxLeg):
         self._idle.set()
         self._audio_kind = 0
         self._chunker: FrameChunker | None = None
-        self._playout: deque[bytes] = deque()
-        self._pacer = FramePacer(PTIME_S, max_lag_s=PTIME_S)
+        # Frames to write: bytes, the `received_at` of each `play` chunk whose first byte is in it, and
+        # whether it is the first frame of a response.
+        self._playout: deque[tuple[bytes, tuple[float, ...], bool]] = deque()
+        self._response_ended = True  # the next audio opens a new response
+        self._pending_stamps: tuple[float, ...] = ()  # chunks that begin in the chunker's partial frame
+        self._arrived_at: float | None = None  # when the head frame came to an empty queue
+        self._run_ends = False  # the response ended: its last queued frame ends the pacer's run
+        self._pacer = GridPacer(PTIME_S)
         self._response_frames = 0  # frames of the current response written to Asterisk
         self._hung_up = False
         self.frames_in = self.frames_out = self.drops = self.protocol_errors = 0
         self._log = get_logger("audiosocket")
         for audio in first_audio:
-            self._on_audio(audio)
+            self._on_audio(audio, first_audio_at)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -93,12 +101,13 @@ class AudioSocketMediaLeg(InboxLeg):
                 data = b""
             if not data:
                 return
+            now = self._loop.time()  # one clock read per read: the frames in it arrived together
             for event in self._parser.feed(data):
-                self._on_event(event)
+                self._on_event(event, now)
 
-    def _on_event(self, event: object) -> None:
+    def _on_event(self, event: object, now: float) -> None:
         if isinstance(event, Audio):
-            self._on_audio(event)
+            self._on_audio(event, now)
         elif isinstance(event, Dtmf):
             self._inbox.deliver(DtmfIn(event.digit))
         elif isinstance(event, Hangup):
@@ -109,7 +118,7 @@ class AudioSocketMediaLeg(InboxLeg):
             )
             self._fail(reason)
 
-    def _on_audio(self, audio: Audio) -> None:
+    def _on_audio(self, audio: Audio, received_at: float | None) -> None:
         if self._chunker is None:
             fmt = slin_at(audio.sample_rate)
             self._audio_kind = audio.kind
@@ -124,7 +133,7 @@ class AudioSocketMediaLeg(InboxLeg):
             self._fail(f"audio payload of {len(audio.payload)} bytes is not whole 16-bit samples")
             return
         self.frames_in += 1
-        self._inbox.deliver(AudioIn(audio.payload))
+        self._inbox.deliver(AudioIn(audio.payload, received_at))
 
     def _fail(self, reason: str) -> None:
         if self._inbox.closing_reason is not None:
@@ -137,24 +146,33 @@ class AudioSocketMediaLeg(InboxLeg):
     # -- writing: the pacer ---------------------------------------------------------------------
 
     async def _pace(self) -> None:
+        pacer, playout, loop = self._pacer, self._playout, self._loop
         while True:
-            if not self._playout:
+            if not playout:
                 self._idle.set()
                 self._kick.clear()
                 await self._kick.wait()
                 continue
-            now = self._loop.time()
-            if not self._pacer.started:
-                self._pacer.start(now)
-            delay = self._pacer.delay_until_due(now)  # re-anchors after a stall instead of bursting
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if not self._playout or self._hung_up:
+            now = loop.time()
+            due = pacer.due(now, self._arrived_at)
+            if due > now:
+                await asyncio.sleep(due - now)
+                continue  # look again: a barge-in may have emptied or refilled the queue meanwhile
+            if self._hung_up:
+                playout.clear()
                 continue
-            self._writer.write(encode_audio(self._playout.popleft(), self._audio_kind))
-            self._pacer.mark_sent()
+            frame, stamps, first_of_response = playout.popleft()
+            self._arrived_at = None
+            self._writer.write(encode_audio(frame, self._audio_kind))
+            pacer.sent()
             self.frames_out += 1
-            self._response_frames += 1
+            self._response_frames = 1 if first_of_response else self._response_frames + 1
+            if stamps and self.on_downlink_sent is not None:
+                for received_at in stamps:
+                    self.on_downlink_sent(received_at)
+            if not playout and self._run_ends:
+                self._run_ends = False
+                pacer.restart()  # the response is over: the next one starts a new run on the same grid
 
     # -- MediaLeg ----------------------------------------------------------------------------
 
@@ -164,21 +182,48 @@ class AudioSocketMediaLeg(InboxLeg):
         if len(self._playout) * PTIME_S >= PLAYOUT_LIMIT_S:
             self.drops += 1
             return
-        for frame in self._chunker.feed_frames(data):
-            self._playout.append(frame)
+        if not data:
+            return
+        # A chunk is reported (`on_downlink_sent`) when the frame its first byte lands in is written.
+        # Bytes short of a frame wait in the chunker, and so do their chunks' times. Only audio with
+        # nothing queued ahead of it is timed: behind queued frames it plays no later for the wait.
         if self._playout:
+            received_at = None
+        stamps = self._pending_stamps if received_at is None else (*self._pending_stamps, received_at)
+        frames = self._chunker.feed_frames(data)
+        if frames:
+            self._queue(frames[0], stamps)
+            for frame in frames[1:]:
+                self._queue(frame, ())
+            stamps = ()
+        self._pending_stamps = stamps
+        self._run_ends = False
+
+    def _queue(self, frame: bytes, stamps: tuple[float, ...]) -> None:
+        if not self._playout:
+            self._arrived_at = self._loop.time()
             self._idle.clear()
             self._kick.set()
+        self._playout.append((frame, stamps, self._response_ended))
+        self._response_ended = False
 
     def end_response(self) -> None:
         if self._chunker is not None and self._chunker.pending:
-            self._playout.append(self._chunker.take_remainder(pad=False))  # AudioSocket takes short frames
-            self._idle.clear()
-            self._kick.set()
+            # AudioSocket takes short frames
+            self._queue(self._chunker.take_remainder(pad=False), self._pending_stamps)
+            self._pending_stamps = ()
+        self._run_ends = self._response_ended = True
+        if not self._playout:
+            self._pacer.restart()
 
     @property
     def is_playing(self) -> bool:
         return bool(self._playout)
+
+    @property
+    def underruns(self) -> int:
+        """Frames that came after their slot while a response was playing (the model fell behind)."""
+        return self._pacer.underruns
 
     @property
     def channel_name(self) -> str:
@@ -189,8 +234,11 @@ class AudioSocketMediaLeg(InboxLeg):
         self._playout.clear()
         if self._chunker is not None:
             self._chunker.clear()
+        self._pending_stamps, self._arrived_at = (), None
         self._response_frames = 0
-        self._pacer.stop()
+        self._run_ends = False
+        self._response_ended = True
+        self._pacer.restart()  # the next response starts a new run, on the same grid
         self._idle.set()
         return played_ms
 
@@ -236,7 +284,8 @@ class AudioSocketEndpoint:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         parser = AudioSocketParser()
         try:
-            call_uuid, early_audio = await asyncio.wait_for(_read_uuid(reader, parser), UUID_TIMEOUT_S)
+            first = await asyncio.wait_for(_read_uuid(reader, parser), UUID_TIMEOUT_S)
+            call_uuid, early_audio, read_at = first
             call = await self.admission.admit_media(MediaClaim(transport="audiosocket", call_id=call_uuid))
         except (TimeoutError, ValueError, BridgeError) as exc:
             reason = exc.code if isinstance(exc, BridgeError) else str(exc) or type(exc).__name__
@@ -246,7 +295,7 @@ class AudioSocketEndpoint:
                 await writer.drain()
             writer.close()
             return
-        leg = AudioSocketMediaLeg(reader, writer, parser, early_audio)
+        leg = AudioSocketMediaLeg(reader, writer, parser, early_audio, read_at)
         reader_task = asyncio.ensure_future(leg.run())
         try:
             await call.run(leg)
@@ -257,12 +306,16 @@ class AudioSocketEndpoint:
                 await writer.wait_closed()
 
 
-async def _read_uuid(reader: asyncio.StreamReader, parser: AudioSocketParser) -> tuple[str, list[Audio]]:
-    """The first message must be the call's UUID (type 0x01, 16 bytes)."""
+async def _read_uuid(
+    reader: asyncio.StreamReader, parser: AudioSocketParser
+) -> tuple[str, list[Audio], float]:
+    """The first message must be the call's UUID (type 0x01, 16 bytes). Returns it, any audio read with
+    it, and the loop time of that read."""
     while True:
         data = await reader.read(READ_SIZE)
         if not data:
             raise ValueError("connection closed before the UUID")
+        read_at = asyncio.get_running_loop().time()
         events = parser.feed(data)
         if not events:
             continue
@@ -272,4 +325,4 @@ async def _read_uuid(reader: asyncio.StreamReader, parser: AudioSocketParser) ->
         audio = [e for e in rest if isinstance(e, Audio)]
         if len(audio) != len(rest):
             raise ValueError("unexpected message right after the UUID")
-        return first.text, audio
+        return first.text, audio, read_at

@@ -16,7 +16,7 @@ playout; a later marker reached first (marks are reached in order) means no mark
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
 from bridge.asterisk import chan_websocket as cw
@@ -56,6 +56,9 @@ class _Response:
     start_sent: bool = False
     start_total_ms: float | None = None  # playout position of its first byte
     sent_ms: float = 0.0
+    queued_bytes: int = 0  # ever queued; `buf` holds the unsent end of it
+    # (offset in the response, `received_at`) of queued chunks whose first byte is not sent yet
+    stamps: deque[tuple[int, float]] = field(default_factory=deque)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +75,17 @@ _Marks: TypeAlias = Literal["yes", "probe", "no"]  # whether MARK_MEDIA works on
 
 
 class ChanWebsocketLeg:
-    """One media leg. Sizes: each binary message holds up to `marks_every_ms` of whole frames within
-    `max_message_bytes` (at least one frame, even if a frame is larger than that cap)."""
+    """One media leg.
+
+    Batching: chan_websocket cuts each binary message into frames, queues them and plays one per tick,
+    so several frames per message cost Asterisk nothing and save a message each. A message holds up to
+    `marks_every_ms` of whole frames, within `max_message_bytes` and the rate budget's burst (at least
+    one frame); a mark follows the message that completes `marks_every_ms` of unmarked audio. Audio
+    goes at once while Asterisk's queue is low (`low_water_ms` or less, modelled) and when a response's
+    last frames are all here; otherwise, while Asterisk has enough queued, it waits for a whole message
+    (of audio and of rate budget) or until the queue is down to the low-water mark, whichever comes
+    first. Audio that comes in 20 ms pieces in real time (an echo) is never held back.
+    """
 
     def __init__(
         self,
@@ -81,6 +93,7 @@ class ChanWebsocketLeg:
         max_message_bytes: int = 8000,
         prestart_buffer_ms: int = 1000,
         marks_every_ms: int = 200,
+        low_water_ms: int = 100,
         max_ahead_frames: int = 200,
         local_queue_limit_ms: int = 30_000,
         initial_burst_frames: int = 10,
@@ -89,8 +102,11 @@ class ChanWebsocketLeg:
     ) -> None:
         if min(max_message_bytes, local_queue_limit_ms, marks_every_ms) <= 0 or prestart_buffer_ms < 0:
             raise ValueError("sizes and limits must be positive")
+        if not 0 <= low_water_ms < max_ahead_frames * PTIME_MS:
+            raise ValueError("low_water_ms must be within [0, max_ahead_frames * 20 ms)")
         self.max_message_bytes = min(max_message_bytes, HARD_MESSAGE_LIMIT)
         self.prestart_buffer_ms, self.marks_every_ms = prestart_buffer_ms, marks_every_ms
+        self.low_water_s = low_water_ms / 1000
         self.max_ahead_frames, self.local_queue_limit_ms = max_ahead_frames, local_queue_limit_ms
         self.burst, self.rate, self.hangup_margin_s = initial_burst_frames, rate, hangup_margin_s
         self.counters = LegCounters()
@@ -102,7 +118,7 @@ class ChanWebsocketLeg:
         self._budget = PlayoutBudget(PTIME_MS / 1000, initial_burst_frames, rate, max_ahead_frames)
         self._frame, self._tick = 0, PTIME_MS / 1000  # optimal_frame_size and ptime, from MEDIA_START
         self._per_message = 1  # frames per binary message
-        self._prestart: list[bytes] = []
+        self._prestart: list[tuple[bytes, float]] = []  # with the time each was read
         self._urgent: deque[Command] = deque()  # control that overtakes queued audio
         self._responses: deque[_Response] = deque()
         self._open: _Response | None = None  # the response whose bracket is open
@@ -167,11 +183,11 @@ class ChanWebsocketLeg:
             return []
         self.counters.frames_in += 1
         if self.started:
-            return [AudioReceived(data)]
-        if sum(map(len, self._prestart)) + len(data) > self.prestart_buffer_ms * MAX_BYTES_PER_MS:
+            return [AudioReceived(data, now)]
+        if sum(len(d) for d, _ in self._prestart) + len(data) > self.prestart_buffer_ms * MAX_BYTES_PER_MS:
             self.counters.drops_prestart += 1
         else:
-            self._prestart.append(data)
+            self._prestart.append((data, now))
         return []
 
     def receive_text(self, text: str, now: float) -> list[LegEvent]:
@@ -229,14 +245,15 @@ class ChanWebsocketLeg:
             self._has_marks = "probe"
         self._frame, self._tick = ev.optimal_frame_size, ev.ptime / 1000
         self._budget = PlayoutBudget(self._tick, self.burst, self.rate, self.max_ahead_frames)
+        # A message never holds more than the rate budget can ever allow at once (its burst).
         by_size = self.max_message_bytes // ev.optimal_frame_size
-        self._per_message = max(1, min(by_size, self.marks_every_ms // ev.ptime))
+        self._per_message = max(1, min(by_size, self.marks_every_ms // ev.ptime, self.burst))
         events: list[LegEvent] = [Started(ev)]
         budget = self.prestart_buffer_ms * self._bytes_per_ms  # now that the real rate is known
-        for data in self._prestart:
+        for data, read_at in self._prestart:
             budget -= len(data)
             if budget >= 0:
-                events.append(AudioReceived(data))
+                events.append(AudioReceived(data, read_at))
             else:
                 self.counters.drops_prestart += 1
         self._prestart.clear()
@@ -260,9 +277,12 @@ class ChanWebsocketLeg:
         return events
 
     # ---------------------------------------------------------------- from the session
-    def queue_audio(self, pcm: bytes, generation: int | None = None) -> bool:
+    def queue_audio(
+        self, pcm: bytes, generation: int | None = None, received_at: float | None = None
+    ) -> bool:
         """Queue model audio in the leg's format. False if dropped: a stale generation, hangup begun,
-        or the local queue full (a chunk is taken whole or not at all, keeping sample alignment)."""
+        or the local queue full (a chunk is taken whole or not at all, keeping sample alignment).
+        `received_at` comes back in the `BinaryMessage` that carries the chunk's first byte."""
         if generation is not None and generation != self.generation:
             self.counters.drops_stale += len(pcm)
             return False
@@ -276,7 +296,11 @@ class ChanWebsocketLeg:
                 self._seq += 1
                 self._open = self._current = _Response(self._seq, bytearray())
                 self._responses.append(self._open)
-            self._open.buf += pcm
+            r = self._open
+            if received_at is not None:
+                r.stamps.append((r.queued_bytes, received_at))
+            r.buf += pcm
+            r.queued_bytes += len(pcm)
         return True
 
     def end_response(self) -> None:
@@ -367,12 +391,15 @@ class ChanWebsocketLeg:
             if not r.start_sent:
                 out.append(TextMessage(cw.encode_command(cw.StartMediaBuffering(), fmt)))
                 r.start_sent = True
-            whole = len(r.buf) // frame
-            if whole or (r.ended and r.buf):  # the short tail goes only inside the bracket, at its end
-                n, wake = self._allowance(now, max(whole, 1))
+            whole, partial = divmod(len(r.buf), frame)
+            if whole or (r.ended and partial):
+                # The short tail goes only inside the bracket, at its end: it counts as one frame.
+                available = whole + (1 if r.ended and partial else 0)
+                n, wake = self._allowance(now, available, last=r.ended)
                 if n == 0:
                     return wake
-                self._send(r, min(n * frame, len(r.buf)), now, out, fmt)
+                size = min(n, self._per_message)  # one message at a time, marks between them
+                self._send(r, min(size * frame, len(r.buf)), now, out, fmt)
                 continue
             if not r.ended:
                 return None  # a partial frame waits for more audio or for the end of the response
@@ -387,43 +414,34 @@ class ChanWebsocketLeg:
             self._drain = "sent"
         return None
 
-    def _allowance(self, now: float, available: int) -> tuple[int, float | None]:
-        """Frames we may send now (0..available) and, if none, when to look again. The budget caps
-        rate and depth; on top, while Asterisk holds at least a message's worth, wait until a whole
-        message may go rather than dribble single frames (each message carries a mark)."""
-        budget = self._budget
+    def _allowance(self, now: float, available: int, *, last: bool) -> tuple[int, float | None]:
+        """Frames to send now (0..available), and, if none, when to look again (None: only on new
+        input). `last`: the response has ended, so no more audio will join these frames."""
         if self._xoff or self._paused_at is not None:
             return 0, None  # XON, resume or flush will call for a poll
-        allowed, depth = budget.frames_allowed(now), budget.queued_frames(now)
-        n, want = min(available, allowed), min(available, self._per_message)
-        if n >= want or (n > 0 and depth < self._per_message):
-            return n, None
-        wait_one = budget.time_until_allowed(now)
-        if wait_one is None:
-            return 0, None
-        tick, queued = self._tick, budget.queued_seconds(now)
-        room_for_want = queued - (self.max_ahead_frames - want) * tick
-        wait_message = max(wait_one, (want - n) * tick / self.rate, room_for_want)
-        wait_low = max(wait_one, queued - (self._per_message - 1) * tick)
-        return 0, now + max(min(wait_message, wait_low), 1e-3)
+        return self._budget.batch(
+            now, available, per_message=self._per_message, low_water_s=self.low_water_s, last=last
+        )
 
     def _send(self, r: _Response, nbytes: int, now: float, out: list[Outgoing], fmt: ControlFormat) -> None:
-        frame = self._frame
-        data = bytes(r.buf[:nbytes])
+        """One binary message of the response's next `nbytes`, and a mark after it when due."""
+        chunk = bytes(r.buf[:nbytes])
         del r.buf[:nbytes]
-        for i in range(0, len(data), self._per_message * frame):
-            chunk = data[i : i + self._per_message * frame]
-            out.append(BinaryMessage(chunk))
-            ms, entries = len(chunk) / self._bytes_per_ms, -(-len(chunk) // frame)
-            if r.start_total_ms is None:
-                r.start_total_ms = self._sent_total_ms
-            r.sent_ms += ms
-            self._sent_total_ms += ms
-            self._unmarked_ms += ms
-            self.counters.frames_out += entries
-            self._budget.on_sent(entries, now)
-            if self._unmarked_ms >= self.marks_every_ms - 1e-6 and self._may_mark():
-                self._add_mark(out, fmt, "m", r)
+        end = r.queued_bytes - len(r.buf)  # response offset just past the chunk
+        stamps: tuple[float, ...] = ()
+        while r.stamps and r.stamps[0][0] < end:
+            stamps += (r.stamps.popleft()[1],)
+        ms, entries = len(chunk) / self._bytes_per_ms, -(-len(chunk) // self._frame)
+        out.append(BinaryMessage(chunk, stamps))
+        if r.start_total_ms is None:
+            r.start_total_ms = self._sent_total_ms
+        r.sent_ms += ms
+        self._sent_total_ms += ms
+        self._unmarked_ms += ms
+        self.counters.frames_out += entries
+        self._budget.on_sent(entries, now)
+        if self._unmarked_ms >= self.marks_every_ms - 1e-6 and self._may_mark():
+            self._add_mark(out, fmt, "m", r)
 
     def _may_mark(self) -> bool:
         return self._has_marks == "yes" or (self._has_marks == "probe" and self._probe is None)

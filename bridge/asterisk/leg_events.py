@@ -18,6 +18,7 @@ class Started:
 @dataclass(frozen=True, slots=True)
 class AudioReceived:
     data: bytes
+    received_at: float | None = None  # when the driver read it (the `now` it passed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,11 @@ class TextMessage:
 
 @dataclass(frozen=True, slots=True)
 class BinaryMessage:
+    """Whole frames (and, inside a buffering bracket, a response's short tail); `received_at`: those
+    of the queued chunks whose first byte is in this message (for the downlink latency)."""
+
     data: bytes
+    received_at: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

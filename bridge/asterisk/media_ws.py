@@ -23,6 +23,8 @@ from bridge.asterisk.leg_events import (
     BinaryMessage,
     CloseSocket,
     DtmfReceived,
+    LegEvent,
+    PlayedUpTo,
     ProtocolErrorSeen,
     Started,
     TextMessage,
@@ -76,6 +78,13 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
+def _changes_output(events: list[LegEvent]) -> bool:
+    """Whether Asterisk's text can change what the write loop sends: everything but the mark
+    acknowledgements (five a second while audio plays), which only move the playout position. An
+    unknown mark gives no event and changes nothing either."""
+    return any(not isinstance(event, PlayedUpTo) for event in events)
+
+
 class ChanWebsocketMediaLeg(InboxLeg):
     """One chan_websocket connection as a `MediaLeg` for the session."""
 
@@ -119,14 +128,14 @@ class ChanWebsocketMediaLeg(InboxLeg):
                 break
             for event in events:
                 self._on_event(event)
-            if message.type is WSMsgType.TEXT:  # caller audio never changes what goes out
+            if message.type is WSMsgType.TEXT and _changes_output(events):
                 self._wakeup.kick()
             if self._inbox.closing_reason is not None:
                 break
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, AudioReceived):
-            self._inbox.deliver(AudioIn(event.data))
+            self._inbox.deliver(AudioIn(event.data, event.received_at))
         elif isinstance(event, Started):
             fmt = format_by_name(event.media_start.format)
             if fmt is None:
@@ -148,24 +157,31 @@ class ChanWebsocketMediaLeg(InboxLeg):
         )
 
     async def _write_loop(self) -> None:
-        while not self._ws.closed:
+        ws, leg, loop = self._ws, self._leg, self._loop
+        while not ws.closed:
             self._wakeup.clear()
-            messages, wake = self._leg.poll(self._loop.time())
+            messages, wake = leg.poll(loop.time())
             for message in messages:
                 if isinstance(message, BinaryMessage):
-                    await self._ws.send_bytes(message.data)
+                    await ws.send_bytes(message.data)
+                    if message.received_at and self.on_downlink_sent is not None:
+                        for received_at in message.received_at:
+                            self.on_downlink_sent(received_at)
                 elif isinstance(message, TextMessage):
-                    await self._ws.send_str(message.text)
+                    await ws.send_str(message.text)
                 elif isinstance(message, CloseSocket):
-                    await self._ws.close(code=WSCloseCode.OK, message=b"hangup")
-            if self._leg.hangup_sent:
+                    await ws.close(code=WSCloseCode.OK, message=b"hangup")
+            if leg.hangup_sent:
                 self._hangup_sent.set()
             await self._wakeup.sleep(wake)
 
     # -- MediaLeg ----------------------------------------------------------------------------
 
     def play(self, data: bytes, received_at: float | None = None) -> None:
-        self._leg.queue_audio(data)
+        # Latency is timed only for audio with nothing ahead of it: behind queued audio, the leg holds
+        # a chunk on purpose (pacing, whole-message batching) and the caller hears it no later.
+        timed = received_at if received_at is not None and not self.is_playing else None
+        self._leg.queue_audio(data, received_at=timed)
         self._wakeup.kick()
 
     def end_response(self) -> None:

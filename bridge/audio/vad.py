@@ -6,6 +6,10 @@ webrtcvad decimates 16/32/48 kHz input to 8 kHz before deciding anyway, so nothi
 resampler is the cheapest one. Event offsets are corrected for that resampler's delay so they stay on
 the caller's stream timeline.
 
+The work is split in two so one webrtcvad pass per frame can serve several listeners: `VoiceClassifier`
+turns audio into one voiced/unvoiced decision per frame, `SpeechTurns` counts onset and hangover over
+such decisions (each listener its own), and `SpeechDetector` is the two together.
+
 Onset and hangover count webrtcvad's own decisions, which already carry its internal overhang: at
 mode 2 it marks ~80 ms more than the voice (measured: a 20 ms voiced blip reads as 100 ms, a 60 ms one
 as 140 ms), and a stop is reported that much after the voice ends. Raise `onset_ms` to reject longer
@@ -15,6 +19,7 @@ blips (coughs, clicks); a bot-speaking barge-in debounce belongs to the session,
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -59,58 +64,33 @@ def vad_rate_for(sample_rate: int) -> int:
     return 8000
 
 
-class SpeechDetector:
-    """Feed s16le mono audio in any chunk size; get SpeechStarted / SpeechStopped events."""
+class VoiceClassifier:
+    """Feed s16le mono audio in any chunk size; get webrtcvad's decision for each whole frame completed."""
 
     __slots__ = (
         "_aggressiveness",
         "_chunker",
-        "_frame_index",
         "_frame_ms",
-        "_hangover_frames",
-        "_last_voiced_end",
-        "_onset_frames",
         "_resampler",
         "_sample_rate",
         "_samples",
-        "_silent_run",
-        "_speaking",
         "_vad",
         "_vad_rate",
-        "_voiced_run",
-        "_voiced_start",
     )
 
-    def __init__(
-        self,
-        sample_rate: int,
-        aggressiveness: int = 2,
-        frame_ms: int = 20,
-        onset_ms: float = DEFAULT_ONSET_MS,
-        hangover_ms: float = DEFAULT_HANGOVER_MS,
-    ) -> None:
+    def __init__(self, sample_rate: int, aggressiveness: int = 2, frame_ms: int = 20) -> None:
         if aggressiveness not in (0, 1, 2, 3):
             raise ValueError(f"aggressiveness must be 0..3, got {aggressiveness}")
         if frame_ms not in VAD_FRAME_MS:
             raise ValueError(f"frame_ms must be 10, 20 or 30, got {frame_ms}")
-        if onset_ms < 0 or hangover_ms < 0:
-            raise ValueError("onset_ms and hangover_ms must not be negative")
         self._sample_rate = sample_rate
         self._vad_rate = vad_rate_for(sample_rate)
         self._resampler = Resampler(sample_rate, self._vad_rate) if self._vad_rate != sample_rate else None
         self._frame_ms = frame_ms
         self._samples = FrameChunker(2)  # whole samples for the resampler; chunks may split one
         self._chunker = FrameChunker(self._vad_rate * frame_ms // 1000 * 2)
-        self._onset_frames = max(1, math.ceil(onset_ms / frame_ms))
-        self._hangover_frames = max(1, math.ceil(hangover_ms / frame_ms))
         self._aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
-        self._frame_index = 0
-        self._voiced_run = 0
-        self._voiced_start = 0
-        self._silent_run = 0
-        self._last_voiced_end = 0
-        self._speaking = False
 
     @property
     def sample_rate(self) -> int:
@@ -122,46 +102,94 @@ class SpeechDetector:
         return self._vad_rate
 
     @property
-    def speaking(self) -> bool:
-        """True between a SpeechStarted and the following SpeechStopped."""
-        return self._speaking
+    def frame_ms(self) -> int:
+        return self._frame_ms
 
     @property
     def latency_ms(self) -> float:
         """Delay of the VAD-only resampler (0 at a native VAD rate)."""
         return self._resampler.latency_ms if self._resampler is not None else 0.0
 
-    def feed(self, pcm: bytes) -> list[SpeechEvent]:
-        """Add audio; return the events completed by it, in order (usually none)."""
+    def classify(self, pcm: bytes) -> list[bool]:
+        """Add audio; return whether each frame it completed is voiced, in order (often none or one)."""
         if self._resampler is not None:
             pcm = self._resampler.process(self._samples.feed(pcm))
         frames = self._chunker.feed(pcm)
         if not frames:
             return []
-        events: list[SpeechEvent] = []
         size = self._chunker.frame_bytes
+        if len(frames) == size:  # the usual case: one 20 ms frame in, one decision out
+            return [bool(self._vad.is_speech(frames, self._vad_rate))]
         view = memoryview(frames)
-        for start in range(0, len(frames), size):
-            voiced = bool(self._vad.is_speech(view[start : start + size], self._vad_rate))
-            event = self._decide(voiced)
-            if event is not None:
-                events.append(event)
-        return events
+        return [
+            bool(self._vad.is_speech(view[start : start + size], self._vad_rate))
+            for start in range(0, len(frames), size)
+        ]
 
     def reset(self) -> None:
-        """Forget everything, as for a new stream starting at offset 0."""
         if self._resampler is not None:
             self._resampler.reset()
         self._samples.clear()
         self._chunker.clear()
         # A fresh webrtcvad: the old one keeps its noise estimate and overhang across streams.
         self._vad = webrtcvad.Vad(self._aggressiveness)
+
+
+class SpeechTurns:
+    """Onset and hangover over per-frame voice decisions: SpeechStarted / SpeechStopped events.
+
+    `latency_ms` is the classifier's delay, subtracted so event offsets stay on the caller's timeline.
+    """
+
+    __slots__ = (
+        "_frame_index",
+        "_frame_ms",
+        "_hangover_frames",
+        "_last_voiced_end",
+        "_latency_ms",
+        "_onset_frames",
+        "_silent_run",
+        "_speaking",
+        "_voiced_run",
+        "_voiced_start",
+    )
+
+    def __init__(
+        self,
+        frame_ms: int = 20,
+        onset_ms: float = DEFAULT_ONSET_MS,
+        hangover_ms: float = DEFAULT_HANGOVER_MS,
+        latency_ms: float = 0.0,
+    ) -> None:
+        if onset_ms < 0 or hangover_ms < 0:
+            raise ValueError("onset_ms and hangover_ms must not be negative")
+        self._frame_ms = frame_ms
+        self._latency_ms = latency_ms
+        self._onset_frames = max(1, math.ceil(onset_ms / frame_ms))
+        self._hangover_frames = max(1, math.ceil(hangover_ms / frame_ms))
+        self.reset()
+
+    @property
+    def speaking(self) -> bool:
+        """True between a SpeechStarted and the following SpeechStopped."""
+        return self._speaking
+
+    def decide(self, voiced: Iterable[bool]) -> list[SpeechEvent]:
+        """Count these frames' decisions; return the events they complete, in order (usually none)."""
+        events: list[SpeechEvent] = []
+        for frame_voiced in voiced:
+            event = self._decide(frame_voiced)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def reset(self) -> None:
         self._frame_index = self._voiced_run = self._voiced_start = 0
         self._silent_run = self._last_voiced_end = 0
         self._speaking = False
 
     def _ms(self, frame_boundary: int) -> float:
-        return max(0.0, frame_boundary * self._frame_ms - self.latency_ms)
+        return max(0.0, frame_boundary * self._frame_ms - self._latency_ms)
 
     def _decide(self, voiced: bool) -> SpeechEvent | None:
         index = self._frame_index
@@ -185,3 +213,55 @@ class SpeechDetector:
         self._speaking = False
         self._silent_run = 0
         return SpeechStopped(self._ms(self._last_voiced_end), self._ms(index + 1))
+
+
+class SpeechDetector:
+    """Feed s16le mono audio in any chunk size; get SpeechStarted / SpeechStopped events."""
+
+    __slots__ = ("_classifier", "_turns")
+
+    def __init__(
+        self,
+        sample_rate: int,
+        aggressiveness: int = 2,
+        frame_ms: int = 20,
+        onset_ms: float = DEFAULT_ONSET_MS,
+        hangover_ms: float = DEFAULT_HANGOVER_MS,
+    ) -> None:
+        self._classifier = VoiceClassifier(sample_rate, aggressiveness, frame_ms)
+        self._turns = SpeechTurns(frame_ms, onset_ms, hangover_ms, self._classifier.latency_ms)
+
+    @property
+    def sample_rate(self) -> int:
+        return self._classifier.sample_rate
+
+    @property
+    def vad_rate(self) -> int:
+        """The rate webrtcvad actually sees."""
+        return self._classifier.vad_rate
+
+    @property
+    def speaking(self) -> bool:
+        """True between a SpeechStarted and the following SpeechStopped."""
+        return self._turns.speaking
+
+    @property
+    def latency_ms(self) -> float:
+        """Delay of the VAD-only resampler (0 at a native VAD rate)."""
+        return self._classifier.latency_ms
+
+    def feed(self, pcm: bytes) -> list[SpeechEvent]:
+        """Add audio; return the events completed by it, in order (usually none)."""
+        return self._turns.decide(self._classifier.classify(pcm))
+
+    def classify(self, pcm: bytes) -> list[bool]:
+        """`feed` in two steps, for a caller that shares the per-frame decisions: classify, then `decide`."""
+        return self._classifier.classify(pcm)
+
+    def decide(self, voiced: Iterable[bool]) -> list[SpeechEvent]:
+        return self._turns.decide(voiced)
+
+    def reset(self) -> None:
+        """Forget everything, as for a new stream starting at offset 0."""
+        self._classifier.reset()
+        self._turns.reset()

@@ -8,7 +8,7 @@ pick the native formats closest to the leg's and spare the bridge any transcodin
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
@@ -188,6 +188,13 @@ class Provider(abc.ABC):
     # Set by the call's runner: called with the `received_at` of the oldest caller frame in a message,
     # right after that message is written to the model (the uplink latency, batching included).
     on_uplink_sent: Callable[[float], None] | None = None
+
+    # Optional: a provider that runs its own VAD over the caller's audio (the echo model does) sets
+    # `reports_caller_voice`; it then calls `on_caller_voice`, once the runner has set it, from
+    # `send_audio` with webrtcvad's decision for each 20 ms frame that audio completed (True: voiced).
+    # The runner's local barge-in counts those instead of running a second VAD over the same audio.
+    reports_caller_voice: bool = False
+    on_caller_voice: Callable[[Sequence[bool]], None] | None = None
 
     @abc.abstractmethod
     async def send_audio(self, data: bytes, received_at: float | None = None) -> None:

@@ -32,6 +32,7 @@ PLAYING_HOLD_MS = 250.0
 
 class EchoProvider(Provider):
     name = "echo"
+    reports_caller_voice = True  # its barge-in VAD's decisions serve the runner's local barge-in too
 
     def __init__(self, delay_ms: float = 200.0, vad_aggressiveness: int = 2) -> None:
         self._delay_ms = delay_ms
@@ -47,6 +48,7 @@ class EchoProvider(Provider):
         self._to_slin: Transcoder | None = None
         self._format: AudioFormat | None = None
         self._detector: SpeechDetector | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.interruptions = 0
         self.dropped_events = 0
         self._closed = False
@@ -58,6 +60,7 @@ class EchoProvider(Provider):
         fmt = formats.input
         self._delay_bytes = fmt.bytes_for_ms(self._delay_ms)
         self._format = fmt
+        self._loop = asyncio.get_running_loop()
         self._to_slin = Transcoder(fmt, slin_at(fmt.sample_rate))
         # A short onset and hangover: a caller who starts again while their echo still plays interrupts it.
         self._detector = SpeechDetector(
@@ -66,20 +69,29 @@ class EchoProvider(Provider):
         self._response_id = f"echo-{next(self._response_numbers)}"
 
     async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
-        if self._closed or self._detector is None or self._to_slin is None:
+        if self._closed or self._detector is None or self._to_slin is None or self._loop is None:
             return
-        for event in self._detector.feed(self._to_slin.convert(data)):
+        voiced = self._detector.classify(self._to_slin.convert(data))
+        if voiced and self.on_caller_voice is not None:
+            self.on_caller_voice(voiced)
+        for event in self._detector.decide(voiced):
             if isinstance(event, SpeechStarted) and self._playing:
                 self._barge_in(event)
         self._delay_line.append((data, self._detector.speaking))
         self._held_bytes += len(data)
+        # Taken into the delay line counts as written to the model: this model has no socket.
+        if received_at is not None and self.on_uplink_sent is not None:
+            self.on_uplink_sent(received_at)
+        released_at: float | None = None
         while self._delay_line and self._held_bytes - len(self._delay_line[0][0]) >= self._delay_bytes:
             chunk, was_speech = self._delay_line.popleft()
             self._held_bytes -= len(chunk)
             self._released_ms += self._format.ms_for_bytes(len(chunk)) if self._format else 0.0
             if was_speech:
                 self._speech_released_at_ms = self._released_ms
-            self._emit(AudioOut(chunk, self._response_id))
+            if released_at is None:  # the moment this model "says" it: where its downlink starts
+                released_at = self._loop.time()
+            self._emit(AudioOut(chunk, self._response_id, received_at=released_at))
 
     @property
     def _playing(self) -> bool:

@@ -273,6 +273,6 @@ class Admission:
         try:
             yield
         except BridgeError as refusal:
-            self.manager.metrics.rejected[refusal.code] += 1
+            self.manager.metrics.reject(refusal.code)
             self._log.info("call_refused", path=path, code=refusal.code, status=refusal.status)
             raise

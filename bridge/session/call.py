@@ -17,8 +17,7 @@ from typing import Any
 import structlog
 
 from bridge.audio.convert import Transcoder
-from bridge.audio.formats import AudioFormat, slin_at
-from bridge.audio.vad import SpeechDetector, SpeechStarted
+from bridge.audio.formats import AudioFormat
 from bridge.errors import Unavailable
 from bridge.logging import get_logger
 from bridge.providers.base import (
@@ -37,6 +36,7 @@ from bridge.providers.base import (
     TranscriptLine,
     Usage,
 )
+from bridge.session.barge_in import LocalBargeIn
 from bridge.session.control import CallController, ControlError
 from bridge.session.costs import PriceTable, record_usage
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
@@ -136,7 +136,9 @@ class CallRunner:
         self._log = get_logger("call").bind(call_id=session.call_id)
 
     async def run(self) -> None:
-        self._started_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self._started_at = loop.time()
+        self._observe_transit(loop)
         self.session.read_counters_from(self._leg_counters)
         with structlog.contextvars.bound_contextvars(call_id=self.session.call_id):
             outcome = EndRequest(EndedBy.ERROR, "internal_error")
@@ -205,21 +207,24 @@ class CallRunner:
             outcomes += [e.outcome for e in finished.exceptions if isinstance(e, _LaneFinished)]
         return outcomes[0]
 
+    def _observe_transit(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time each direction inside the bridge: the provider and the leg report when they wrote a frame
+        with the loop time it was read (about 50 times a second each way: a clock read and a tally)."""
+        clock = loop.time
+        uplink, downlink = self.session.uplink_latency, self.session.downlink_latency
+        self.provider.on_uplink_sent = lambda received_at: uplink.observe(clock() - received_at)
+        self.leg.on_downlink_sent = lambda received_at: downlink.observe(clock() - received_at)
+
     async def _uplink(self, uplink: Transcoder, leg_format: AudioFormat) -> EndRequest:
-        detector, to_slin = None, None
+        barge_in = None
         if self.plan.local_barge_in_ms:
-            detector = SpeechDetector(
-                leg_format.sample_rate, aggressiveness=3, onset_ms=self.plan.local_barge_in_ms
-            )
-            to_slin = Transcoder(leg_format, slin_at(leg_format.sample_rate))
+            barge_in = LocalBargeIn(self.provider, leg_format, self.plan.local_barge_in_ms)
         async for item in self.leg.inbound():
             if isinstance(item, AudioIn):
-                await self.provider.send_audio(uplink.convert(item.data))
-                if detector is not None and to_slin is not None:
-                    for event in detector.feed(to_slin.convert(item.data)):
-                        # Only while the bot is heard: the onset time is the echo guard's debounce.
-                        if isinstance(event, SpeechStarted):
-                            await self._barge_in(cancel_response=True)
+                await self.provider.send_audio(uplink.convert(item.data), item.received_at)
+                # Only while the bot is heard (see _barge_in): the onset time is the echo guard's debounce.
+                if barge_in is not None and barge_in.heard(item.data):
+                    await self._barge_in(cancel_response=True)
             elif isinstance(item, DtmfIn):
                 self.session.dtmf_digits += item.digit
                 self._log.info("dtmf", digit=item.digit)
@@ -233,7 +238,7 @@ class CallRunner:
                 if event.response_id != self._cancelled_response:
                     self._playing_response = event.response_id
                     self._response_open = True
-                    self._play(downlink.convert(event.data))
+                    self._play(downlink.convert(event.data), event.received_at)
             elif isinstance(event, ResponseAudioDone):
                 tail = downlink.flush()
                 if tail:
@@ -255,7 +260,7 @@ class CallRunner:
                 return outcome
         return EndRequest(EndedBy.ERROR, "provider_disconnected")
 
-    def _play(self, data: bytes) -> None:
+    def _play(self, data: bytes, received_at: float | None = None) -> None:
         """Hand model audio to the leg, timing the greeting and the reply to the caller's last turn."""
         # Only the first audio of the call or of a reply is timed: no clock read for every delta.
         if data and (self.session.first_audio_s is None or self._caller_stopped_at is not None):
@@ -265,7 +270,7 @@ class CallRunner:
             if self._caller_stopped_at is not None:
                 self.session.add_response_latency(now - self._caller_stopped_at)
                 self._caller_stopped_at = None
-        self.leg.play(data)
+        self.leg.play(data, received_at)
 
     async def _model_event(self, event: object) -> EndRequest | None:
         """Everything the model says besides audio and turn-taking."""

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from bridge.errors import AtCapacity, Conflict, NotFound, ShuttingDown
 from bridge.logging import get_logger
-from bridge.session.metrics import CallMetrics, CallOutcome
+from bridge.session.metrics import CallMetrics, CallOutcome, LiveCalls, label_reason
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import CallState, EndedBy, InvalidTransition
-
-_METRIC_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +31,7 @@ def call_outcome(session: Session) -> CallOutcome:
     """What a finished session adds to the metrics. A failed call's reason is its error code, which can
     come from a model provider: anything but a short snake_case word is "other", keeping the label small."""
     if session.state is CallState.FAILED:
-        code = session.error_code or "unknown"
-        reason = code if _METRIC_REASON.fullmatch(code) else "other"
+        reason = label_reason(session.error_code or "unknown")
     else:
         reason = session.disconnected_by.value if session.disconnected_by else "unknown"
     stats = session.stats
@@ -52,6 +47,8 @@ def call_outcome(session: Session) -> CallOutcome:
         duration_s=session.duration_seconds if session.connected_at is not None else None,
         first_audio_s=session.first_audio_s,
         response_latencies_s=tuple(session.response_latencies_s),
+        uplink=session.uplink_latency,
+        downlink=session.downlink_latency,
     )
 
 
@@ -70,7 +67,7 @@ class SessionManager:
         self._expiry: dict[str, asyncio.TimerHandle] = {}
         self._draining = False
         self.outcomes: Counter[str] = Counter()
-        self.metrics = CallMetrics()
+        self.metrics = CallMetrics(self._live_calls)  # a collector: register it in a CollectorRegistry
         self._log = get_logger("sessions")
 
     # -- admission ---------------------------------------------------------------------------
@@ -83,6 +80,17 @@ class SessionManager:
         active = len(self._live)
         available = 0 if self._draining else max(0, self.max_calls - active)
         return Capacity(self.max_calls, active, available, self._draining)
+
+    def _live_calls(self) -> LiveCalls:
+        capacity = self.capacity()
+        sessions = self._live.values()
+        return LiveCalls(
+            active=capacity.active_calls,
+            max_calls=capacity.max_calls,
+            draining=capacity.draining,
+            uplink=[session.uplink_latency for session in sessions],
+            downlink=[session.downlink_latency for session in sessions],
+        )
 
     def _admit(self) -> None:
         if self._draining:

@@ -1,69 +1,65 @@
-"""Call and media metrics aggregated as calls end, rendered in the Prometheus text format.
+"""Call and media metrics, exported through prometheus-client.
 
-Pure: the caller passes every value in (no clock, no I/O), so it is trivially testable.
+`CallMetrics` is one session manager's collector: totals are added as calls end, live values (calls
+in progress, the latency tallies of running calls) are read from the manager at scrape time. Register
+it in a `CollectorRegistry` of your own (never prometheus-client's global one: several apps may run in
+one process) and render that with `generate_latest`. No I/O and no clock reads here.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import bisect
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Final
 
-DURATION_BUCKETS_S = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
-LATENCY_BUCKETS_S = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+from prometheus_client import Counter, Histogram
+from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
 
+DURATION_BUCKETS_S: Final = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+LATENCY_BUCKETS_S: Final = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+# Time a frame spends inside the bridge, per direction: fine-grained where a healthy bridge lives.
+TRANSIT_BUCKETS_S: Final = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25)
 
-def escape_label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return str(value)
-
-
-def labelled(name: str, labels: dict[str, str]) -> str:
-    if not labels:
-        return name
-    pairs = ",".join(f'{key}="{escape_label_value(value)}"' for key, value in labels.items())
-    return f"{name}{{{pairs}}}"
+_LABEL_REASON: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
-class Histogram:
-    """Fixed upper bounds; a value equal to a bound falls in that bound's bucket (Prometheus `le`)."""
+def label_reason(code: str) -> str:
+    """A reason as a label value. Error codes can come from a model provider: anything but a short
+    snake_case word is "other", which keeps the label's set of values small."""
+    return code if _LABEL_REASON.fullmatch(code) else "other"
 
-    def __init__(self, bounds: Sequence[float]) -> None:
-        if list(bounds) != sorted(set(bounds)):
-            raise ValueError("bucket bounds must be strictly increasing")
-        self.bounds = (*bounds, math.inf)
-        self._counts = [0] * len(self.bounds)  # per bucket, not cumulative
-        self.sum = 0.0
-        self.count = 0
 
-    def observe(self, value: float) -> None:
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                self._counts[index] += 1
-                break
-        self.sum += value
-        self.count += 1
+class TransitTally:
+    """One call's latencies in one direction, counted into `TRANSIT_BUCKETS_S` (plus +Inf).
 
-    def cumulative(self) -> list[tuple[float, int]]:
-        """(upper bound, observations <= bound) for every bucket, ending with +Inf == count."""
-        running, out = 0, []
-        for bound, count in zip(self.bounds, self._counts, strict=True):
-            running += count
-            out.append((bound, running))
-        return out
+    Observed once per 20 ms frame per direction (10,000 times a second each way at 200 calls), so it is
+    a bisect and two additions: 0.22 µs per observation with the runner's clock read, against 0.95 µs
+    through prometheus-client's `Histogram.observe`, which takes a lock for the sum and one for the bucket
+    (measured on uvloop). The manager's collector merges the tallies of finished calls as they end and
+    adds the live calls' tallies at scrape time. Event-loop thread only.
+    """
 
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        for bound, count in self.cumulative():
-            lines.append(f"{labelled(name + '_bucket', {'le': format_value(bound)})} {count}")
-        lines += [f"{name}_sum {format_value(self.sum)}", f"{name}_count {self.count}"]
-        return lines
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(TRANSIT_BUCKETS_S) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # bisect_left: a value equal to a bound falls in that bound's bucket (Prometheus `le`).
+        self.counts[bisect.bisect_left(TRANSIT_BUCKETS_S, seconds)] += 1
+        self.total += seconds
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def add(self, other: TransitTally) -> None:
+        self.counts = [mine + theirs for mine, theirs in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +67,7 @@ class CallOutcome:
     """What one finished call contributes to the metrics."""
 
     status: str  # "ended" or "failed"
-    reason: str  # who ended it, or the error code of a failed call
+    reason: str  # who ended it, or the error code of a failed call (see `label_reason`)
     frames_in: int = 0
     frames_out: int = 0
     drops: int = 0
@@ -81,65 +77,144 @@ class CallOutcome:
     duration_s: float | None = None  # None: the call never had media
     first_audio_s: float | None = None
     response_latencies_s: Sequence[float] = ()
+    uplink: TransitTally | None = None
+    downlink: TransitTally | None = None
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class LiveCalls:
+    """The manager's calls at the moment of a scrape."""
+
+    active: int
+    max_calls: int
+    draining: bool
+    uplink: Sequence[TransitTally] = ()  # the running calls' own tallies (not yet merged)
+    downlink: Sequence[TransitTally] = ()
+
+
 class CallMetrics:
-    finished: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, reason) -> calls
-    rejected: Counter[str] = field(default_factory=Counter)  # refusal code -> calls never admitted
-    frames_in: int = 0
-    frames_out: int = 0
-    drops: int = 0
-    protocol_errors: int = 0
-    barge_ins: int = 0
-    model_reconnects: int = 0
-    call_duration: Histogram = field(default_factory=lambda: Histogram(DURATION_BUCKETS_S))
-    first_audio: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
-    response_latency: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS_S))
+    """A prometheus-client collector over one manager's calls (`live` reads the manager at scrape time)."""
+
+    def __init__(self, live: Callable[[], LiveCalls]) -> None:
+        self._live = live
+        # registry=None: these objects are exported only through `collect`, never registered globally.
+        self._finished = Counter(
+            "bridge_calls_finished_total",
+            "Calls that ended, by status and reason.",
+            ["status", "reason"],
+            registry=None,
+        )
+        self._rejected = Counter(
+            "bridge_calls_rejected_total",
+            "Calls and media sockets refused, by reason.",
+            ["reason"],
+            registry=None,
+        )
+        frames = Counter(
+            "bridge_media_frames_total", "Media frames of finished calls.", ["direction"], registry=None
+        )
+        self._frames_in, self._frames_out = frames.labels("in"), frames.labels("out")
+        self._drops = Counter(
+            "bridge_media_drops_total", "Media the legs dropped (full queue, stale, early).", registry=None
+        )
+        self._protocol_errors = Counter(
+            "bridge_media_protocol_errors_total", "Media messages refused.", registry=None
+        )
+        self._barge_ins = Counter(
+            "bridge_barge_ins_total", "Times a caller interrupted the bot.", registry=None
+        )
+        self._model_reconnects = Counter(
+            "bridge_model_reconnects_total", "Model connections lost and restored.", registry=None
+        )
+        self._call_duration = Histogram(
+            "bridge_call_duration_seconds",
+            "Duration of calls that had media.",
+            buckets=DURATION_BUCKETS_S,
+            registry=None,
+        )
+        self._first_audio = Histogram(
+            "bridge_first_audio_seconds",
+            "Media attached to the bot's first audio.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=None,
+        )
+        self._response_latency = Histogram(
+            "bridge_response_latency_seconds",
+            "Caller stopped to the reply audio.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=None,
+        )
+        self._exported = (
+            self._finished,
+            self._rejected,
+            frames,
+            self._drops,
+            self._protocol_errors,
+            self._barge_ins,
+            self._model_reconnects,
+            self._call_duration,
+            self._first_audio,
+            self._response_latency,
+        )
+        self._uplink = TransitTally()  # finished calls
+        self._downlink = TransitTally()
+
+    def reject(self, code: str) -> None:
+        """A call or media socket refused before it was admitted, with its error code."""
+        self._rejected.labels(label_reason(code)).inc()
 
     def record(self, call: CallOutcome) -> None:
-        self.finished[call.status, call.reason] += 1
-        self.frames_in += call.frames_in
-        self.frames_out += call.frames_out
-        self.drops += call.drops
-        self.protocol_errors += call.protocol_errors
-        self.barge_ins += call.barge_ins
-        self.model_reconnects += call.model_reconnects
+        self._finished.labels(call.status, call.reason).inc()
+        self._frames_in.inc(call.frames_in)
+        self._frames_out.inc(call.frames_out)
+        self._drops.inc(call.drops)
+        self._protocol_errors.inc(call.protocol_errors)
+        self._barge_ins.inc(call.barge_ins)
+        self._model_reconnects.inc(call.model_reconnects)
         if call.duration_s is not None:
-            self.call_duration.observe(call.duration_s)
+            self._call_duration.observe(call.duration_s)
         if call.first_audio_s is not None:
-            self.first_audio.observe(call.first_audio_s)
+            self._first_audio.observe(call.first_audio_s)
         for latency in call.response_latencies_s:
-            self.response_latency.observe(latency)
+            self._response_latency.observe(latency)
+        if call.uplink is not None:
+            self._uplink.add(call.uplink)
+        if call.downlink is not None:
+            self._downlink.add(call.downlink)
 
-    def render(self) -> list[str]:
-        lines = _header("bridge_calls_finished_total", "counter", "Calls that ended, by status and reason.")
-        for (status, reason), calls in sorted(self.finished.items()):
-            sample = labelled("bridge_calls_finished_total", {"status": status, "reason": reason})
-            lines.append(f"{sample} {calls}")
-        lines += _header(
-            "bridge_calls_rejected_total", "counter", "Calls and media sockets refused, by reason."
+    def collect(self) -> Iterator[Metric]:
+        live = self._live()
+        yield GaugeMetricFamily(
+            "bridge_calls_active", "Calls pending, connecting or active.", value=live.active
         )
-        for reason, calls in sorted(self.rejected.items()):
-            lines.append(f"{labelled('bridge_calls_rejected_total', {'reason': reason})} {calls}")
-        lines += _header("bridge_media_frames_total", "counter", "Media frames of finished calls.")
-        lines.append(f'bridge_media_frames_total{{direction="in"}} {self.frames_in}')
-        lines.append(f'bridge_media_frames_total{{direction="out"}} {self.frames_out}')
-        for name, help_text, value in (
-            ("bridge_media_drops_total", "Media the legs dropped (full queue, stale, early).", self.drops),
-            ("bridge_media_protocol_errors_total", "Media messages refused.", self.protocol_errors),
-            ("bridge_barge_ins_total", "Times a caller interrupted the bot.", self.barge_ins),
-            ("bridge_model_reconnects_total", "Model connections lost and restored.", self.model_reconnects),
-        ):
-            lines += [*_header(name, "counter", help_text), f"{name} {value}"]
-        for name, help_text, histogram in (
-            ("bridge_call_duration_seconds", "Duration of calls that had media.", self.call_duration),
-            ("bridge_first_audio_seconds", "Media attached to the bot's first audio.", self.first_audio),
-            ("bridge_response_latency_seconds", "Caller stopped to the reply audio.", self.response_latency),
-        ):
-            lines += histogram.render(name, help_text)
-        return lines
+        yield GaugeMetricFamily("bridge_calls_max", "Admission limit (max_calls).", value=live.max_calls)
+        yield GaugeMetricFamily("bridge_draining", "1 while shutting down.", value=int(live.draining))
+        for metric in self._exported:
+            for family in metric.collect():
+                # prometheus-client adds a `_created` timestamp series per counter and histogram; the
+                # bridge's metrics never had them and nothing here needs them.
+                family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+                yield family
+        yield _transit_family(
+            "bridge_uplink_latency_seconds",
+            "Caller frame read from Asterisk to its bytes written to the model.",
+            self._uplink,
+            live.uplink,
+        )
+        yield _transit_family(
+            "bridge_downlink_latency_seconds",
+            "Model audio read to its first frame written to Asterisk (audio with nothing queued ahead).",
+            self._downlink,
+            live.downlink,
+        )
 
 
-def _header(name: str, kind: str, help_text: str) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+def _transit_family(
+    name: str, help_text: str, finished: TransitTally, running: Sequence[TransitTally]
+) -> HistogramMetricFamily:
+    merged = TransitTally()
+    for tally in (finished, *running):
+        merged.add(tally)
+    bounds = [*(str(bound) for bound in TRANSIT_BUCKETS_S), "+Inf"]  # as prometheus-client writes `le`
+    buckets = list(zip(bounds, accumulate(merged.counts), strict=True))
+    return HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=merged.total)

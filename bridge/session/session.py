@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from bridge.session.control import ChannelRef
+from bridge.session.metrics import TransitTally
 from bridge.session.state import CallEvent, CallState, EndedBy, Transition, next_state
 from bridge.store.records import CallRecord, TranscriptLine, Usage
 
@@ -88,6 +89,9 @@ class Session:
     model_reconnects: int = 0
     first_audio_s: float | None = None  # media attached -> first model audio handed to the leg
     response_latencies_s: list[float] = field(default_factory=list)  # caller stopped -> reply audio
+    # Time frames spend inside the bridge, each way (observed by the runner, exported by the manager).
+    uplink_latency: TransitTally = field(default_factory=TransitTally)
+    downlink_latency: TransitTally = field(default_factory=TransitTally)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
     _listeners: list[SessionListener] = field(default_factory=list)

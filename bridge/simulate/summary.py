@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from bridge.audio.formats import AudioFormat
 from bridge.simulate.audio_source import decode_from_leg, write_wav
@@ -40,6 +41,9 @@ class ArrivalStats:
     event loop can produce them too). max_lead_ms: the most audio that had arrived ahead of real time,
     playing each message at its arrival or right after the previous one; a paced stream stays near one
     frame (20 ms), a burst shows up as a large lead. Only computed when durations are given.
+    grid_p95_ms / grid_max_ms: how far arrivals sit from one drift-free `ptime` grid for the whole call
+    (its phase fitted to all arrivals; each arrival's distance to the nearest grid point). Silence and
+    whole-frame gaps do not count; a sender that re-anchors its clock or drifts shows up here.
     """
 
     mean_ms: float | None = None
@@ -48,6 +52,8 @@ class ArrivalStats:
     gaps_over_40ms: int = 0
     bursts: int = 0
     max_lead_ms: float | None = None
+    grid_p95_ms: float | None = None
+    grid_max_ms: float | None = None
 
     @classmethod
     def of(
@@ -64,6 +70,7 @@ class ArrivalStats:
         if len(times) < 2:
             return cls(max_lead_ms=lead)
         deltas = [b - a for a, b in itertools.pairwise(times)]
+        off_grid = grid_deviations(times, ptime)
         return cls(
             mean_ms=round(statistics.fmean(deltas) * 1000, 3),
             stdev_ms=round(statistics.pstdev(deltas) * 1000, 3),
@@ -71,7 +78,20 @@ class ArrivalStats:
             gaps_over_40ms=sum(1 for d in deltas if d > 2 * ptime),
             bursts=sum(1 for a, c in zip(times, times[2:], strict=False) if c - a < ptime),
             max_lead_ms=lead,
+            grid_p95_ms=round(float(np.percentile(off_grid, 95)) * 1000, 3),
+            grid_max_ms=round(float(off_grid.max()) * 1000, 3),
         )
+
+
+def grid_deviations(times: list[float], ptime: float = 0.020) -> npt.NDArray[np.float64]:
+    """|distance| of each time to the nearest point of the `ptime` grid that fits them best (the phase
+    is their circular mean, so no single early or late arrival defines it)."""
+    t = np.asarray(times, dtype=np.float64)
+    angle = 2 * np.pi * (t - t[0]) / ptime
+    phase = float(np.arctan2(np.sin(angle).mean(), np.cos(angle).mean())) / (2 * np.pi) * ptime
+    offset = (t - t[0] - phase) / ptime
+    deviation: npt.NDArray[np.float64] = np.abs(offset - np.round(offset)) * ptime
+    return deviation
 
 
 @dataclass(slots=True)
@@ -172,7 +192,12 @@ class CallSummary:
             f"  arrival   mean {ms(self.arrival.mean_ms)}, jitter {ms(self.arrival.stdev_ms)}, "
             f"max gap {ms(self.arrival.max_gap_ms)}, gaps>40ms {self.arrival.gaps_over_40ms}, "
             f"bursts {self.arrival.bursts}"
-            + (f", max lead {ms(self.arrival.max_lead_ms)}" if self.arrival.max_lead_ms is not None else ""),
+            + (f", max lead {ms(self.arrival.max_lead_ms)}" if self.arrival.max_lead_ms is not None else "")
+            + (
+                f", off the 20 ms grid p95 {self.arrival.grid_p95_ms:.1f} ms"
+                if self.arrival.grid_p95_ms is not None
+                else ""
+            ),
         ]
         if self.transport == "chan_websocket":
             lines.append(

@@ -1,17 +1,23 @@
-"""Call records in SQLite, on one dedicated worker thread so the event loop never waits on disk.
+"""Call records in SQLite, on dedicated worker threads so the event loop never waits on disk.
 
-Every database call runs on a single-thread executor that owns the one connection: writes are
-serialized in the order they were issued, and `close()` runs after everything already queued.
-The schema is migrated by the app itself, tracked by `PRAGMA user_version`.
+Every write (and the API's reads) runs on a single-thread executor that owns the writing connection:
+writes are serialized in the order they were issued, and `close()` runs after everything already
+queued. `call_exists`, which call setup asks, has a read-only connection on a thread of its own (WAL
+lets it read while the writer writes): a burst of calls never waits behind the saves and checkpoints
+queued on the writer, and ids whose saves are still queued are answered from memory. The schema is
+migrated by the app itself, tracked by `PRAGMA user_version`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import functools
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
@@ -63,6 +69,18 @@ def _connect(path: str) -> sqlite3.Connection:
         # NORMAL under WAL: a power cut may lose the last commits, never corrupt the file.
         conn.execute("PRAGMA synchronous = NORMAL")
         _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_reader(path: str) -> sqlite3.Connection:
+    """A second connection to an already migrated file, for lookups only."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA query_only = ON")
     except BaseException:
         conn.close()
         raise
@@ -156,33 +174,59 @@ def _mark_interrupted(conn: sqlite3.Connection, now: float) -> int:
 # --- the asyncio side ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _Worker:
+    """One connection and the one thread that may use it."""
+
+    executor: ThreadPoolExecutor
+    conn: sqlite3.Connection
+
+
+async def _start_worker(name: str, connect: Callable[[str], sqlite3.Connection], path: str) -> _Worker:
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+    connecting = asyncio.get_running_loop().run_in_executor(executor, connect, path)
+
+    def abandon(done: asyncio.Future[sqlite3.Connection]) -> None:
+        # Failed or cancelled open: close whatever connection the worker made, on its own thread.
+        if not done.cancelled() and done.exception() is None:
+            executor.submit(done.result().close)
+        executor.shutdown(wait=False)
+
+    try:
+        conn = await asyncio.shield(connecting)
+    except BaseException:
+        connecting.add_done_callback(abandon)
+        raise
+    return _Worker(executor, conn)
+
+
 class SqliteCallStore:
     """The call-record store. Build it with `await open_store(url)`; `await close()` at shutdown."""
 
-    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, path: str) -> None:
-        self._executor = executor
-        self._conn = conn
+    def __init__(self, writer: _Worker, reader: _Worker | None, path: str) -> None:
+        self._executor = writer.executor
+        self._conn = writer.conn
+        # None for ":memory:" (a second connection would open another, empty database): lookups then
+        # queue on the writer like everything else.
+        self._reader = reader
+        # Call ids whose saves are issued but not yet committed: the reader cannot see those rows yet.
+        self._unsaved: Counter[str] = Counter()
         self._closing: asyncio.Future[None] | None = None  # set once close() has been called
         self.path = path  # ":memory:" or the file path as given (relative to the working directory)
 
     @classmethod
     async def open(cls, url: str) -> SqliteCallStore:
         path = sqlite_path(url)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bridge-store")
-        connecting = asyncio.get_running_loop().run_in_executor(executor, _connect, path)
-
-        def abandon(done: asyncio.Future[sqlite3.Connection]) -> None:
-            # Failed or cancelled open: close whatever connection the worker made, on its own thread.
-            if not done.cancelled() and done.exception() is None:
-                executor.submit(done.result().close)
-            executor.shutdown(wait=False)
-
+        writer = await _start_worker("bridge-store", _connect, path)  # creates and migrates the file
+        if path == MEMORY:
+            return cls(writer, None, path)
         try:
-            conn = await asyncio.shield(connecting)
+            reader = await _start_worker("bridge-store-read", _connect_reader, path)
         except BaseException:
-            connecting.add_done_callback(abandon)
+            writer.executor.submit(writer.conn.close)
+            writer.executor.shutdown(wait=False)
             raise
-        return cls(executor, conn, path)
+        return cls(writer, reader, path)
 
     @property
     def closed(self) -> bool:
@@ -199,16 +243,35 @@ class SqliteCallStore:
 
         Raises StoreError if the call id belongs to another company (whose row stays as it was).
         """
+        saving = self._submit(_save, record)
+        call_id = record.call_id
+        self._unsaved[call_id] += 1
+        saving.add_done_callback(lambda _: self._saved(call_id))
         # Shielded: a save issued by a task that is then cancelled still lands.
-        await asyncio.shield(self._submit(_save, record))
+        await asyncio.shield(saving)
+
+    def _saved(self, call_id: str) -> None:
+        self._unsaved[call_id] -= 1
+        if not self._unsaved[call_id]:
+            del self._unsaved[call_id]
 
     async def get(self, company_id: str, call_id: str) -> CallRecord | None:
         """The call, or None if it does not exist or belongs to another company."""
         return await self._submit(_get, company_id, call_id)
 
     async def call_exists(self, call_id: str) -> bool:
-        """Whether a record with this call id exists, for any company and in any state."""
-        return await self._submit(_exists, call_id)
+        """Whether a record with this call id exists, for any company and in any state (saves already
+        issued count, committed or not). Never waits behind queued writes."""
+        if self._reader is None:
+            return await self._submit(_exists, call_id)
+        if self._closing is not None:
+            raise StoreClosed("the call store is closed")
+        if call_id in self._unsaved:
+            return True
+        reader = self._reader
+        return await asyncio.get_running_loop().run_in_executor(
+            reader.executor, _exists, reader.conn, call_id
+        )
 
     async def list(self, query: CallQuery) -> tuple[builtins.list[CallRecord], int]:
         """A page of the company's calls, newest first, and how many match in all."""
@@ -223,12 +286,19 @@ class SqliteCallStore:
         return await asyncio.shield(self._submit(_mark_interrupted, now))
 
     async def close(self) -> None:
-        """Let queued work finish, close the connection and stop the worker. Idempotent."""
+        """Let queued work finish, close the connections and stop the workers. Idempotent."""
         if self._closing is None:
-            self._closing = asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-            # No join: the worker exits by itself once the close has run.
-            self._closing.add_done_callback(lambda _: self._executor.shutdown(wait=False))
+            self._closing = asyncio.ensure_future(self._close_workers())
         await asyncio.shield(self._closing)
+
+    async def _close_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        workers = [_Worker(self._executor, self._conn), *([self._reader] if self._reader else [])]
+        closing = [loop.run_in_executor(worker.executor, worker.conn.close) for worker in workers]
+        for worker, closed in zip(workers, closing, strict=True):
+            # No join: each worker exits by itself once its close has run.
+            closed.add_done_callback(functools.partial(_stop, worker.executor))
+        await asyncio.gather(*closing)
 
     async def __aenter__(self) -> Self:
         return self
@@ -237,6 +307,10 @@ class SqliteCallStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _stop(executor: ThreadPoolExecutor, _: object) -> None:
+    executor.shutdown(wait=False)
 
 
 async def open_store(url: str) -> SqliteCallStore:

@@ -245,6 +245,12 @@ async def test_terminate_cannot_end_another_companys_call(api_client_factory: Ap
     assert session.state is CallState.PENDING
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus text exposition, by name with its labels as written."""
+    samples = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in samples}
+
+
 async def test_health_and_metrics(api_client_factory: ApiFactory) -> None:
     client, _ = await api_client_factory()
     assert await (await client.get("/health")).json() == {
@@ -256,18 +262,23 @@ async def test_health_and_metrics(api_client_factory: ApiFactory) -> None:
     metrics = await client.get("/metrics")
     assert metrics.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await metrics.text()
-    assert "\nbridge_calls_active 1\n" in text
     assert "# TYPE bridge_calls_finished_total counter" in text
-    assert "\nbridge_first_audio_seconds_count 0\n" in text
+    assert "_created" not in text  # prometheus-client's extra series stay out: the names are as they were
+    samples = metric_samples(text)
+    assert samples["bridge_calls_active"] == 1
+    assert samples["bridge_first_audio_seconds_count"] == 0
+    assert samples["bridge_config_reload_failures_total"] == 0
+    assert samples["bridge_config_last_reload_success"] == 1
     # The PBX hangs up before any media: counted by who ended it, with no media and no duration.
     await client.post(
         "/api/voip/webhook", json=webhook(event="terminate", websocketUrl=None), headers=CONNECTOR
     )
-    text = await (await client.get("/metrics")).text()
-    assert "\nbridge_calls_active 0\n" in text
-    assert '\nbridge_calls_finished_total{status="ended",reason="caller"} 1\n' in text
-    assert '\nbridge_media_frames_total{direction="in"} 0\n' in text
-    assert "\nbridge_call_duration_seconds_count 0\n" in text
+    samples = metric_samples(await (await client.get("/metrics")).text())
+    assert samples["bridge_calls_active"] == 0
+    assert samples['bridge_calls_finished_total{reason="caller",status="ended"}'] == 1
+    assert samples['bridge_media_frames_total{direction="in"}'] == 0
+    assert samples["bridge_call_duration_seconds_count"] == 0
+    assert samples["bridge_uplink_latency_seconds_count"] == 0
 
 
 async def test_metrics_after_a_media_call(bridge_factory: Callable[..., Any]) -> None:
@@ -286,14 +297,49 @@ async def test_metrics_after_a_media_call(bridge_factory: Callable[..., Any]) ->
             break
         await asyncio.sleep(0.02)
     async with services.http.get(f"http://127.0.0.1:{services.http_port}/metrics") as response:
-        text = await response.text()
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))
-    assert samples['bridge_calls_finished_total{status="ended",reason="caller"}'] == "1"
-    assert int(samples['bridge_media_frames_total{direction="in"}']) > 0
-    assert int(samples['bridge_media_frames_total{direction="out"}']) > 0
-    assert samples["bridge_first_audio_seconds_count"] == "1"
-    assert samples["bridge_call_duration_seconds_count"] == "1"
-    assert 0 < float(samples["bridge_first_audio_seconds_sum"]) < 1.0
+        samples = metric_samples(await response.text())
+    assert samples['bridge_calls_finished_total{reason="caller",status="ended"}'] == 1
+    assert samples['bridge_media_frames_total{direction="in"}'] > 0
+    assert samples['bridge_media_frames_total{direction="out"}'] > 0
+    assert samples["bridge_first_audio_seconds_count"] == 1
+    assert samples["bridge_call_duration_seconds_count"] == 1
+    assert 0 < samples["bridge_first_audio_seconds_sum"] < 1.0
+
+
+@pytest.mark.parametrize("transport", ["chan_websocket", "audiosocket"])
+async def test_per_direction_latency_after_an_echo_call(
+    bridge_factory: Callable[..., Any], transport: str
+) -> None:
+    services: Services = await bridge_factory(audiosocket={})
+    seconds = 2.0
+    call: dict[str, Any] = {"transport": transport, "audiosocket_port": services.audiosocket_port}
+    summary = await run_simulated_call(
+        SimulatedCallOptions(
+            url=f"http://127.0.0.1:{services.http_port}",
+            connector_key=CONNECTOR_KEY,
+            audio=AudioSource(pcm=utterances(8000, [(0.2, 1.6)]), sample_rate=8000),
+            format="slin",
+            seconds=seconds,
+            **call,
+        )
+    )
+    assert summary.ok, summary.errors
+    for _ in range(200):
+        if services.manager.outcomes.total():
+            break
+        await asyncio.sleep(0.02)
+    async with services.http.get(f"http://127.0.0.1:{services.http_port}/metrics") as response:
+        samples = metric_samples(await response.text())
+    frames = seconds / 0.02
+    # Every caller frame reaches the echo (one observation each); what it played back is observed once per
+    # chunk it released (all but its last 200 ms), whatever the leg's framing.
+    assert frames * 0.5 <= samples["bridge_uplink_latency_seconds_count"] <= frames * 1.1
+    assert 0 < samples["bridge_downlink_latency_seconds_count"] <= frames * 1.1
+    for direction in ("uplink", "downlink"):
+        count = samples[f"bridge_{direction}_latency_seconds_count"]
+        assert samples[f'bridge_{direction}_latency_seconds_bucket{{le="+Inf"}}'] == count
+        assert 0 <= samples[f"bridge_{direction}_latency_seconds_sum"] / count < 1.0  # bridge time: < 1 s
+        assert samples[f'bridge_{direction}_latency_seconds_bucket{{le="0.25"}}'] > 0
 
 
 async def test_draining_refuses_new_calls(api_client_factory: ApiFactory) -> None:

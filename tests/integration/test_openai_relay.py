@@ -35,7 +35,12 @@ def note_timing(name: str, ms: float) -> None:
 
 
 def relay_settings(
-    fake: FakeRealtimeServer, *, provider: str = "openai", key: str = FAKE_KEY, **agent: Any
+    fake: FakeRealtimeServer,
+    *,
+    provider: str = "openai",
+    key: str = FAKE_KEY,
+    uplink_batch_ms: int = 20,
+    **agent: Any,
 ) -> Settings:
     raw = raw_config()
     raw["companies"][0]["agent"] = {
@@ -44,7 +49,12 @@ def relay_settings(
         "instructions": "You are the receptionist.",
         **agent,
     }
-    section: dict[str, Any] = {"api_key": key, "url": fake.url, "model": "gpt-realtime"}
+    section: dict[str, Any] = {
+        "api_key": key,
+        "url": fake.url,
+        "model": "gpt-realtime",
+        "uplink_batch_ms": uplink_batch_ms,
+    }
     raw["providers"] = {provider: section}
     return build_settings(raw)
 
@@ -150,6 +160,27 @@ async def test_a_conversation_in_the_negotiated_format(
     assert record.usage.responses >= 2
     assert record.cost_usd is not None
     assert record.cost_usd > 0
+
+
+async def test_batched_uplink_carries_every_frame_in_fewer_messages(
+    bridge_factory: StartBridge, fake_factory: Callable[..., Any]
+) -> None:
+    fake = await fake_factory(script=Script(greeting_reply_ms=400, turns=(Turn(reply_ms=500),)))
+    services = await bridge_factory(settings=relay_settings(fake, uplink_batch_ms=60))
+    speech = utterances(8000, [(0.8, 1.6)])
+    summary = await run_simulated_call(
+        call_options(services, audio=AudioSource(pcm=speech, sample_rate=8000), seconds=3.5)
+    )
+    assert summary.ok, summary.errors
+    fake.assert_clean()
+    conn = fake.last
+    # Every frame reached the model (the last, partial batch when the call ended), three per append.
+    assert conn.input_audio_ms == pytest.approx(summary.frames_sent * 20, abs=40)
+    messages = sum(e.data["count"] for e in conn.events if e.type == "input_audio_buffer.append")
+    assert messages == pytest.approx(summary.frames_sent / 3, abs=2)
+    assert any(r.kind == "turn" for r in conn.responses)  # the model heard the turn end and answered
+    record = await final_record(services, summary.call_id)
+    assert [line.role for line in record.transcript][:2] == ["bot", "caller"]
 
 
 async def test_barge_in_flushes_at_once_and_truncates_at_what_was_heard(

@@ -170,3 +170,62 @@ async def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
         assert done == dataclasses.replace(
             version("done", 3), status="ended", ended_at=T0 + 9, updated_at=T0 + 9
         )
+
+
+# -- call setup's lookup: its own connection and thread, never behind queued writes -----------------
+
+
+async def test_call_lookups_do_not_wait_behind_queued_writes(tmp_path: Path) -> None:
+    path = tmp_path / "calls.db"
+    async with await open_store(f"sqlite:///{path}") as store:
+        await store.save(version("earlier", 1))  # committed: e.g. a call of a previous run
+        with write_lock(path):
+            # The writer is stuck on the lock with a save, and more are queued behind it.
+            saves = [asyncio.create_task(store.save(version(f"queued-{n}", 1))) for n in range(5)]
+            await asyncio.sleep(0)
+            assert await store.call_exists("earlier")
+            assert not await store.call_exists("never-used")
+            # Issued but not yet committed: already used, answered without reading the file.
+            assert await store.call_exists("queued-3")
+            assert not any(save.done() for save in saves)
+        await asyncio.gather(*saves)
+        assert await store.call_exists("queued-3")  # committed now, and found by the reader
+
+
+async def test_lookups_run_on_their_own_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[int] = []
+    lookups: list[int] = []
+    real_save, real_exists = store_sqlite._save, store_sqlite._exists
+
+    def save(*args: Any) -> None:
+        writes.append(threading.get_ident())
+        real_save(*args)
+
+    def exists(*args: Any) -> bool:
+        lookups.append(threading.get_ident())
+        return real_exists(*args)
+
+    monkeypatch.setattr(store_sqlite, "_save", save)
+    monkeypatch.setattr(store_sqlite, "_exists", exists)
+    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+        await store.save(version("c", 1))
+        assert await store.call_exists("c")
+        assert not await store.call_exists("d")
+    assert len(set(writes)) == len(set(lookups)) == 1  # one thread each
+    assert len({writes[0], lookups[0], threading.get_ident()}) == 3  # and neither is the loop's
+
+
+async def test_an_id_from_a_previous_run_is_found_after_a_restart(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/calls.db"
+    async with await open_store(url) as first_run:
+        await first_run.save(version("old-1", 1, company_id="globex"))
+    async with await open_store(url) as second_run:
+        assert await second_run.call_exists("old-1")
+        assert not await second_run.call_exists("old-2")
+
+
+async def test_lookups_after_close_raise(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/calls.db")
+    await store.close()
+    with pytest.raises(store_sqlite.StoreClosed):
+        await store.call_exists("c")

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import resource
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import build_parser, parse_calls
 from bench.daemon import bridge_config, parse_listening, pinned
-from bench.loadgen import LoadSpec
+from bench.limits import fds_needed, raise_nofile_limit
+from bench.loadgen import SETUP_ALLOWANCE_S, LoadSpec
+from bench.runner import fd_warning, launch_rate, setup_allowance
 from bridge.keys import hash_key
 from bridge.settings import load_settings
 
@@ -69,3 +72,49 @@ def test_pinned_without_a_core_is_unchanged() -> None:
 def test_load_spec_json_round_trip() -> None:
     spec = LoadSpec(url="http://127.0.0.1:1", connector_key="k", called="+1", calls=3, seconds=2.0)
     assert LoadSpec.from_json(spec.to_json()) == spec
+
+
+def test_burst_and_compare_options() -> None:
+    args = build_parser().parse_args(["--calls", "200", "--burst", "--burst-window", "0"])
+    assert args.burst
+    assert args.burst_window == 0.0
+    assert launch_rate(args, 200) == 0.0  # all at once
+    args = build_parser().parse_args(["--calls", "200", "--burst"])
+    assert launch_rate(args, 200) == 200.0  # 200 calls within the default 1 s
+    args = build_parser().parse_args(["--launch-rate", "25"])
+    assert launch_rate(args, 500) == 25.0
+    args = build_parser().parse_args(["--compare", "HEAD~1,HEAD", "--repeat", "2"])
+    assert args.compare == ["HEAD~1,HEAD"]
+    assert args.repeat == 2
+    assert build_parser().parse_args(["--compare", "a", "b"]).compare == ["a", "b"]
+
+
+def test_setup_allowance_grows_with_slow_placing() -> None:
+    assert setup_allowance(1, 25.0) == SETUP_ALLOWANCE_S
+    assert setup_allowance(500, 0.0) == SETUP_ALLOWANCE_S  # all at once
+    # 500 calls at 25/s take 19.96 s to place: the window must still open after the last one is up
+    assert setup_allowance(500, 25.0) == pytest.approx(SETUP_ALLOWANCE_S + 499 / 25)
+
+
+def test_generated_config_admits_a_500_call_step(tmp_path: Path) -> None:
+    text = bridge_config(
+        connector_hash=hash_key("c"),
+        company_hash=hash_key("k"),
+        max_calls=500 * 2 + 10,
+        db_path=tmp_path / "b.db",
+        provider="echo",
+    )
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    assert load_settings(path).server.max_calls == 1010
+
+
+def test_file_descriptor_limit() -> None:
+    soft, hard = raise_nofile_limit()
+    assert (soft, hard) == resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == hard or hard == resource.RLIM_INFINITY
+    assert fd_warning(10, 1024) is None
+    warning = fd_warning(500, 1024)
+    assert warning is not None
+    assert "500 calls" in warning
+    assert fds_needed(500) > 1024

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
+from bench.promtext import DOWNLINK, UPLINK, Scrape
 from bench.report import (
     build_step,
     hot_functions,
@@ -13,6 +16,7 @@ from bench.report import (
     render_markdown_table,
     render_table,
     summary_json,
+    table_rows,
     verdicts,
 )
 from bench.stats import ProcSample
@@ -90,3 +94,43 @@ def test_collapsed_stacks_to_hot_functions() -> None:
     assert next(f for f in hot if f.name == "loop").total_share == 1.0
     assert "| 50.0 | 50.0 | `recv` |" in render_hot(hot)
     assert hot_functions([]) == []
+
+
+def _histogram(name: str, counts: tuple[int, int, int]) -> str:
+    bounds = ("0.001", "0.005", "+Inf")
+    lines = [f'{name}_bucket{{le="{b}"}} {c}.0' for b, c in zip(bounds, counts, strict=True)]
+    return "\n".join([*lines, f"{name}_count {counts[-1]}.0", f"{name}_sum 0.1"]) + "\n"
+
+
+def test_build_step_with_underruns_and_bridge_histograms() -> None:
+    out = _output([1.0], (100.0, 110.0))
+    out["calls"][0].update(underruns=2, silence=7, underruns_in_reply=3)
+    # the second call (failed) reports none: sums are over the calls that report them
+    scrapes = [
+        Scrape(99.0, 99.1, _histogram(UPLINK, (0, 0, 0))),  # before the window
+        Scrape(101.0, 101.1, _histogram(UPLINK, (10, 10, 10)) + _histogram(DOWNLINK, (0, 0, 0))),
+        Scrape(109.0, 109.1, _histogram(UPLINK, (110, 210, 210)) + _histogram(DOWNLINK, (0, 50, 100))),
+    ]
+    step = build_step(2, [out], [], None, scrapes=scrapes)
+    assert (step.underruns, step.silence, step.underruns_in_reply) == (2, 7, 3)
+    assert step.uplink_ms.n == 200
+    assert step.uplink_ms.p50 == pytest.approx(1.0)  # rank 100 of 200: the top of the first bucket
+    assert step.downlink_ms.p99 == pytest.approx(5.0)  # in the +Inf bucket: the highest finite bound
+    header, row = table_rows([step])
+    cells = dict(zip(header, row, strict=True))
+    assert (cells["underruns"], cells["silence"]) == ("2", "7")
+    assert cells["up p50/p99"] == "1.00/4.92"  # rank 198: 98 of the 100 in (1, 5] ms
+    assert cells["down p50/p99"] == "5.00/5.00"  # rank 50 tops (1, 5] ms; rank 99 is in +Inf
+    assert any(v.startswith("2 underrun ticks, 7 silent ticks") for v in verdicts(step))
+    assert any(v.startswith("downlink p99 5.00 ms") for v in verdicts(step))
+    data = json.loads(summary_json({}, [step]))
+    assert data["steps"][0]["uplink_ms"]["n"] == 200
+    assert data["steps"][0]["burst"]["placed"] == 2
+
+
+def test_missing_underruns_and_histograms_show_a_dash() -> None:
+    step = _step()  # generator outputs without underruns; no scrapes (an older bridge, or none taken)
+    header, row = table_rows([step])
+    cells = dict(zip(header, row, strict=True))
+    assert step.underruns is None
+    assert (cells["underruns"], cells["silence"], cells["up p50/p99"], cells["down p50/p99"]) == ("-",) * 4

@@ -29,10 +29,12 @@ from bridge.providers.base import (
     Usage,
 )
 from bridge.providers.factory import provider_for
+from bridge.session.barge_in import LocalBargeIn
 from bridge.session.call import CallPlan, CallRunner, CallTimeouts, provider_or_refuse
 from bridge.session.control import ChannelRef, ControllerHealth, DialOutcome, DialResult, OriginateRequest
 from bridge.session.costs import PriceTable
 from bridge.session.leg import AudioIn, LegGone, LegInput, LegStats
+from bridge.session.manager import call_outcome
 from bridge.session.session import MAX_RESPONSE_LATENCIES, CallInfo, EndRequest, Session
 from bridge.session.state import CallState, EndedBy
 from bridge.session.tools import ToolBox, ToolOutcome
@@ -541,3 +543,105 @@ def test_response_latencies_are_bounded_per_call() -> None:
     for _ in range(MAX_RESPONSE_LATENCIES + 5):
         call.add_response_latency(0.5)
     assert len(call.response_latencies_s) == MAX_RESPONSE_LATENCIES
+
+
+# --- per-direction latency: the runner wires the provider's and the leg's write hooks ------------------
+
+
+class WritingProvider(ScriptedProvider):
+    """Writes each caller chunk "to the model" after `write_delay` and says so, like a socket provider."""
+
+    def __init__(self, script: list[ProviderEvent], write_delay: float) -> None:
+        super().__init__(script)
+        self.write_delay = write_delay
+        self.received_at: list[float | None] = []
+
+    async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
+        self.received_at.append(received_at)
+        await asyncio.sleep(self.write_delay)
+        if received_at is not None and self.on_uplink_sent is not None:
+            self.on_uplink_sent(received_at)
+        await super().send_audio(data, received_at)
+
+
+class WritingLeg(MemoryLeg):
+    """Writes the first frame of each `play` chunk "to Asterisk" at once and says so, like a transport."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.play_received_at: list[float | None] = []
+
+    def play(self, data: bytes, received_at: float | None = None) -> None:
+        self.play_received_at.append(received_at)
+        if received_at is not None and self.on_downlink_sent is not None:
+            self.on_downlink_sent(received_at)
+        super().play(data, received_at)
+
+
+async def test_both_directions_are_timed_from_the_read_to_the_write() -> None:
+    leg, call = WritingLeg(), session()
+    loop = asyncio.get_running_loop()
+    model_read_at = loop.time() - 0.004  # the model's message was read 4 ms ago
+    provider = WritingProvider([AudioOut(b"\x01\x00" * 320, "r1", received_at=model_read_at)], 0.002)
+    task = asyncio.create_task(CallRunner(call, leg, provider).run())
+    stamps = [loop.time() - 0.001 * n for n in range(3)]
+    for stamp in stamps:
+        leg.inbound_items.put_nowait(AudioIn(b"\x00\x00" * 320, received_at=stamp))
+    leg.inbound_items.put_nowait(AudioIn(b"\x00\x00" * 320))  # a transport that did not stamp it
+    leg.inbound_items.put_nowait(None)
+    await asyncio.wait_for(task, 5)
+    assert provider.received_at == [*stamps, None]
+    assert leg.play_received_at == [model_read_at]
+    uplink, downlink = call.uplink_latency, call.downlink_latency
+    assert uplink.count == 3  # the unstamped frame is not timed
+    assert 0.002 <= uplink.total / 3 < 1.0  # at least the provider's write delay; loose for a slow machine
+    assert downlink.count == 1
+    assert 0.004 <= downlink.total < 1.0
+    # The finished call's tallies reach the manager's histograms (see test_metrics for the export).
+    outcome = call_outcome(call)
+    assert (outcome.uplink, outcome.downlink) == (uplink, downlink)
+
+
+# --- local barge-in shares the provider's VAD when it has one --------------------------------------------
+
+
+class VoiceReportingProvider(ScriptedProvider):
+    """A model that classifies the caller's audio itself and reports every frame as voiced."""
+
+    reports_caller_voice = True
+
+    async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
+        if self.on_caller_voice is not None:
+            self.on_caller_voice([True] * (len(data) // 640))  # 20 ms frames of SLIN16
+        await super().send_audio(data, received_at)
+
+
+@pytest.mark.parametrize("reports", [True, False])
+async def test_local_barge_in_counts_the_providers_voice_decisions_instead_of_its_own(reports: bool) -> None:
+    leg, call = MemoryLeg(), session()
+    provider_type = VoiceReportingProvider if reports else ScriptedProvider
+    provider = provider_type([AudioOut(b"\x01\x00" * 320, "r1")])
+    task = asyncio.create_task(CallRunner(call, leg, CallPlan(provider, local_barge_in_ms=100)).run())
+    for _ in range(100):
+        if leg.played:
+            break
+        await asyncio.sleep(0.01)
+    # Silence: our own VAD never hears speech in it; the reporting provider says every frame is voiced.
+    silence = b"\x00\x00" * 320
+    for _ in range(10):
+        leg.inbound_items.put_nowait(AudioIn(silence))
+    for _ in range(50):
+        if leg.interrupts or len(provider.heard) == 10:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+    call.request_end(EndedBy.API)
+    await asyncio.wait_for(task, 5)
+    assert len(provider.heard) == 10
+    assert leg.interrupts == (1 if reports else 0)
+    assert (provider.on_caller_voice is not None) is reports
+
+
+def test_local_barge_in_runs_its_own_vad_only_for_a_provider_without_one() -> None:
+    assert LocalBargeIn(VoiceReportingProvider([]), SLIN16, 100).shares_provider_vad
+    assert not LocalBargeIn(ScriptedProvider([]), SLIN16, 100).shares_provider_vad

@@ -66,12 +66,13 @@ def event(fmt: ControlFormat, ev: cw.Event) -> str:
 def test_audio_before_media_start_is_delivered_after_it_in_order() -> None:
     leg = ChanWebsocketLeg()
     frames = [bytes([i]) * 640 for i in range(5)]
-    for f in frames:
-        assert leg.receive_binary(f, 0.0) == []
+    for i, f in enumerate(frames):
+        assert leg.receive_binary(f, i * 0.02) == []
     events = leg.receive_text(start_text(), 0.1)
     assert isinstance(events[0], Started)
-    assert events[1:] == [AudioReceived(f) for f in frames]
-    assert leg.receive_binary(b"\x09" * 640, 0.2) == [AudioReceived(b"\x09" * 640)]
+    # each keeps the time it was read: the uplink latency counts from there
+    assert events[1:] == [AudioReceived(f, i * 0.02) for i, f in enumerate(frames)]
+    assert leg.receive_binary(b"\x09" * 640, 0.2) == [AudioReceived(b"\x09" * 640, 0.2)]
     assert leg.counters.frames_in == 6
     assert leg.counters.drops_prestart == 0
 
@@ -92,7 +93,7 @@ def test_prestart_release_trims_to_the_real_format() -> None:
         leg.receive_binary(bytes([i]) * 640, 0.0)
     events = leg.receive_text(start_text(), 0.1)
     assert [e for e in events if isinstance(e, AudioReceived)] == [
-        AudioReceived(bytes([i]) * 640) for i in range(5)
+        AudioReceived(bytes([i]) * 640, 0.0) for i in range(5)
     ]
     assert leg.counters.drops_prestart == 5
 

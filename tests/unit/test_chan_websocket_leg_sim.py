@@ -1,17 +1,22 @@
-"""ChanWebsocketLeg against a strict fake of Asterisk's playout queue, on a simulated clock.
+"""ChanWebsocketLeg against strict fakes of Asterisk's playout queue, on a simulated clock.
 
-The fake follows asterisk-chan-websocket.md §8-§11 and the 22.10.1 captures: binary messages are cut
-into optimal_frame_size frames (a trailing partial is dropped outside buffering mode), one frame is
-played per 20 ms tick, marks and buffering markers fire when they reach the head, FLUSH_MEDIA drops
-everything including marks, XOFF at 900 and a silent drop at >= 1000. It records every violation.
+Two fakes: `FakeAsterisk` here, and `ModelAsterisk`, which wraps `bridge.simulate`'s independent
+ChannelModel (the simulated Asterisk the integration tests and `bridge simulate-call` use). Both follow
+asterisk-chan-websocket.md §8-§11, chan_websocket.c and the 22.10.1 captures: a binary message is cut
+into optimal_frame_size frames, each queued on its own (a trailing partial is dropped outside buffering
+mode), one frame is played per 20 ms tick, marks and buffering markers fire when they reach the head,
+FLUSH_MEDIA drops everything including marks, XOFF at 900 and a whole message dropped at >= 1000. Both
+record every violation.
 """
 
 from __future__ import annotations
 
 import itertools
+import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +33,9 @@ from bridge.asterisk.leg_events import (
     PlayedUpTo,
     TextMessage,
 )
+from bridge.audio.formats import SLIN16, SLIN24, ULAW, AudioFormat
+from bridge.simulate.chan_model import ChannelModel
+from bridge.simulate.wire import Dialect, EventFormatter
 
 TICK = 0.02
 
@@ -66,6 +74,10 @@ class FakeAsterisk:
 
     def send(self, event: cw.Event) -> None:
         self.outbox.append(cw.encode_event(event, self.fmt))
+
+    def take_outbox(self) -> list[str]:
+        out, self.outbox = self.outbox, []
+        return out
 
     def handle(self, msg: Outgoing, now: float) -> None:
         self.log.append(msg)
@@ -166,13 +178,68 @@ class FakeAsterisk:
             self.send(cw.QueueDrained())
 
 
+class ModelAsterisk:
+    """`bridge.simulate.chan_model.ChannelModel` (JSON control, Asterisk 22.10) as a `Sim` peer."""
+
+    def __init__(self, fmt: AudioFormat) -> None:
+        dialect = Dialect.of("json")
+        self.fmt = fmt
+        self.model = ChannelModel(fmt, dialect, EventFormatter(dialect, "1.2"))
+        self.played = bytearray()
+        self.played_at: list[tuple[float, int]] = []  # (tick time, total bytes played)
+        self.log: list[tuple[float, Outgoing]] = []
+        self.hung_up_at: float | None = None
+
+    def media_start(self) -> str:
+        return self.model.events.media_start(
+            connection_id="bridge_media",
+            channel="WebSocket/bridge_media/0x1",
+            format_name=self.fmt.name,
+            optimal_frame_size=self.fmt.frame_bytes,
+            ptime=20,
+            channel_variables={},
+        )
+
+    def handle(self, msg: Outgoing, now: float) -> None:
+        self.log.append((now, msg))
+        if isinstance(msg, TextMessage):
+            self.model.receive_text(msg.text.encode())
+            if self.model.hangup_requested and self.hung_up_at is None:
+                self.hung_up_at = now
+        elif isinstance(msg, BinaryMessage):
+            self.model.receive_binary(msg.data)
+
+    def tick(self, now: float) -> None:
+        frame = self.model.tick()
+        if frame is not None:
+            self.played += frame
+            self.played_at.append((now, len(self.played)))
+
+    def take_outbox(self) -> list[str]:
+        return self.model.take_outbox()
+
+    def heard_before(self, t: float) -> int:
+        """Bytes played by the ticks before time t."""
+        return max((n for at, n in self.played_at if at < t - 1e-9), default=0)
+
+    def binaries(self) -> list[tuple[float, bytes]]:
+        return [(t, m.data) for t, m in self.log if isinstance(m, BinaryMessage)]
+
+
+class SimAsterisk(Protocol):
+    def handle(self, msg: Outgoing, now: float) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def take_outbox(self) -> list[str]: ...
+
+
+A = TypeVar("A", bound=SimAsterisk)
 Action = Callable[[ChanWebsocketLeg, float], None]
 
 
 @dataclass
-class Sim:
+class Sim(Generic[A]):
     leg: ChanWebsocketLeg
-    ast: FakeAsterisk
+    ast: A
     now: float = 0.0
     events: list[tuple[float, LegEvent]] = field(default_factory=list)
     depth_seen: int = 0
@@ -183,7 +250,7 @@ class Sim:
             for msg in out:
                 self.ast.handle(msg, self.now)
             self.depth_seen = max(self.depth_seen, self.leg.modelled_depth(self.now))
-            replies, self.ast.outbox = self.ast.outbox, []
+            replies = self.ast.take_outbox()
             for text in replies:
                 self.events += [(self.now, e) for e in self.leg.receive_text(text, self.now)]
             if not replies:
@@ -211,7 +278,9 @@ ASTERISKS = [(ControlFormat.JSON, True), (ControlFormat.PLAIN, True), (ControlFo
 asterisks = pytest.mark.parametrize(("fmt", "marks"), ASTERISKS, ids=["json", "plain", "plain-22.7"])
 
 
-def started(fmt: ControlFormat = ControlFormat.JSON, frame: int = 640, marks: bool = True, **kw: int) -> Sim:
+def started(
+    fmt: ControlFormat = ControlFormat.JSON, frame: int = 640, marks: bool = True, **kw: int
+) -> Sim[FakeAsterisk]:
     sim = Sim(ChanWebsocketLeg(**kw), FakeAsterisk(fmt=fmt, frame=frame, marks=marks))
     sim.events += [(0.0, e) for e in sim.leg.receive_text(sim.ast.media_start(), 0.0)]
     return sim
@@ -257,7 +326,7 @@ def test_binary_messages_are_whole_frames_except_the_bracketed_tail() -> None:
     texts = [m.text for m in sim.ast.log if isinstance(m, TextMessage)]
     binaries = [m for m in sim.ast.log if isinstance(m, BinaryMessage)]
     assert [len(b.data) % 640 for b in binaries[:-1]] == [0] * (len(binaries) - 1)
-    assert len(binaries[-1].data) == 100
+    assert len(binaries[-1].data) % 640 == 100  # the short tail ends the last message
     tail_at = sim.ast.log.index(binaries[-1])
     assert isinstance(sim.ast.log[tail_at + 1], TextMessage)
     assert "STOP_MEDIA_BUFFERING" in sim.ast.log[tail_at + 1].text  # type: ignore[union-attr]
@@ -437,3 +506,139 @@ def test_random_operations_keep_the_protocol_and_always_hang_up(
     assert sim.ast.hung_up_at is not None
     assert sim.depth_seen <= 200
     assert sim.ast.max_queue <= 200
+
+
+# ------------------------------------------------ against bridge.simulate's ChannelModel: multi-frame
+FORMATS = pytest.mark.parametrize("afmt", [ULAW, SLIN16, SLIN24], ids=lambda f: f.name)
+
+
+def started_model(afmt: AudioFormat, **kw: int) -> Sim[ModelAsterisk]:
+    sim = Sim(ChanWebsocketLeg(**kw), ModelAsterisk(afmt))
+    sim.events += [(0.0, e) for e in sim.leg.receive_text(sim.ast.media_start(), 0.0)]
+    return sim
+
+
+def model_deltas(
+    audio: bytes, afmt: AudioFormat, t0: float, seed: int, speed: float = 4.0
+) -> list[tuple[float, Action]]:
+    """A realtime model's reply: deltas of 40-200 ms (whole samples, not whole frames), generated
+    `speed` times faster than real time, then the end of the response. Each delta carries its arrival
+    time as `received_at`."""
+    rng = random.Random(seed)
+    acts: list[tuple[float, Action]] = []
+    t, i = t0, 0
+    while i < len(audio):
+        n = afmt.bytes_for_ms(rng.randint(40, 200)) + afmt.bytes_per_sample * rng.randint(0, 7)
+        piece = audio[i : i + n]
+        acts.append((t, lambda leg, now, p=piece: leg.queue_audio(p, received_at=now) or None))  # type: ignore[misc]
+        t += afmt.ms_for_bytes(len(piece)) / 1000 / speed
+        i += n
+    acts.append((t, lambda leg, now: leg.end_response()))
+    return acts
+
+
+def sample_pattern(n: int, afmt: AudioFormat, start: int = 0) -> bytes:
+    return pattern(n - n % afmt.bytes_per_sample, start)
+
+
+@FORMATS
+@pytest.mark.parametrize("seed", range(3))
+def test_model_deltas_go_as_multi_frame_messages_the_simulated_asterisk_accepts(
+    afmt: AudioFormat, seed: int
+) -> None:
+    sim = started_model(afmt)
+    frame = afmt.frame_bytes
+    first, second = sample_pattern(frame * 400 + 37, afmt), sample_pattern(frame * 150 + 11, afmt, 5)
+    sim.run(30.0, [*model_deltas(first, afmt, 0.1, seed), *model_deltas(second, afmt, 12.0, seed + 9)])
+    model = sim.ast.model
+    assert model.stats.error_counts == {}  # nothing Asterisk would drop, ignore or reject
+    assert bytes(sim.ast.played) == first + second  # every byte, in order, once
+    binaries = sim.ast.binaries()
+    # Whole frames only, except each response's short tail, which ends its last message.
+    tails = [i for i, (_, data) in enumerate(binaries) if len(data) % frame]
+    assert [len(binaries[i][1]) % frame for i in tails] == [len(first) % frame, len(second) % frame]
+    assert all(len(data) <= 8000 for _, data in binaries)
+    # Several frames per message: most carry a whole 200 ms (10 frames, 8 for slin24's 8000-byte cap).
+    per_message = min(10, 8000 // frame)
+    frames_sent = sum(-(-len(data) // frame) for _, data in binaries)
+    assert frames_sent / len(binaries) >= 0.8 * per_message
+    assert max(-(-len(data) // frame) for _, data in binaries) == per_message
+    # Bounded: the simulated Asterisk's queue, and our model of it, stayed within 200 frames.
+    assert model.stats.max_queue_depth <= 200
+    assert sim.depth_seen <= 200
+    # And never starved: once a response began it played one frame per tick to its end.
+    for start, stop in ((0.1, 10.0), (12.0, 14.0)):
+        times = [t for t, _ in sim.ast.played_at if start <= t < stop]
+        assert max(b - a for a, b in itertools.pairwise(times)) == pytest.approx(TICK)
+
+
+@FORMATS
+def test_marks_between_multi_frame_messages_report_exactly_what_was_played(afmt: AudioFormat) -> None:
+    sim = started_model(afmt)
+    audio = sample_pattern(afmt.frame_bytes * 300, afmt)
+    sim.run(10.0, model_deltas(audio, afmt, 0.0, seed=4))
+    played = [(t, e) for t, e in sim.events if isinstance(e, PlayedUpTo)]
+    per_ms = afmt.bytes_for_ms(20) / 20
+    for t, e in played:  # each says exactly what the caller had heard when Asterisk reached it
+        assert e.total_ms == pytest.approx(sim.ast.heard_before(t) / per_ms)
+    # A mark follows the message that completes 200 ms of unmarked audio (and the response's end).
+    message_ms = 20 * min(10, 8000 // afmt.frame_bytes)
+    spacing = [b.total_ms - a.total_ms for (_, a), (_, b) in itertools.pairwise(played)]
+    assert all(200 - 1e-6 <= gap < 200 + message_ms for gap in spacing[:-1])
+    assert played[-1][1].total_ms == pytest.approx(6000)
+    assert sim.ast.model.stats.marks_flushed == []
+
+
+@FORMATS
+@pytest.mark.parametrize("cut_at", [0.47, 1.333, 2.9, 5.01])
+def test_barge_in_between_multi_frame_messages_truncates_at_what_was_heard(
+    afmt: AudioFormat, cut_at: float
+) -> None:
+    sim = started_model(afmt)
+    audio = sample_pattern(afmt.frame_bytes * 400, afmt)
+    sim.run(cut_at, model_deltas(audio, afmt, 0.0, seed=2)[:-1])  # the model is still talking
+    heard = sim.leg.interrupt(sim.now)
+    sim.run(cut_at + 1.0)  # the flush goes out first; nothing of that response plays after it
+    per_ms = afmt.bytes_for_ms(20) / 20
+    truly = len(sim.ast.played) / per_ms
+    assert sim.ast.heard_before(cut_at + 1e-6) / per_ms == truly
+    assert abs(heard - truly) <= 20.0  # within the frame that was playing
+    assert sim.ast.model.stats.flushes == 1
+    assert sim.ast.model.stats.error_counts == {}
+
+
+def test_an_echo_in_20ms_pieces_is_never_held_back() -> None:
+    sim = started_model(ULAW)
+    frames = [pattern(160, k) for k in range(250)]
+    acts: list[tuple[float, Action]] = [
+        (0.2 + k * TICK + 0.0013, lambda leg, now, p=f: leg.queue_audio(p, received_at=now) or None)  # type: ignore[misc]
+        for k, f in enumerate(frames)
+    ]
+    sim.run(6.0, acts)
+    binaries = sim.ast.binaries()
+    assert [data for _, data in binaries] == frames  # one frame per message: there is nothing to batch
+    assert [t for t, _ in binaries] == pytest.approx([t for t, _ in acts])  # each sent as it came
+
+
+def test_each_chunk_is_stamped_on_the_message_carrying_its_first_byte() -> None:
+    """The downlink latency hook: `received_at` of a queued chunk comes back on the message that
+    carries its first byte, once."""
+    sim = started_model(ULAW)
+    sizes = [800, 80, 80, 1600, 2400, 1, 159, 3200]
+    acts: list[tuple[float, Action]] = []
+    for k, size in enumerate(sizes):
+        piece = pattern(size, k)
+        acts.append((0.05 * k, lambda leg, now, p=piece: leg.queue_audio(p, received_at=now) or None))  # type: ignore[misc]
+    acts.append((0.05 * len(sizes), lambda leg, now: leg.end_response()))
+    sim.run(5.0, acts)
+    starts = list(itertools.accumulate(sizes, initial=0))[:-1]  # each chunk's first byte in the stream
+    offset, carried = 0, {}
+    for _, msg in sim.ast.log:
+        if isinstance(msg, BinaryMessage):
+            for stamp in msg.received_at:
+                carried[round(stamp, 6)] = (offset, offset + len(msg.data))
+            offset += len(msg.data)
+    assert sorted(carried) == [round(0.05 * k, 6) for k in range(len(sizes))]
+    for k, first_byte in enumerate(starts):
+        lo, hi = carried[round(0.05 * k, 6)]
+        assert lo <= first_byte < hi

@@ -113,8 +113,8 @@ def test_unknown_placeholders_stay_visible_and_are_reported() -> None:
 
 
 def test_append_is_valid_and_round_trips_audio() -> None:
-    text = protocol().append_audio(b"\x01\x02\x03")
-    assert base64.b64decode(valid(text)["audio"]) == b"\x01\x02\x03"
+    payload = protocol().append_audio(b"\x01\x02\x03")
+    assert base64.b64decode(valid(payload.decode("utf-8"))["audio"]) == b"\x01\x02\x03"
 
 
 def test_audio_deltas_become_audio_out_and_truncate_is_clamped_to_what_came() -> None:
@@ -321,3 +321,59 @@ def test_malformed_known_events_become_notes(event: dict[str, Any]) -> None:
     proto = protocol()
     for type_ in ("response.output_audio.delta", "response.done", "error", "response.created"):
         proto.receive(json.dumps({**event, "type": type_}))
+
+
+def test_audio_out_carries_the_read_time_it_is_given() -> None:
+    proto = protocol(ULAW)
+    audio = base64.b64encode(b"\x7f" * 160).decode()
+    text = json.dumps(
+        {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": audio}
+    )
+    assert proto.receive(text, 12.5) == [AudioOut(b"\x7f" * 160, "r", received_at=12.5)]
+    assert proto.receive(text) == [AudioOut(b"\x7f" * 160, "r")]
+
+
+def test_malformed_base64_audio_is_a_warning_not_audio() -> None:
+    proto = protocol(ULAW)
+    for bad in ("AAA", "AA=A", "A@==", "é"):
+        (note,) = server(proto, type="response.output_audio.delta", response_id="r", item_id="i", delta=bad)
+        assert isinstance(note, ProtocolNote)
+        assert note.level == "warning"
+
+
+def test_debug_notes_are_not_built_unless_asked_for() -> None:
+    quiet = RealtimeProtocol(OPENAI, BRIEF, debug_notes=False)
+    chatty = RealtimeProtocol(OPENAI, BRIEF)
+    ignored = [
+        {"type": "rate_limits.updated", "rate_limits": []},
+        {"type": "response.output_audio_transcript.delta", "delta": "hi"},
+        {"type": "session.created", "session": {}},
+        {"type": "error", "error": {"code": "response_cancel_not_active"}},
+    ]
+    for event in ignored:
+        assert quiet.receive(json.dumps(event)) == []
+        (note,) = chatty.receive(json.dumps(event))
+        assert isinstance(note, ProtocolNote)
+        assert note.level == "debug"
+    # Warnings are built either way: they are logged at the production level.
+    (warning,) = quiet.receive("{not json")
+    assert isinstance(warning, ProtocolNote)
+    assert warning.level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        (' {"type": "input_audio_buffer.speech_started", "audio_start_ms": 5} \n', True),
+        ('{"type": "input_audio_buffer.speech_started", "audio_start_ms": 5}', True),
+        (b'{"type": "input_audio_buffer.speech_started", "audio_start_ms": 5}', True),
+        ('{"type": "input_audio_buffer.speech_started"} {"type": "x"}', False),
+        ('{"type": "input_audio_buffer.speech_started"', False),
+    ],
+)
+def test_server_json_is_read_as_json_loads_reads_it(text: str | bytes, parsed: bool) -> None:
+    events = protocol().receive(text)
+    if parsed:
+        assert events == [CallerSpeechStarted(5.0)]
+    else:
+        assert [type(e) for e in events] == [ProtocolNote]

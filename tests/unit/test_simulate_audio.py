@@ -162,3 +162,17 @@ def test_arrival_stats_find_gaps_and_bursts() -> None:
     assert b.bursts == 8
     assert b.gaps_over_40ms == 1
     assert b.max_lead_ms == pytest.approx(200.0)
+
+
+def test_grid_stats_tell_a_drift_free_stream_from_a_drifting_one() -> None:
+    # On one grid, with a pause between responses and a frame that slipped a whole slot: 0 off.
+    on_grid = [1.003 + k * 0.020 for k in [*range(100), *range(150, 200), *range(201, 260)]]
+    s = ArrivalStats.of(on_grid, [0.020] * len(on_grid))
+    assert s.grid_p95_ms == pytest.approx(0.0, abs=1e-6)
+    assert s.grid_max_ms == pytest.approx(0.0, abs=1e-6)
+    # The case: a sender that re-anchors ends up ~20.05 ms apart on average, all over the grid.
+    drifting = [1.003 + k * 0.02005 for k in range(450)]
+    d = ArrivalStats.of(drifting, [0.020] * 450)
+    assert d.mean_ms == pytest.approx(20.05)
+    assert d.grid_p95_ms is not None
+    assert d.grid_p95_ms > 5

@@ -102,6 +102,25 @@ def test_burst_xoff_at_900_drop_past_1000_xon_below_800() -> None:
     assert (m.stats.xoff_count, m.stats.xon_count, m.stats.max_queue_depth) == (1, 1, 1000)
 
 
+def test_a_multi_frame_message_is_queued_frame_by_frame_as_chan_websocket_does() -> None:
+    """chan_websocket.c process_binary_message: the >= 1000 check once per message, then each
+    optimal_frame_size chunk queued on its own (XOFF checked per frame), one played per tick."""
+    m = model(fmt=ULAW)
+    m.receive_binary(b"\xff" * 160 * 895)
+    m.receive_binary(bytes(range(160)) * 10)  # frames 896..905: XOFF when the 900th goes in
+    assert m.queue_length == 905
+    assert events(m.take_outbox()) == ["MEDIA_XOFF"]
+    assert [n.queue_length for n in m.take_notes() if n.name == "MEDIA_XOFF"] == [900]
+    cmd(m, command="MARK_MEDIA", correlation_id="after")
+    played, sent = run_ticks(m, 905)
+    assert [len(p or b"") for p in played] == [160] * 905  # ten frames from one message, ten ticks
+    assert played[-10:] == [bytes(range(160))] * 10
+    assert "MEDIA_MARK_PROCESSED" not in events(sent)  # the mark waits behind the message's last frame
+    _, sent = run_ticks(m, 1)
+    assert events(sent) == ["MEDIA_MARK_PROCESSED"]
+    assert m.stats.error_counts == {}
+
+
 def test_one_big_message_can_overshoot_1000() -> None:
     m = model(fmt=ULAW)
     m.receive_binary(b"\xff" * 160 * 990)

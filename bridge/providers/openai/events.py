@@ -5,12 +5,13 @@ the client events to send (`take_outgoing`). It keeps what the protocol needs be
 messages: the active response, how much audio each assistant item carried (so a truncate
 is clamped to what was received), the conversation so far (replayed after a reconnect),
 and a `response.create` owed once the active response ends (after tool results).
-No asyncio, sockets, clocks or logging: the client logs the notes it returns.
+No asyncio, sockets, clocks or logging: the client logs the notes it returns, and says whether it
+wants the debug-level ones at all (`debug_notes`): most server events are ignored, and building a
+note for each only for the logger to drop it costs on every event.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from dataclasses import dataclass, field
@@ -27,7 +28,6 @@ from bridge.providers.base import (
     ResponseDone,
     ToolCall,
     TranscriptLine,
-    Usage,
 )
 from bridge.providers.openai.dialect import Dialect
 from bridge.providers.openai.session_config import (
@@ -37,6 +37,7 @@ from bridge.providers.openai.session_config import (
     resolve,
     session_body,
 )
+from bridge.providers.openai.usage import response_usage, transcription_usage
 
 # The session cannot go on: end the call as failed with this code.
 FATAL_CODES = frozenset(
@@ -54,6 +55,8 @@ FATAL_CODES = frozenset(
 BENIGN_CODES = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
 # The server ended the session at its maximum duration: reconnect and replay, do not fail the call.
 EXPIRY_CODES = frozenset({"session_expired", "session_expired_error"})
+AUDIO_DELTA = "response.output_audio.delta"
+APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,7 @@ class _Line:
 class RealtimeProtocol:
     dialect: Dialect
     brief: AgentBrief
+    debug_notes: bool = True  # False: no debug-level ProtocolNote is built (the client would drop it)
     resolved: ResolvedBrief = field(init=False)
     input_format: AudioFormat | None = None
     output_format: AudioFormat | None = None
@@ -111,6 +115,11 @@ class RealtimeProtocol:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def has_outgoing(self) -> bool:
+        """Something to send (checked after each server event: most bring nothing to flush)."""
+        return bool(self._outbox)
+
     def _send(self, event: dict[str, Any]) -> None:
         self._outbox.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
 
@@ -127,9 +136,10 @@ class RealtimeProtocol:
                 }
             )
 
-    def append_audio(self, data: bytes) -> str:
-        """input_audio_buffer.append for one chunk, without a JSON encoder (base64 needs no escaping)."""
-        return '{"type":"input_audio_buffer.append","audio":"' + base64.b64encode(data).decode("ascii") + '"}'
+    def append_audio(self, data: bytes) -> bytes:
+        """input_audio_buffer.append for one chunk as the UTF-8 text frame's payload, built without a
+        JSON encoder or a str round trip (base64 is ASCII and needs no escaping)."""
+        return APPEND_HEAD + binascii.b2a_base64(data, newline=False) + b'"}'
 
     def interrupt(self, played_ms: float, *, cancel: bool) -> int | None:
         """Barge-in: truncate the latest assistant item at what the caller heard (clamped to what came).
@@ -203,27 +213,34 @@ class RealtimeProtocol:
 
     # ------------------------------------------------------------------ server events
 
-    def receive(self, text: str | bytes) -> list[Incoming]:
-        out, self._pending = self._pending, []
-        return out + self._parse(text)
+    def receive(self, text: str | bytes, received_at: float | None = None) -> list[Incoming]:
+        """The events one server message brings; `received_at` (the loop time it was read) goes on audio."""
+        if self._pending:
+            out, self._pending = self._pending, []
+            return out + self._parse(text, received_at)
+        return self._parse(text, received_at)
 
-    def _parse(self, text: str | bytes) -> list[Incoming]:
+    def _parse(self, text: str | bytes, received_at: float | None) -> list[Incoming]:
         try:
-            event = json.loads(text)
+            event = _loads(text)
         except ValueError:
             return [ProtocolNote("warning", "server sent a message that is not JSON")]
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return [ProtocolNote("warning", "server event without a type")]
-        handler = _HANDLERS.get(event["type"])
-        if handler is None:
-            return [ProtocolNote("debug", "ignored server event", event["type"])]
+        kind = event["type"]
         try:
+            if kind == AUDIO_DELTA:  # most of the traffic: no table lookup, no extra call
+                return self._audio_delta(event, received_at)
+            handler = _HANDLERS.get(kind)
+            if handler is None:
+                return [ProtocolNote("debug", "ignored server event", kind)] if self.debug_notes else []
             return handler(self, event)
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
-            return [ProtocolNote("warning", f"malformed {event['type']}", repr(exc))]
+            return [ProtocolNote("warning", f"malformed {kind}", repr(exc))]
 
-    def _audio_delta(self, event: dict[str, Any]) -> list[Incoming]:
-        data = base64.b64decode(event["delta"], validate=True)
+    def _audio_delta(self, event: dict[str, Any], received_at: float | None) -> list[Incoming]:
+        # strict_mode does in C what b64decode(validate=True) does with a regex over the whole payload.
+        data = binascii.a2b_base64(event["delta"], strict_mode=True)
         item_id, response_id = str(event["item_id"]), str(event["response_id"])
         item = self._items.get(item_id)
         if item is None:
@@ -232,7 +249,7 @@ class RealtimeProtocol:
             return []  # already truncated: late audio of an interrupted item
         item.audio_bytes += len(data)
         self._last_audio_item = item_id
-        return [AudioOut(data, response_id)]
+        return [AudioOut(data, response_id, received_at)]
 
     def _audio_done(self, event: dict[str, Any]) -> list[Incoming]:
         return [ResponseAudioDone(str(event["response_id"]))]
@@ -263,7 +280,7 @@ class RealtimeProtocol:
             out.append(TranscriptLine("caller", text, item_id))
         usage = event.get("usage")
         if isinstance(usage, dict):
-            out.append(_transcription_usage(usage))
+            out.append(transcription_usage(usage))
         return out
 
     def _speech_started(self, event: dict[str, Any]) -> list[Incoming]:
@@ -284,7 +301,7 @@ class RealtimeProtocol:
         out: list[Incoming] = []
         usage = response.get("usage") or event.get("usage")
         if isinstance(usage, dict) and usage:
-            out.append(_response_usage(usage))
+            out.append(response_usage(usage))
         details = response.get("status_details") or {}
         error = details.get("error") if isinstance(details, dict) else None
         if status == "failed" and isinstance(error, dict):
@@ -313,14 +330,30 @@ class RealtimeProtocol:
         if code in EXPIRY_CODES:
             return [SessionExpired()]
         if code in BENIGN_CODES or (code == "invalid_value" and "truncate" in message.lower()):
-            return [ProtocolNote("debug", "benign provider error", code)]
+            return [ProtocolNote("debug", "benign provider error", code)] if self.debug_notes else []
         return [ProviderError(code, message, fatal=code in FATAL_CODES)]
 
     def _session_event(self, event: dict[str, Any]) -> list[Incoming]:
-        return [ProtocolNote("debug", event["type"])]
+        return [ProtocolNote("debug", event["type"])] if self.debug_notes else []
 
     def _output_ms(self, nbytes: int) -> float:
         return self.output_format.ms_for_bytes(nbytes) if self.output_format else 0.0
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _loads(text: str | bytes) -> Any:
+    """`json.loads`, minus its two regex passes for whitespace around the usual server message."""
+    if type(text) is str:
+        try:
+            value, end = _DECODER.raw_decode(text)
+        except ValueError:
+            pass  # leading whitespace, or not JSON: json.loads decides
+        else:
+            if end == len(text):
+                return value
+    return json.loads(text)
 
 
 def _cut_words(text: str, share: float) -> str:
@@ -333,43 +366,7 @@ def _float(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _int(mapping: object, key: str) -> int:
-    value = mapping.get(key) if isinstance(mapping, dict) else None
-    return int(value) if isinstance(value, int | float) else 0
-
-
-def _response_usage(usage: dict[str, Any]) -> Usage:
-    inputs, outputs = usage.get("input_token_details") or {}, usage.get("output_token_details") or {}
-    cached = inputs.get("cached_tokens_details") if isinstance(inputs, dict) else None
-    input_text, input_audio = _int(inputs, "text_tokens"), _int(inputs, "audio_tokens")
-    output_text, output_audio = _int(outputs, "text_tokens"), _int(outputs, "audio_tokens")
-    if not (input_text or input_audio):  # xAI: totals only
-        input_text = _int(usage, "input_tokens")
-    if not (output_text or output_audio):
-        output_audio = _int(usage, "output_tokens")
-    return Usage(
-        input_text_tokens=input_text,
-        input_audio_tokens=input_audio,
-        input_cached_text_tokens=_int(cached, "text_tokens"),
-        input_cached_audio_tokens=_int(cached, "audio_tokens"),
-        output_text_tokens=output_text,
-        output_audio_tokens=output_audio,
-        responses=1,
-    )
-
-
-def _transcription_usage(usage: dict[str, Any]) -> Usage:
-    if usage.get("type") == "duration":
-        seconds = usage.get("seconds")
-        return Usage(transcription_seconds=float(seconds) if isinstance(seconds, int | float) else 0.0)
-    return Usage(
-        transcription_input_tokens=_int(usage, "input_tokens"),
-        transcription_output_tokens=_int(usage, "output_tokens"),
-    )
-
-
-_HANDLERS = {
-    "response.output_audio.delta": RealtimeProtocol._audio_delta,
+_HANDLERS = {  # besides AUDIO_DELTA, which `_parse` handles first
     "response.output_audio.done": RealtimeProtocol._audio_done,
     "response.output_audio_transcript.done": RealtimeProtocol._bot_transcript_done,
     "conversation.item.input_audio_transcription.completed": RealtimeProtocol._caller_transcript,
