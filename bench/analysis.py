@@ -101,6 +101,9 @@ def analyse(spec: LoadSpec, outcomes: list[CallOutcome]) -> dict[str, Any]:
                 drops=sum(s.error_counts.get(code, 0) for code in DROP_CODES),
                 max_queue=s.max_queue_depth,
                 errors=dict(s.error_counts),
+                # The whole call's distance from a drift-free 20 ms grid (AudioSocket: what Asterisk plays).
+                grid_p95_ms=s.arrival.grid_p95_ms,
+                grid_max_ms=s.arrival.grid_max_ms,
             )
             rec.update(pacing(spec, s, p, w0, w1))
             rec.update(dry_ticks(spec, s, p, arrivals, w0, w1))

@@ -131,7 +131,9 @@ def bridge_code(rev: str, workdir: Path, cache: Path | None = None) -> BridgeCod
     commit = resolve(rev)
     if commit is None:
         return BridgeCode(label="working tree")
-    tree = export_tree(commit, workdir / f"tree-{commit[:12]}")
+    tree = workdir / f"tree-{commit[:12]}"
+    if not tree.exists():  # `--compare X,X` exports the commit once and runs it for both sides
+        export_tree(commit, tree)
     wanted = runtime_requirements((tree / "pyproject.toml").read_text())
     python = sys.executable if satisfied_here(wanted) else venv_python(wanted, cache or cache_dir())
     return BridgeCode(python=python, source=tree, label=f"{rev} ({commit[:10]})")

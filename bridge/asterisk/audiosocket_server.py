@@ -158,12 +158,16 @@ class AudioSocketMediaLeg(InboxLeg):
             if due > now:
                 await asyncio.sleep(due - now)
                 continue  # look again: a barge-in may have emptied or refilled the queue meanwhile
-            if self._hung_up:
-                playout.clear()
+            if self._hung_up or self._writer.is_closing():
+                playout.clear()  # hung up, or Asterisk went: nothing more is written
                 continue
             frame, stamps, first_of_response = playout.popleft()
             self._arrived_at = None
-            self._writer.write(encode_audio(frame, self._audio_kind))
+            try:
+                self._writer.write(encode_audio(frame, self._audio_kind))
+            except (ConnectionError, RuntimeError):  # closed under us (uvloop raises RuntimeError)
+                playout.clear()
+                continue
             pacer.sent()
             self.frames_out += 1
             self._response_frames = 1 if first_of_response else self._response_frames + 1

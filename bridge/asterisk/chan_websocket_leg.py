@@ -84,7 +84,8 @@ class ChanWebsocketLeg:
     goes at once while Asterisk's queue is low (`low_water_ms` or less, modelled) and when a response's
     last frames are all here; otherwise, while Asterisk has enough queued, it waits for a whole message
     (of audio and of rate budget) or until the queue is down to the low-water mark, whichever comes
-    first. Audio that comes in 20 ms pieces in real time (an echo) is never held back.
+    first. Audio that comes in 20 ms pieces in real time (an echo) is held back only while Asterisk
+    already has more than the low-water mark queued, which the caller hears first anyway.
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class ChanWebsocketLeg:
         max_message_bytes: int = 8000,
         prestart_buffer_ms: int = 1000,
         marks_every_ms: int = 200,
-        low_water_ms: int = 100,
+        low_water_ms: int = 180,
         max_ahead_frames: int = 200,
         local_queue_limit_ms: int = 30_000,
         initial_burst_frames: int = 10,
@@ -429,10 +430,13 @@ class ChanWebsocketLeg:
         del r.buf[:nbytes]
         end = r.queued_bytes - len(r.buf)  # response offset just past the chunk
         stamps: tuple[float, ...] = ()
-        while r.stamps and r.stamps[0][0] < end:
-            stamps += (r.stamps.popleft()[1],)
+        audible = True
+        if r.stamps and r.stamps[0][0] < end:
+            audible = self._budget.queued_frames(now) == 0  # looked at only when a chunk is stamped
+            while r.stamps and r.stamps[0][0] < end:
+                stamps += (r.stamps.popleft()[1],)
         ms, entries = len(chunk) / self._bytes_per_ms, -(-len(chunk) // self._frame)
-        out.append(BinaryMessage(chunk, stamps))
+        out.append(BinaryMessage(chunk, stamps, audible))
         if r.start_total_ms is None:
             r.start_total_ms = self._sent_total_ms
         r.sent_ms += ms

@@ -88,10 +88,13 @@ class TextMessage:
 @dataclass(frozen=True, slots=True)
 class BinaryMessage:
     """Whole frames (and, inside a buffering bracket, a response's short tail); `received_at`: those
-    of the queued chunks whose first byte is in this message (for the downlink latency)."""
+    of the queued chunks whose first byte is in this message (for the downlink latency); `audible`:
+    Asterisk's modelled queue was empty when it went, so any wait before it was heard as silence
+    (behind queued audio a wait costs the caller nothing, and is not latency)."""
 
     data: bytes
     received_at: tuple[float, ...] = ()
+    audible: bool = True
 
 
 @dataclass(frozen=True, slots=True)

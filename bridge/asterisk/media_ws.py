@@ -164,7 +164,7 @@ class ChanWebsocketMediaLeg(InboxLeg):
             for message in messages:
                 if isinstance(message, BinaryMessage):
                     await ws.send_bytes(message.data)
-                    if message.received_at and self.on_downlink_sent is not None:
+                    if message.received_at and message.audible and self.on_downlink_sent is not None:
                         for received_at in message.received_at:
                             self.on_downlink_sent(received_at)
                 elif isinstance(message, TextMessage):
@@ -178,10 +178,7 @@ class ChanWebsocketMediaLeg(InboxLeg):
     # -- MediaLeg ----------------------------------------------------------------------------
 
     def play(self, data: bytes, received_at: float | None = None) -> None:
-        # Latency is timed only for audio with nothing ahead of it: behind queued audio, the leg holds
-        # a chunk on purpose (pacing, whole-message batching) and the caller hears it no later.
-        timed = received_at if received_at is not None and not self.is_playing else None
-        self._leg.queue_audio(data, received_at=timed)
+        self._leg.queue_audio(data, received_at=received_at)
         self._wakeup.kick()
 
     def end_response(self) -> None:

@@ -90,7 +90,7 @@ async def test_model_replies_go_in_multi_frame_messages_asterisk_accepts(
     assert short <= len(summary.buffering_completed)
     assert max(summary.message_sizes) <= 8000
     sizes = frames_per_message(summary)
-    assert sum(sizes) / len(sizes) >= 7  # several frames per message (most of them 200 ms)
+    assert sum(sizes) / len(sizes) >= 5  # several frames per message (200 ms while Asterisk has plenty)
     assert max(sizes) == min(10, 8000 // frame)
     assert summary.max_queue_depth <= 200
     assert summary.frames_received * frame >= 0.95 * (2400 + 1200) * rate / 1000 * (1 if fmt == "ulaw" else 2)
