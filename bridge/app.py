@@ -30,12 +30,13 @@ from bridge.fdlimit import descriptor_problem, raise_descriptor_limit
 from bridge.logging import get_logger
 from bridge.providers.factory import CallBrief, provider_for
 from bridge.sdnotify import Notifier
-from bridge.session.admission import Admission, AdmissionPolicy
+from bridge.session.admission import Admission, AdmissionPolicy, Announcement
 from bridge.session.call import CallPlan
 from bridge.session.calls import CallService
-from bridge.session.control import CallController
+from bridge.session.control import CallController, InboundCall, InboundHandler
 from bridge.session.costs import PriceTable
 from bridge.session.manager import SessionManager
+from bridge.session.policy import call_policy
 from bridge.session.records import CallRecorder
 from bridge.session.session import Session
 from bridge.session.tools import ToolBox
@@ -99,7 +100,19 @@ def build_controller(settings: Settings) -> CallController | None:
         asterisk.transfer_context,
         media_connection=asterisk.ari.media_connection,
         media_format=asterisk.ari.media_format,
+        audiosocket_address=f"{settings.audiosocket.host}:{settings.audiosocket.port}",
     )
+
+
+def stasis_admitter(admission: Admission) -> InboundHandler:
+    """ARI mode: a caller that entered Stasis(<app>,inbound,${EXTEN}) is admitted like a `connect` webhook
+    (the company owning the called number, its allowed_callers, a call id used once)."""
+
+    async def admit(call: InboundCall) -> None:
+        announcement = Announcement(call.call_id, call.caller, call.called, caller_name=call.caller_name)
+        await admission.announce(announcement)
+
+    return admit
 
 
 def make_call_planner(
@@ -113,8 +126,8 @@ def make_call_planner(
     def plan_call(session: Session) -> CallPlan:
         company = directory().companies.get(session.company_id)
         agent = company.settings.agent if company is not None else AgentSettings()
-        tools = ToolBox(agent, controller=controller, http=http)
         info = session.info
+        tools = ToolBox(agent, controller=controller, http=http, outbound=info.direction == "outbound")
         brief = CallBrief(info.call_objective, info.first_message, info.variables)
         provider = provider_for(agent, settings, call=brief, tools=tools.specs(), http=http)
         prices = None
@@ -131,6 +144,7 @@ def make_call_planner(
             prices=prices,
             controller=controller,
             local_barge_in_ms=agent.local_barge_in_ms if agent.local_barge_in else None,
+            policy=call_policy(agent, info),
         )
 
     return plan_call
@@ -178,6 +192,8 @@ async def start_services(settings: Settings) -> Services:
             webhookless_audiosocket_company=settings.audiosocket.webhookless_company,
         ),
     )
+    if isinstance(controller, AriController):
+        controller.on_inbound = stasis_admitter(admission)
     calls = CallService(
         admission, store, controller, dial_timeout_seconds=settings.asterisk.originate.timeout_seconds
     )

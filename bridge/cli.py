@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.keys import hash_key
+from bridge.keys import hash_key, new_api_key
 from bridge.logging import configure_logging
 from bridge.settings import ConfigError, Settings, build_settings, load_settings, warnings_for
 from bridge.simulate.cli_entry import add_arguments as add_simulate_arguments
@@ -27,8 +26,8 @@ def _config_path(arg: str | None) -> Path | None:
 
 def demo_settings() -> tuple[Settings, str, str]:
     """Zero-config start: one demo company on the echo provider, with fresh keys."""
-    company_key = secrets.token_urlsafe(24)
-    connector_key = secrets.token_urlsafe(24)
+    company_key = new_api_key("bck")
+    connector_key = new_api_key("bcn")
     raw = {
         "connector": {"api_keys": [hash_key(connector_key)]},
         "companies": [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
@@ -18,6 +19,14 @@ HASH_PREFIX: Final = "sha256:"
 _HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 Owner = TypeVar("Owner")
+
+
+def new_api_key(kind: str) -> str:
+    """A fresh key: a kind prefix (seen in lists and logs' redaction) and 192 random bits.
+
+    The prefix also keeps the key from starting with '-', which command lines take for an option.
+    """
+    return f"{kind}_{secrets.token_urlsafe(24)}"
 
 
 def hash_key(key: str) -> str:

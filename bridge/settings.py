@@ -120,6 +120,14 @@ class AriSettings(Section):
     # the websocket_client.conf connection it dials, and the format it asks for.
     media_connection: str = "bridge_media"
     media_format: str = "ulaw"
+    # The media leg externalMedia creates: chan_websocket (the connection above) or AudioSocket to
+    # [audiosocket] host:port (slin16; Asterisk 22.7+ for wideband).
+    media_transport: Literal["websocket", "audiosocket"] = "websocket"
+    # Where a caller that entered Stasis(<app>,inbound,...) goes when the bridge refuses it or its media
+    # leg fails (extension s).
+    failover_context: str = "human-operator"
+    # Where an answered outbound callee runs AMD() when the call asks for it (extension s).
+    amd_context: str = "bridge-amd"
 
 
 class OriginateSettings(Section):

@@ -6,7 +6,15 @@ import os
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 
 class UnresolvedSecret(SecretStr):
@@ -188,7 +196,34 @@ class HttpTool(Section):
         return value
 
 
-BUILTIN_TOOLS = ("end_call", "transfer_call", "send_dtmf")
+BUILTIN_TOOLS = ("end_call", "transfer_call", "send_dtmf", "report_answering_machine")
+DTMF_KEY_PATTERN = r"^[0-9*#A-D]$"
+DEFAULT_CLOSING_MESSAGE = "I'm sorry, we have to end the call now. Goodbye."
+DEFAULT_SILENCE_PROMPT = "Are you still there?"
+
+
+class DtmfRulesSettings(Section):
+    """How the caller's keys reach the model (`[companies.agent.dtmf_rules]`)."""
+
+    # pass_through: each key at once; collect: until `terminator`, `max_digits` or `timeout_ms` of no key;
+    # map: the key's meaning from `map` (keys it does not name pass through).
+    mode: Literal["pass_through", "collect", "map"] = "pass_through"
+    terminator: str = Field("#", pattern=r"^[0-9*#A-D]?$")  # "" for none
+    timeout_ms: int = Field(3000, ge=200, le=60_000)
+    max_digits: int = Field(16, ge=1, le=64)
+    map: dict[
+        Annotated[str, Field(pattern=DTMF_KEY_PATTERN)], Annotated[str, Field(min_length=1, max_length=200)]
+    ] = Field(default_factory=dict)
+    respond: bool = True  # ask the model to answer each input
+    sensitive: bool = False  # card numbers, PINs: keys masked as * in transcripts, records and logs
+
+    @model_validator(mode="after")
+    def _map_needs_map_mode(self) -> DtmfRulesSettings:
+        if self.mode == "map" and not self.map:
+            raise ValueError('mode "map" needs a map, e.g. map = { "1" = "sales", "2" = "support" }')
+        if self.map and self.mode != "map":
+            raise ValueError(f'a map is only used with mode = "map" (mode is "{self.mode}")')
+        return self
 
 
 class AgentSettings(Section):
@@ -209,6 +244,25 @@ class AgentSettings(Section):
     dtmf_tool: bool = True
     transfer_targets: list[str] = Field(default_factory=list)  # empty: no transfer_call tool
     tools: list[HttpTool] = Field(default_factory=list)
+    dtmf_rules: DtmfRulesSettings = DtmfRulesSettings()
+    # Guards (0: off). At max_call_seconds the bot says `closing_message`, then hangs up; a caller silent
+    # for caller_silence_seconds (our VAD, while the bot is quiet) hears `silence_prompt`, and after a
+    # second such silence the closing message, then the hang-up. Messages take {{variables}}.
+    max_call_seconds: int = Field(0, ge=0, le=86_400)
+    caller_silence_seconds: float = Field(0, ge=0, le=3600)
+    closing_message: str = Field(DEFAULT_CLOSING_MESSAGE, max_length=2000)
+    silence_prompt: str = Field(DEFAULT_SILENCE_PROMPT, max_length=2000)
+    # Outbound answering-machine detection (Asterisk AMD() in the dialplan); on "machine" the bot leaves
+    # `voicemail_message` after the beep and hangs up, or hangs up at once when it is empty.
+    amd: bool = False
+    voicemail_message: str = Field("", max_length=4000)
+
+    @field_validator("caller_silence_seconds")
+    @classmethod
+    def _silence_long_enough(cls, value: float) -> float:
+        if 0 < value < 2:
+            raise ValueError("caller_silence_seconds must be 0 (off) or at least 2")
+        return value
 
     @field_validator("transfer_targets")
     @classmethod

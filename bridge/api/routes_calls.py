@@ -1,4 +1,4 @@
-"""A company's calls: dial out, list, look up, read the transcript, end, transfer, send keys.
+"""A company's calls: dial out, list, look up, read the transcript, end, cancel, transfer, send keys, say.
 
 Every route works on the authenticated company's calls only; another company's call id
 answers 404 exactly like an unknown one.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from bridge.api.appkeys import CALLS, COMPANY
 from bridge.api.envelope import ok, parse_body, parse_query
@@ -23,11 +23,21 @@ MAX_PAGE = 100
 TARGET_PATTERN = r"^\+?[0-9*#]{1,32}$"  # E.164 or an extension
 Status = Literal["pending", "dialing", "connecting", "active", "ended", "failed"]
 Direction = Literal["inbound", "outbound"]
+AmdResult = Literal["human", "machine", "unknown"]
+Guard = Literal["max_call_seconds", "caller_silence"]
 
 
 # -- requests ------------------------------------------------------------------------------------
 
 
+def _json_number(value: object) -> object:
+    """Numbers only: lax validation would also take "30" or true."""
+    if isinstance(value, str | bool):
+        raise ValueError("must be a number")
+    return value
+
+
+RingSeconds = Annotated[int, Field(ge=5, le=120), BeforeValidator(_json_number)]
 VariableName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_CONTROL_PATTERN)]
 VariableValue = Annotated[str, StringConstraints(max_length=1000)]
 
@@ -51,6 +61,16 @@ class OutboundRequest(BaseModel):
             }
         ),
     ] = Field(default_factory=dict, max_length=100)
+    ring_timeout_seconds: RingSeconds | None = Field(
+        None,
+        description="How long the callee may ring; default [asterisk.originate] timeout_seconds",
+    )
+    amd: bool = Field(
+        False,
+        strict=True,
+        description="Answering-machine detection (on as well when the company's agent has amd = true); "
+        "on a machine the bot leaves the agent's voicemail_message, or hangs up",
+    )
 
 
 class CallListQuery(BaseModel):
@@ -61,6 +81,7 @@ class CallListQuery(BaseModel):
 
     status: Status | None = None
     direction: Direction | None = None
+    amd_result: AmdResult | None = None
     from_: Instant | None = Field(None, alias="from", description="Created at or after (inclusive)")
     to: Instant | None = Field(None, description="Created before (exclusive)")
     start_date: Instant | None = Field(None, description="Same as `from`")
@@ -89,6 +110,15 @@ class DtmfRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     digits: str = Field(pattern=r"^[0-9A-D*#]{1,32}$")
+
+
+class SayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="Said word for word")
+    interrupt: bool = Field(
+        False, strict=True, description="true: cut what the bot is saying and speak at once; false: after it"
+    )
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -134,6 +164,12 @@ class CallOut(BaseModel):
     barge_ins: int
     played_ms_estimated: bool
     transcript_lines: int
+    transferred_to: str | None
+    dtmf: str = Field(
+        description="The caller's keys as pressed; each is * when the agent marks them sensitive"
+    )
+    amd_result: AmdResult | None = Field(description="Answering-machine detection; null when none ran")
+    ended_by_guard: Guard | None = Field(description="The guard that ended the call, if one did")
 
 
 class Pagination(BaseModel):
@@ -185,6 +221,18 @@ class DigitsSent(BaseModel):
     digits: str
 
 
+class Saying(BaseModel):
+    call_id: str
+    interrupt: bool
+    queued: bool = Field(description="Always true: the bot speaks as soon as the call's model can")
+
+
+class Cancelled(BaseModel):
+    call_id: str
+    status: Status
+    error_code: Literal["cancelled"] = "cancelled"
+
+
 # -- handlers -----------------------------------------------------------------------------------
 
 
@@ -208,6 +256,8 @@ async def originate(request: web.Request) -> web.Response:
             call_objective=body.call_objective,
             first_message=body.first_message,
             variables=body.variables,
+            ring_timeout_seconds=body.ring_timeout_seconds,
+            amd=body.amd,
         )
     )
     return ok(Dialing(call_id=session.call_id, status=session.state.value))
@@ -219,6 +269,7 @@ async def list_calls(request: web.Request) -> web.Response:
         company_id=request[COMPANY].id,
         status=query.status,
         direction=query.direction,
+        amd_result=query.amd_result,
         since=query.since,
         until=query.until,
         limit=query.limit,
@@ -259,6 +310,18 @@ async def send_dtmf(request: web.Request) -> web.Response:
     body = await parse_body(request, DtmfRequest)
     session = await request.app[CALLS].send_dtmf(request[COMPANY].id, _call_id(request), body.digits)
     return ok(DigitsSent(call_id=session.call_id, digits=body.digits))
+
+
+async def say(request: web.Request) -> web.Response:
+    body = await parse_body(request, SayRequest)
+    calls = request.app[CALLS]
+    session = await calls.say(request[COMPANY].id, _call_id(request), body.text, interrupt=body.interrupt)
+    return ok(Saying(call_id=session.call_id, interrupt=body.interrupt, queued=True))
+
+
+async def cancel_call(request: web.Request) -> web.Response:
+    session = await request.app[CALLS].cancel(request[COMPANY].id, _call_id(request))
+    return ok(Cancelled(call_id=session.call_id, status=session.state.value))
 
 
 _CONTROL_ERRORS = (404, 409, 503)
@@ -328,6 +391,25 @@ OPERATIONS = (
         body=DtmfRequest,
         response=DigitsSent,
         errors=_CONTROL_ERRORS,
+    ),
+    Operation(
+        "POST",
+        "/api/calls/{call_id}/say",
+        say,
+        "Make the bot say a message now (409 say_not_supported when the call's model cannot)",
+        "calls",
+        body=SayRequest,
+        response=Saying,
+        errors=(404, 409),
+    ),
+    Operation(
+        "POST",
+        "/api/calls/{call_id}/cancel",
+        cancel_call,
+        "End the call at once, no goodbye: failed, error_code cancelled (a ringing call is cancelled)",
+        "calls",
+        response=Cancelled,
+        errors=(404, 409),
     ),
 )
 

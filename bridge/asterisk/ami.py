@@ -6,10 +6,8 @@ connects, waits for the login to be *accepted* (`on_login`, pitfall 1), and reco
 exponential backoff. Every action races the reply against the connection ending and the action
 timeout, so nothing waits on a dead socket and nothing is replayed on the next connection (pitfall 5).
 
-Channels: an outbound call's trunk channel has the call id as its uniqueid (`ChannelId`); its name is
-learnt from `Newchannel` (or the OriginateResponse). Until then the call id itself is sent as `Channel`:
-Asterisk's channel lookup (`ast_channel_get_by_name`) falls back to the uniqueid when no name matches.
-An inbound call's trunk channel is the bridge peer of the media channel: `Getvar BRIDGEPEER` on it.
+Which channel an action goes to (the callee's, the caller's) is `ami_channels.CallChannels`' business;
+the panoramisk adapters are in `ami_panoramisk`.
 """
 
 from __future__ import annotations
@@ -18,15 +16,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
-from panoramisk import Manager
 from panoramisk.actions import Action
-from panoramisk.ami_protocol import AMIProtocol
 
+from bridge.asterisk.ami_channels import CallChannels
 from bridge.asterisk.ami_mapping import (
     AUTH_RETRY_S,
     BACKOFF_INITIAL_S,
@@ -42,10 +38,10 @@ from bridge.asterisk.ami_mapping import (
     error_code,
     find_error,
     find_event,
-    hangup_cause_of,
     next_backoff,
     originate_action,
 )
+from bridge.asterisk.ami_panoramisk import SecretFilter, SessionProtocol, SupervisedManager
 from bridge.logging import get_logger
 from bridge.session.control import (
     ChannelRef,
@@ -62,9 +58,8 @@ __all__ = ["AmiController", "HangupCause"]
 ORIGINATE_MARGIN_S = 10.0  # beyond the dial timeout, for Asterisk to report the outcome
 KEEPALIVE_S = 10.0  # Ping this often while idle; no reply within the action timeout = dead connection
 _NO_PANORAMISK_PING = 10**9  # seconds: panoramisk pings but never checks replies; ours does
-_MEMORY = 4096  # calls remembered (channel names, hangup causes): bounded, oldest forgotten first
 # Never replayed after a reconnect: the controller fails them itself when the connection ends.
-_FORGETABLE = ("ping", "login", "logoff", "originate", "hangup", "redirect", "playdtmf", "getvar")
+_FORGETABLE = ("ping", "login", "logoff", "originate", "hangup", "redirect", "playdtmf", "getvar", "status")
 
 Message = Mapping[str, Any]  # panoramisk.message.Message: case-insensitive, missing keys read as ''
 
@@ -73,79 +68,6 @@ class _Outcome(Enum):
     FAILED = "failed"  # TCP refused/timed out, or the connection ended before a login reply
     REFUSED = "refused"  # Asterisk rejected the credentials
     WAS_UP = "was_up"  # logged in, then the connection ended
-
-
-class _Protocol(AMIProtocol):  # type: ignore[misc]  # panoramisk is untyped
-    """panoramisk's protocol plus a future that resolves when the socket is really closed."""
-
-    ended: asyncio.Future[None]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.ended = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        try:
-            super().connection_lost(exc)
-        except Exception:  # a drop before the manager adopted the protocol: nothing to notify
-            logging.getLogger(__name__).debug("ami protocol teardown failed", exc_info=True)
-        finally:
-            if not self.ended.done():
-                self.ended.set_result(None)
-
-
-class _Manager(Manager):  # type: ignore[misc]  # panoramisk is untyped
-    def __init__(self, on_refused: Callable[[str], None], **config: Any) -> None:
-        super().__init__(**config)
-        self._on_refused = on_refused
-
-    def login(self, future: asyncio.Future[Any]) -> bool:
-        ok = bool(super().login(future))
-        if not ok:  # panoramisk only calls on_login on success; a refusal would go unnoticed
-            self._on_refused(str(future.result().get("Message", "")))
-        return ok
-
-    def connection_lost(self, exc: Any) -> None:
-        # panoramisk would reconnect on its own fixed timer; the controller's supervisor does it.
-        self._connected = False
-        self.authenticated = False
-        pinger = getattr(self, "pinger", None)
-        if pinger is not None:
-            pinger.cancel()
-            self.pinger = None
-
-
-class _SecretFilter(logging.Filter):
-    """panoramisk logs `%r` of an action it failed to write, Login included: keep the secret out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        hidden = text
-        for secret in self.secrets:
-            hidden = hidden.replace(secret, "[redacted]")
-        if hidden != text:
-            record.msg, record.args = hidden, ()
-        return True
-
-    @classmethod
-    def install(cls, log: logging.Logger, secret: str) -> None:
-        found = next((f for f in log.filters if isinstance(f, cls)), None)
-        if found is None:
-            found = cls()
-            log.addFilter(found)
-        if secret:
-            found.secrets.add(secret)
-
-
-def _remember(store: OrderedDict[str, Any], key: str, value: Any) -> None:
-    store[key] = value
-    store.move_to_end(key)
-    while len(store) > _MEMORY:
-        store.popitem(last=False)
 
 
 class AmiController:
@@ -167,9 +89,9 @@ class AmiController:
         self._connect_timeout = connect_timeout
         self._action_timeout = action_timeout
         self._log = get_logger("ami")
-        self._manager: _Manager | None = None
+        self._manager: SupervisedManager | None = None
         self._supervisor: asyncio.Task[None] | None = None
-        self._protocol: _Protocol | None = None  # the live connection, logged in or not
+        self._protocol: SessionProtocol | None = None  # the live connection, logged in or not
         self._logged_in = False
         self._ready = asyncio.Event()
         self._login_waiter: asyncio.Future[bool] | None = None
@@ -179,10 +101,7 @@ class AmiController:
         self._closed = False
         self._started_at: float | None = None
         self._logged_health: ControllerHealth | None = None
-        self._outbound: OrderedDict[str, str] = OrderedDict()  # call id -> trunk channel name ("" = not yet)
-        self._inbound_peer: OrderedDict[str, str] = OrderedDict()  # call id -> trunk channel (BRIDGEPEER)
-        self._call_of_channel: OrderedDict[str, str] = OrderedDict()  # trunk channel name -> call id
-        self._causes: OrderedDict[str, HangupCause] = OrderedDict()  # uniqueid or call id -> cause
+        self._channels = CallChannels(self._send, self._send_list)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -203,8 +122,8 @@ class AmiController:
             return
         loop = asyncio.get_running_loop()
         log = logging.getLogger("bridge.ami.panoramisk")
-        _SecretFilter.install(log, self._ami.secret.get_secret_value())
-        self._manager = _Manager(
+        SecretFilter.install(log, self._ami.secret.get_secret_value())
+        self._manager = SupervisedManager(
             self._login_refused,
             host=self._ami.host,
             port=self._ami.port,
@@ -214,7 +133,7 @@ class AmiController:
             ping_delay=_NO_PANORAMISK_PING,
             ping_interval=_NO_PANORAMISK_PING,
             loop=loop,
-            protocol_factory=_Protocol,
+            protocol_factory=SessionProtocol,
             forgetable_actions=_FORGETABLE,
             on_login=self._login_accepted,
             log=log,
@@ -242,7 +161,7 @@ class AmiController:
         if self._manager is not None:
             protocol = getattr(self._manager, "protocol", None)
             self._manager.close()
-            if isinstance(protocol, _Protocol):
+            if isinstance(protocol, SessionProtocol):
                 await asyncio.shield(protocol.ended)  # the socket is closed once this resolves
         self._logged_in = False
         self._ready.clear()
@@ -250,7 +169,7 @@ class AmiController:
 
     def last_hangup_cause(self, call_id: str) -> HangupCause | None:
         """The cause of the call's trunk channel `Hangup` event, if one was seen."""
-        return self._causes.get(call_id)
+        return self._channels.last_hangup_cause(call_id)
 
     # --- connection supervision ------------------------------------------------------------------
 
@@ -273,7 +192,7 @@ class AmiController:
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(_Protocol, self._ami.host, self._ami.port), self._connect_timeout
+                loop.create_connection(SessionProtocol, self._ami.host, self._ami.port), self._connect_timeout
             )
         except (OSError, TimeoutError) as exc:
             self._log.debug("ami_connect_failed", host=self._ami.host, port=self._ami.port, error=repr(exc))
@@ -315,7 +234,7 @@ class AmiController:
             self._protocol = None
             self._login_waiter = None
 
-    async def _keepalive(self, protocol: _Protocol) -> None:
+    async def _keepalive(self, protocol: SessionProtocol) -> None:
         """Return when the connection ends; end it when Asterisk stops answering (a peer that vanished
         without closing TCP would otherwise look logged in forever)."""
         assert self._manager is not None
@@ -355,31 +274,19 @@ class AmiController:
     # --- events ----------------------------------------------------------------------------------
 
     def _on_newchannel(self, _manager: Any, event: Message) -> None:
-        uniqueid = str(event.get("Uniqueid", ""))
-        if uniqueid in self._outbound and not self._outbound[uniqueid]:
-            channel = str(event.get("Channel", ""))
-            self._outbound[uniqueid] = channel
-            _remember(self._call_of_channel, channel, uniqueid)
+        self._channels.on_newchannel(event)
 
     def _on_hangup(self, _manager: Any, event: Message) -> None:
-        cause = hangup_cause_of(event)
-        if cause is None:
-            return
-        uniqueid = str(event.get("Uniqueid", ""))
-        if uniqueid:
-            _remember(self._causes, uniqueid, cause)
-        call_id = self._call_of_channel.get(str(event.get("Channel", "")))
-        if call_id and call_id != uniqueid:
-            _remember(self._causes, call_id, cause)
+        self._channels.on_hangup(event)
 
     # --- actions ---------------------------------------------------------------------------------
 
-    def _require(self) -> tuple[_Manager, _Protocol]:
+    def _require(self) -> tuple[SupervisedManager, SessionProtocol]:
         if not self._logged_in or self._manager is None or self._protocol is None:
             raise ControlError("Asterisk AMI is not connected", code="asterisk_unavailable")
         return self._manager, self._protocol
 
-    def _forget(self, manager: _Manager, action: Any) -> None:
+    def _forget(self, manager: SupervisedManager, action: Any) -> None:
         # A reply that never came would otherwise stay in panoramisk's table until the connection ends.
         responses = getattr(manager, "responses", None)
         if isinstance(responses, dict):
@@ -387,10 +294,25 @@ class AmiController:
 
     async def _send(self, headers: dict[str, Any], what: str) -> Message:
         """One request/response action (not Originate), bounded by the action timeout."""
+        # as_list=False: a single reply completes it, even "DTMF successfully queued" (pitfall 8).
+        reply = await self._request(headers, what, as_list=False)
+        if isinstance(reply, list):  # as_list=False completes on the first reply: never a list
+            raise ControlError(f"{what}: unexpected event list from Asterisk")
+        return reply
+
+    async def _send_list(self, headers: dict[str, Any], what: str) -> list[Message]:
+        """An action answered by an event list (`Status`): the reply, the events, the `...Complete`."""
+        # as_list=None: panoramisk collects "EventList: start" until the list's Complete event, and
+        # completes an error reply at once.
+        reply = await self._request(headers, what, as_list=None)
+        return reply if isinstance(reply, list) else [reply]
+
+    async def _request(
+        self, headers: dict[str, Any], what: str, *, as_list: bool | None
+    ) -> Message | list[Message]:
         manager, protocol = self._require()
         action = Action(headers)
-        # as_list=False: a single reply completes it, even "DTMF successfully queued" (pitfall 8).
-        future = manager.send_action(action, as_list=False)
+        future = manager.send_action(action, as_list=as_list)
         try:
             await asyncio.wait(
                 {future, protocol.ended}, timeout=self._action_timeout, return_when=asyncio.FIRST_COMPLETED
@@ -405,25 +327,27 @@ class AmiController:
             raise ControlError(
                 f"{what}: no reply from Asterisk within {self._action_timeout:g}s", code="action_timeout"
             )
-        reply: Message = future.result()
-        if str(reply.get("Response", "")).lower() == "error":
-            message = str(reply.get("Message", ""))
+        reply: Message | list[Message] = future.result()
+        first: Message = (reply[0] if reply else {}) if isinstance(reply, list) else reply
+        if str(first.get("Response", "")).lower() == "error":
+            message = str(first.get("Message", ""))
             raise ControlError(f"{what} refused by Asterisk: {message}", code=error_code(message))
         return reply
 
     async def originate(self, request: OriginateRequest) -> DialResult:
+        ring_s = request.ring_timeout_seconds or self._originate.timeout_seconds
         headers = originate_action(
             request,
             endpoint=self._endpoint,
             context=self._originate.context,
             exten=self._originate.exten,
-            timeout_s=self._originate.timeout_seconds,
+            timeout_s=ring_s,
         )
         manager, protocol = self._require()
         call_id = request.call_id
-        _remember(self._outbound, call_id, self._outbound.get(call_id, ""))
+        self._channels.dialing(call_id)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._originate.timeout_seconds + ORIGINATE_MARGIN_S
+        deadline = loop.time() + ring_s + ORIGINATE_MARGIN_S
         action = Action(headers)
         # Async: true makes this a two-part action: the ack, then OriginateResponse (pitfalls 2, 3).
         future = manager.send_action(action)
@@ -463,49 +387,15 @@ class AmiController:
         if event is None:
             raise ControlError("Originate: unexpected reply without OriginateResponse", "originate_failed")
         outcome, reason = dial_result_of(event)
-        channel = self._outbound.get(call_id, "")
+        channel = self._channels.outbound_channel(call_id)
         if not channel and outcome is DialOutcome.ANSWERED and event.get("Uniqueid") == call_id:
             channel = str(event.get("Channel", ""))  # on failure it is the dial string, not a channel
-            _remember(self._outbound, call_id, channel)
-            _remember(self._call_of_channel, channel, call_id)
+            self._channels.answered(call_id, channel)
         self._log.info("ami_originate_result", call_id=call_id, outcome=outcome.value, reason=reason)
         return DialResult(outcome=outcome, reason=reason, channel=channel)
 
-    async def _trunk_channel(self, ref: ChannelRef) -> str:
-        check_header_value(ref.call_id, "call_id")
-        if ref.outbound:
-            channel = self._outbound.get(ref.call_id) or ref.call_id  # uniqueid lookup fallback
-        else:
-            channel = self._inbound_peer.get(ref.call_id, "")
-            if not channel:
-                channel = await self._bridge_peer(ref)
-        if not channel or channel.startswith("/"):  # '/…/' would be a Hangup regex
-            raise ControlError(f"no trunk channel for call {ref.call_id}", code="channel_not_found")
-        return channel
-
-    async def _bridge_peer(self, ref: ChannelRef) -> str:
-        if not ref.media_channel:
-            raise ControlError("inbound call without a media channel name", code="channel_not_found")
-        reply = await self._send(
-            {
-                "Action": "Getvar",
-                "Channel": check_header_value(ref.media_channel, "media_channel"),
-                "Variable": "BRIDGEPEER",
-            },
-            "Getvar BRIDGEPEER",
-        )
-        # In a multi-party bridge BRIDGEPEER lists the others comma-separated; the media leg's is two-party.
-        peer = str(reply.get("Value", "")).split(",")[0].strip()
-        if not peer:
-            raise ControlError(
-                f"media channel {ref.media_channel} is not bridged to a caller", code="channel_not_found"
-            )
-        _remember(self._inbound_peer, ref.call_id, peer)
-        _remember(self._call_of_channel, peer, ref.call_id)
-        return peer
-
     async def hangup(self, ref: ChannelRef) -> None:
-        channel = await self._trunk_channel(ref)
+        channel = await self._channels.trunk_channel(ref)
         await self._send(
             {"Action": "Hangup", "Channel": channel, "Cause": str(HANGUP_CAUSE_NORMAL)}, "Hangup"
         )
@@ -513,7 +403,7 @@ class AmiController:
     async def transfer(self, ref: ChannelRef, target: str) -> None:
         # E.164 keeps its '+': the transfer context sends only '+' numbers to the trunk (extensions.conf).
         exten = ("+" if target.strip().startswith("+") else "") + dialable(target, "transfer target")
-        channel = await self._trunk_channel(ref)
+        channel = await self._channels.trunk_channel(ref)
         await self._send(
             {
                 "Action": "Redirect",
@@ -527,7 +417,7 @@ class AmiController:
 
     async def send_dtmf(self, ref: ChannelRef, digits: str) -> None:
         check_dtmf(digits)
-        channel = await self._trunk_channel(ref)
+        channel = await self._channels.trunk_channel(ref)
         for index, digit in enumerate(digits):
             if index:
                 await asyncio.sleep(DTMF_GAP_S)  # PlayDTMF takes one digit; space them like a keypad

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from bridge.session.control import ControllerHealth, DialOutcome, OriginateRequest
@@ -45,6 +45,17 @@ BACKOFF_MAX_S = 10.0
 AUTH_RETRY_S = 30.0
 DTMF_GAP_S = 0.1
 HANGUP_CAUSE_NORMAL = 16
+
+# The inheritable variable the sample dialplan sets on an inbound caller before it dials the bridge
+# (`Set(_BRIDGE_CALL_ID=${CALL_ID})`): it names the call on the caller's channel and on the media
+# channel it dials. AMI `Status` with `Variables:` reads it on every channel (captures: ami_dtmf_events).
+CALL_ID_VARIABLE = "BRIDGE_CALL_ID"
+# Set on an originated channel when the call asks for answering-machine detection: [bridge-outbound]
+# runs AMD() only then (app_amd is not loaded everywhere, and an unknown application hangs up).
+AMD_REQUEST_VARIABLE = "BRIDGE_AMD"
+# The bridge's own media channels, which carry the inherited call id too but are never the caller.
+MEDIA_CHANNEL_PREFIXES = ("AudioSocket/", "WebSocket/")
+_UNSET = "(null)"  # what Status prints for a variable the channel does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,8 @@ def originate_variables(request: OriginateRequest) -> list[str]:
         "__BRIDGE_FROM": request.from_number,
         "__BRIDGE_TO": request.to_number,
     }
+    if request.amd:  # on the originated channel only: the dialplan reads it there, nothing inherits it
+        own[AMD_REQUEST_VARIABLE] = "1"
     lines = [variable_line(k, v) for k, v in own.items()]
     lines += [variable_line(k, v) for k, v in request.variables.items()]
     return lines
@@ -137,6 +150,48 @@ def originate_action(
         "ChannelId": request.call_id,
         "Variable": originate_variables(request),
     }
+
+
+def status_action(variable: str = CALL_ID_VARIABLE) -> dict[str, str]:
+    """`Status` of every channel with one variable read on each (an event list: Status..., StatusComplete)."""
+    if not _VARIABLE_NAME.fullmatch(variable) or variable.startswith("_"):
+        raise ValueError(f"Status reads variables by their plain name: {variable!r}")
+    return {"Action": "Status", "Variables": variable}
+
+
+def status_variables(event: Mapping[str, object]) -> dict[str, str]:
+    """The `Variable: NAME=value` headers of a Status event (one header is a str, several a list);
+    `(null)` means the channel does not have it."""
+    raw = event.get("Variable", [])
+    items = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list | tuple) else []
+    found: dict[str, str] = {}
+    for item in items:
+        name, sep, value = str(item).partition("=")
+        if sep and value != _UNSET:
+            found[name] = value
+    return found
+
+
+def caller_channel(events: Sequence[Mapping[str, object]], call_id: str) -> str:
+    """The caller's channel among `Status` events that read CALL_ID_VARIABLE: the channel carrying the
+    call id that is not one of the bridge's media channels (which inherit it too). When several carry
+    it, the one in the same bridge as the media channel. LookupError when none or no single one does."""
+    carriers = [
+        e
+        for e in events
+        if str(e.get("Event", "")) == "Status" and status_variables(e).get(CALL_ID_VARIABLE) == call_id
+    ]
+    media = [e for e in carriers if str(e.get("Channel", "")).startswith(MEDIA_CHANNEL_PREFIXES)]
+    callers = [e for e in carriers if e not in media]
+    bridges = {str(e.get("BridgeID", "")) for e in media} - {""}
+    if len(callers) > 1 and bridges:
+        callers = [e for e in callers if str(e.get("BridgeID", "")) in bridges]
+    if not callers:
+        raise LookupError(f"no caller's channel carries {CALL_ID_VARIABLE}={call_id}")
+    if len(callers) > 1:
+        names = ", ".join(str(e.get("Channel", "")) for e in callers)
+        raise LookupError(f"several channels carry {CALL_ID_VARIABLE}={call_id}: {names}")
+    return str(callers[0].get("Channel", ""))
 
 
 def dial_result_of(response: Mapping[str, str]) -> tuple[DialOutcome, str]:

@@ -1,48 +1,51 @@
-"""Call control through ARI (REST plus the events WebSocket), over one aiohttp ClientSession.
+"""Call control through ARI: every call the bridge serves in ARI mode stays in our Stasis app, so it can be
+hung up, transferred (`continue`) and sent DTMF. REST and the events socket are in `ari_client.py`.
 
-Outbound design: the callee stays in our Stasis app for the whole call.
+Outbound: the callee stays in Stasis for the whole call.
   1. `POST /ari/channels?endpoint=..&app=<app>&channelId=<call id>&callerId=..&timeout=..` with body
      `{"variables": {BRIDGE_CALL_ID, BRIDGE_FROM, BRIDGE_TO, ...}}`. The outcome comes from events:
      `StasisStart` = answered; `Dial` dialstatus / `ChannelDestroyed` cause before that = the failure.
-  2. On answer: `POST /ari/channels/externalMedia` (transport=websocket, encapsulation=none, client mode,
-     external_host = the websocket_client.conf section, transport_data `f(json)v(callId=..,aNumberE164=..,
-     bNumberE164=..)`) so Asterisk dials our media socket with the same query the dialplan would send.
-     externalMedia originates with `app`, so its StasisStart comes only once our socket answered.
-  3. A mixing bridge (`bridgeId=<call id>-bridge`) joins the callee and the media channel.
+  2. With `amd`: `continue` the answered callee into [asterisk.ari] amd_context, which runs AMD() and
+     comes back with `Stasis(<app>,amd,${AMDSTATUS},${AMDCAUSE})`; the status goes to the media socket
+     as `v(amd=..)`. While it is in the dialplan its StasisEnd is expected, not the end of the call.
+  3. The media leg (below), then a mixing bridge (`bridgeId=<trunk id>-bridge`) with both.
   Why not `continue` into [asterisk.originate] context (the AMI flow)? Once the callee leaves Stasis,
-  ARI's `continue`, `redirect` and `dtmf` answer 409 (res/ari/resource_channels.c `find_control`), so
-  transfer and DTMF could never work. Cost: the outbound dialplan context is not used in ARI mode, and the
-  media section/format are constructor arguments (defaults match asterisk-sample-conf).
-  While in Stasis nothing hangs up for us: when either leg leaves the app (hangup, transfer, the media
-  socket closing) the other leg and the bridge are removed here.
+  ARI's `continue`, `redirect` and `dtmf` answer 409 (res/ari/resource_channels.c `find_control`).
 
-Transfer = `continue` of the trunk channel into the transfer context (leaves Stasis; the media leg is then
-hung up). DTMF = `POST /channels/{id}/dtmf`. Inbound calls (dialplan `Dial(WebSocket/..)`, never in
-Stasis): the trunk is found by listing channels (`GET /ari/channels`), taking the media channel's id by
-name and reading its BRIDGEPEER (`GET /channels/{id}/variable` works on any channel). Hangup then works;
-transfer and DTMF get a clear `channel_not_in_stasis`, because ARI cannot move a non-Stasis channel.
+Inbound: the dialplan sends the caller in with `Stasis(<app>,inbound,${EXTEN})`. The session layer admits
+it (`on_inbound`, the webhook's rules); refused, or if its media leg fails, the caller `continue`s into
+[asterisk.ari] failover_context, never left in silence. Admitted: answer, media leg, bridge, as above.
+The call id is the caller channel's id; with AudioSocket media, a fresh UUID (AudioSocket names calls by
+UUID only), which is also the media leg's `data`, so the leg attaches to the call admission registered.
 
-Events socket: reconnected with backoff (0.25 s doubling to 10 s). If another consumer takes the app
-(`ApplicationReplaced`), health goes DOWN and we take it back only after the longest backoff, so two
-misconfigured daemons alternate slowly instead of fighting in a tight loop. After a reconnect, calls whose
-events may have been missed are reconciled with `GET /channels/{id}`.
+The media leg: `POST /ari/channels/externalMedia`, chan_websocket (client mode, the websocket_client.conf
+section, transport_data `f(json)v(callId=..,aNumberE164=..,bNumberE164=..[,amd=..])`: the dialplan's
+query) or AudioSocket (`encapsulation=audiosocket`, `transport=tcp`, `data=<uuid>`). Its body sets
+CALLERID(num)/CALLERID(name) to the Stasis channel's own: the bridge copies each side's caller id into the
+other's connected line, and a media channel without one blanks it (captures: ari_callerid_propagation).
+externalMedia originates with `app`, so its StasisStart comes only once our socket answered.
+
+Transfer = `continue` of the trunk into the transfer context; DTMF = `POST /channels/{id}/dtmf`; the
+legs' lifecycle (what happens when one leaves Stasis) is in `ari_calls.py`. Inbound calls that came by
+dialplan `Dial(WebSocket/..)` or `Dial(AudioSocket/..)` are never in Stasis: the caller is found by listing
+channels (the media channel by its name, or `AudioSocket/<host:port>-<uuid>` for the call's UUID) and
+reading the media channel's BRIDGEPEER. Hangup then works; transfer and DTMF get `channel_not_in_stasis`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Awaitable, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import aiohttp
-
 from bridge.asterisk import ari_mapping as mapping
+from bridge.asterisk.ari_calls import ENDED, STARTED, Call, StasisCalls, channel_path
+from bridge.asterisk.ari_client import AriClient
+from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.session.control import (
     ChannelRef,
@@ -50,45 +53,21 @@ from bridge.session.control import (
     ControllerHealth,
     DialOutcome,
     DialResult,
+    InboundCall,
+    InboundHandler,
     OriginateRequest,
 )
 from bridge.settings import AriSettings, OriginateSettings
 
 log = get_logger("ari")
 
-_STARTED, _ENDED = "started", "ended"
 _DIAL_MARGIN = 10.0  # seconds past the dial timeout before we stop waiting for Asterisk's verdict
-_CAUSES_KEPT = 2048
-_STATUS_CODES = {
-    401: "permission_denied",
-    403: "permission_denied",
-    404: "channel_not_found",
-    409: "channel_not_in_stasis",
-    412: "channel_not_answered",
-}
 
 
-@dataclass(eq=False)
-class _Leg:
-    channel_id: str
-    outcome: asyncio.Future[str]  # _STARTED on StasisStart, _ENDED when destroyed first
-    name: str = ""
-    ringing: bool = False
-    dialstatus: str = ""
-    cause: int | None = None
-    cause_txt: str = ""
-    left: bool = False  # left our Stasis app (hung up, or continued into the dialplan)
-
-
-@dataclass(eq=False)
-class _Call:
-    call_id: str
-    trunk: _Leg
-    media: _Leg | None = None
-    bridge_id: str = ""
-    cancelled: bool = False
-    teardown: asyncio.Task[None] | None = None
-    legs: list[_Leg] = field(default_factory=list)
+async def _quietly(action: Awaitable[Any]) -> None:
+    """A best-effort request nobody waits for: a refusal (the channel already gone) is no news."""
+    with contextlib.suppress(ControlError):
+        await action
 
 
 class AriController:
@@ -103,80 +82,88 @@ class AriController:
         action_timeout: float = 5.0,
         media_connection: str = "bridge_media",
         media_format: str = "ulaw",
+        audiosocket_address: str = "127.0.0.1:9092",
+        audiosocket_format: str = "slin16",
         media_timeout: float = 10.0,
+        amd_timeout: float = 30.0,
         reconnect_initial: float = 0.25,
         reconnect_max: float = 10.0,
     ) -> None:
         self._ari = ari
         self._originate = originate
         self._transfer_context = transfer_context
-        self._action_timeout = action_timeout
         self._media_connection = media_connection
         self._media_format = media_format
+        self._audiosocket_address = audiosocket_address
+        self._audiosocket_format = audiosocket_format
         self._media_timeout = media_timeout
-        self._backoff = (reconnect_initial, reconnect_max)
-        self._base = ari.url.rstrip("/") + "/ari/"
-        self._health = ControllerHealth.DOWN
-        self._health_logged = False
-        self._session: aiohttp.ClientSession | None = None
-        self._runner: asyncio.Task[None] | None = None
+        self._amd_timeout = amd_timeout
+        self._client = AriClient(
+            ari,
+            self._on_event,
+            self._reconnected,
+            action_timeout=action_timeout,
+            reconnect_initial=reconnect_initial,
+            reconnect_max=reconnect_max,
+        )
+        # Set by the composition root: admits callers that enter Stasis(<app>,inbound,..). None: all refused.
+        self.on_inbound: InboundHandler | None = None
         self._closing = False
-        self._calls: dict[str, _Call] = {}
-        self._legs: dict[str, tuple[_Call, _Leg]] = {}
-        self._causes: OrderedDict[str, int] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stasis = StasisCalls(self._client)
 
     @property
     def health(self) -> ControllerHealth:
-        return self._health
+        return self._client.health
+
+    @property
+    def audiosocket_media(self) -> bool:
+        return self._ari.media_transport == "audiosocket"
 
     def last_hangup_cause(self, call_id: str) -> int | None:
         """The Q.850 cause of the call's trunk channel (from ChannelDestroyed), once it is gone."""
-        return self._causes.get(call_id)
+        return self._stasis.last_hangup_cause(call_id)
 
     async def start(self) -> None:
-        if self._runner is None:
-            # A default header, not BasicAuth (deprecated in aiohttp 3.14); the session only talks to ARI.
-            auth = aiohttp.encode_basic_auth(self._ari.username, self._ari.password.get_secret_value())
-            self._session = aiohttp.ClientSession(headers={"Authorization": auth})
-            self._runner = asyncio.create_task(self._run_events(), name="ari-events")
+        await self._client.start()
 
     async def close(self) -> None:
         self._closing = True
-        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for call in list(self._calls.values()):
-            for leg in call.legs:
-                if not leg.outcome.done():
-                    leg.outcome.set_exception(
-                        ControlError("the ARI controller closed", "asterisk_unavailable")
-                    )
-        if self._session is not None:
-            await self._session.close()
-        self._set_health(ControllerHealth.DOWN, "closed")
+        await self._stasis.close()
+        await self._client.close()
 
     # --- operations ---------------------------------------------------------------------------------
 
     async def originate(self, request: OriginateRequest) -> DialResult:
-        if self._health is not ControllerHealth.OK:
+        if self.health is not ControllerHealth.OK:
             raise ControlError("the ARI events socket is not connected", "asterisk_unavailable")
-        endpoint = mapping.format_endpoint(self._originate.endpoint, request.to_number)
+        if self.audiosocket_media:
+            mapping.audiosocket_uuid(request.call_id)  # the media leg's `data`: refuse before dialling
+            if request.amd:
+                raise ControlError(
+                    'answering-machine detection needs [asterisk.ari] media_transport = "websocket": '
+                    "an AudioSocket leg cannot carry its result",
+                    "amd_unsupported",
+                )
+        ring_seconds = request.ring_timeout_seconds or self._originate.timeout_seconds
         params = {
-            "endpoint": endpoint,
+            "endpoint": mapping.format_endpoint(self._originate.endpoint, request.to_number),
             "app": self._ari.app,
             "channelId": request.call_id,
             "callerId": mapping.caller_id(request.from_number),
-            "timeout": str(max(1, math.ceil(self._originate.timeout_seconds))),
+            "timeout": str(max(1, math.ceil(ring_seconds))),
         }
-        variables = self._variables(request)
-        if request.call_id in self._calls or request.call_id in self._legs:
+        variables = {
+            "BRIDGE_CALL_ID": request.call_id,
+            "BRIDGE_FROM": request.from_number,
+            "BRIDGE_TO": request.to_number,
+            **request.variables,
+        }
+        if self._stasis.knows(request.call_id):
             raise ControlError(f"call {request.call_id} is already being dialled", "originate_failed")
-        call = _Call(request.call_id, self._new_leg(request.call_id))
-        self._track(call, call.trunk)
+        call = Call(request.call_id, self._stasis.new_leg(request.call_id))
+        self._stasis.track(call, call.trunk)
         try:
-            channel = await self._request(
+            channel = await self._client.request(
                 "POST",
                 "channels",
                 params,
@@ -184,309 +171,226 @@ class AriController:
                 {400: "originate_failed", 409: "originate_failed"},
             )
         except ControlError:
-            self._forget(call)
+            self._stasis.forget(call)
             raise
         trunk = call.trunk
         trunk.name = str(channel.get("name", "")) if isinstance(channel, dict) else ""
-        wait = self._originate.timeout_seconds + _DIAL_MARGIN
+        wait = ring_seconds + _DIAL_MARGIN
         try:
             outcome = await asyncio.wait_for(asyncio.shield(trunk.outcome), wait)
         except TimeoutError:
-            await self._finish(call)
+            await self._stasis.finish(call)
             return DialResult(
                 DialOutcome.FAILED, f"no dial outcome from Asterisk in {wait:.0f} s", trunk.name
             )
-        if outcome == _ENDED:
-            self._forget(call)
+        if outcome == ENDED:
+            self._stasis.forget(call)
             reason = mapping.describe_end(trunk.dialstatus, trunk.cause, trunk.cause_txt)
             if call.cancelled:
                 return DialResult(DialOutcome.FAILED, f"cancelled ({reason})", trunk.name)
             result = mapping.dial_outcome(trunk.dialstatus, trunk.cause, ringing=trunk.ringing)
             return DialResult(result, reason, trunk.name)
+        amd = ""
         try:
-            await self._attach_media(call, request, variables)
+            if request.amd:
+                amd = await self._detect_machine(call)
         except ControlError as exc:
-            await self._finish(call)
+            await self._stasis.finish(call)
+            return DialResult(DialOutcome.FAILED, f"answered, but no AMD result: {exc}", trunk.name)
+        try:
+            await self._attach_media(call, request.from_number, request.to_number, variables, amd)
+        except ControlError as exc:
+            await self._stasis.finish(call)
             return DialResult(DialOutcome.FAILED, f"answered, but no media: {exc}", trunk.name)
         return DialResult(DialOutcome.ANSWERED, "answered", trunk.name)
 
     async def hangup(self, ref: ChannelRef) -> None:
-        if ref.outbound and (call := self._calls.get(ref.call_id)) is not None:
+        if ref.outbound and (call := self._stasis.calls.get(ref.call_id)) is not None:
             call.cancelled = not call.trunk.outcome.done()
         channel_id = await self._trunk_id(ref)
-        await self._request("DELETE", f"channels/{quote(channel_id, safe='')}", {"reason": "normal"})
+        await self._client.request("DELETE", channel_path(channel_id), {"reason": "normal"})
 
     async def transfer(self, ref: ChannelRef, target: str) -> None:
-        extension = mapping.transfer_extension(target)
-        channel_id = await self._trunk_id(ref)
-        params = {"context": self._transfer_context, "extension": extension, "priority": "1"}
-        await self._request("POST", f"channels/{quote(channel_id, safe='')}/continue", params)
+        params = {
+            "context": self._transfer_context,
+            "extension": mapping.transfer_extension(target),
+            "priority": "1",
+        }
+        await self._on_trunk(ref, "continue", params, "transfer")
 
     async def send_dtmf(self, ref: ChannelRef, digits: str) -> None:
         params = {"dtmf": mapping.validate_dtmf(digits), "between": "100"}
+        await self._on_trunk(ref, "dtmf", params, "send DTMF to")
+
+    async def _on_trunk(self, ref: ChannelRef, action: str, params: dict[str, str], verb: str) -> None:
         channel_id = await self._trunk_id(ref)
-        await self._request("POST", f"channels/{quote(channel_id, safe='')}/dtmf", params)
+        try:
+            await self._client.request("POST", channel_path(channel_id, action), params)
+        except ControlError as exc:
+            if exc.code != "channel_not_in_stasis" or ref.outbound or ref.call_id in self._stasis.calls:
+                raise
+            hint = "the caller came in by dialplan Dial(), not Stasis(): ARI can hang it up but cannot"
+            raise ControlError(f"{exc} ({hint} {verb} it)", exc.code) from exc
 
-    # --- outbound helpers ---------------------------------------------------------------------------
+    async def _trunk_id(self, ref: ChannelRef) -> str:
+        call = self._stasis.calls.get(ref.call_id)
+        if call is not None:  # ours in Stasis: inbound through [bridge-inbound-ari], or outbound
+            return call.trunk.channel_id
+        if ref.outbound:
+            return ref.call_id
+        listing = await self._client.request("GET", "channels")
+        channels = listing if isinstance(listing, list) else []
+        ids = {str(c.get("name")): str(c.get("id")) for c in channels if isinstance(c, dict)}
+        media_name = ref.media_channel or mapping.audiosocket_channel(ids, ref.call_id) or ""
+        if not media_name:
+            raise ControlError(
+                f"call {ref.call_id}: no media channel to find the caller by", "channel_not_found"
+            )
+        media_id = ids.get(media_name)
+        if media_id is None:
+            raise ControlError(f"no channel named {media_name}", "channel_not_found")
+        peer = await self._client.request(
+            "GET", channel_path(media_id, "variable"), {"variable": "BRIDGEPEER"}
+        )
+        peer_name = str(peer.get("value", "")) if isinstance(peer, dict) else ""
+        if peer_name not in ids:
+            raise ControlError(f"{media_name} is not bridged to a caller", "channel_not_found")
+        return ids[peer_name]
 
-    @staticmethod
-    def _variables(request: OriginateRequest) -> dict[str, str]:
-        return {
-            "BRIDGE_CALL_ID": request.call_id,
-            "BRIDGE_FROM": request.from_number,
-            "BRIDGE_TO": request.to_number,
-            **request.variables,
-        }
+    # --- inbound (dialplan Stasis(<app>,inbound,${EXTEN})) --------------------------------------------
 
-    async def _attach_media(self, call: _Call, request: OriginateRequest, variables: dict[str, str]) -> None:
-        media = call.media = self._new_leg(f"{call.call_id}-media")
-        self._track(call, media)
-        params = {
-            "app": self._ari.app,
-            "external_host": self._media_connection,
-            "format": self._media_format,
-            "encapsulation": "none",
-            "transport": "websocket",
-            "connection_type": "client",
-            "transport_data": mapping.media_transport_data(
-                request.call_id, request.from_number, request.to_number
-            ),
-            "channelId": media.channel_id,
-        }
-        self._check_alive(call)
-        await self._request("POST", "channels/externalMedia", params, {"variables": variables})
+    async def _inbound(self, channel: Mapping[str, Any], extension: str) -> None:
+        channel_id = str(channel.get("id", ""))
+        number, name = mapping.party(channel.get("caller"))
+        caller, called = mapping.plus_digits(number), mapping.plus_digits(extension)
+        call_id = str(uuid.uuid4()) if self.audiosocket_media else channel_id
+        trunk = self._stasis.new_leg(channel_id)
+        trunk.name, trunk.caller = str(channel.get("name", "")), (number, name)
+        trunk.outcome.set_result(STARTED)  # it is in Stasis already
+        call = Call(call_id, trunk)
+        self._stasis.track(call, trunk)
+        try:
+            if self.on_inbound is None:
+                raise ControlError("nothing admits inbound Stasis calls", "inbound_disabled")
+            await self.on_inbound(InboundCall(call_id, channel_id, caller, called, name))
+        except (BridgeError, ControlError) as refusal:
+            log.info("ari_inbound_refused", call_id=call_id, code=refusal.code)
+            await self._failover(call)
+            return
+        except Exception:
+            log.exception("ari_inbound_admission_failed", call_id=call_id)
+            await self._failover(call)
+            return
+        try:
+            call.check_alive()
+            await self._client.request("POST", channel_path(channel_id, "answer"))
+            variables = {"BRIDGE_CALL_ID": call_id, "BRIDGE_FROM": caller, "BRIDGE_TO": called}
+            await self._attach_media(call, caller, called, variables)
+        except ControlError as exc:
+            log.warning("ari_inbound_media_failed", call_id=call_id, code=exc.code, error=str(exc))
+            await self._failover(call)
+
+    async def _failover(self, call: Call) -> None:
+        """Never silence: a refused caller, or one whose media leg failed, continues in the failover
+        context (the rest of the call is removed)."""
+        trunk = call.trunk
+        if not trunk.left:
+            params = {"context": self._ari.failover_context, "extension": "s", "priority": "1"}
+            try:
+                await self._client.request("POST", channel_path(trunk.channel_id, "continue"), params)
+                trunk.left = True  # the dialplan's now: the teardown must not hang it up
+            except ControlError as exc:
+                gone = exc.code == "channel_not_found"  # the caller hung up meanwhile: nothing to do
+                (log.info if gone else log.warning)(
+                    "ari_failover_failed", call_id=call.call_id, code=exc.code, error=str(exc)
+                )
+        await self._stasis.finish(call)
+
+    # --- call setup ---------------------------------------------------------------------------------
+
+    async def _detect_machine(self, call: Call) -> str:
+        """Send the answered callee through the AMD context; its AMDSTATUS once it is back in Stasis."""
+        trunk = call.trunk
+        call.amd = asyncio.get_running_loop().create_future()
+        try:
+            call.check_alive()
+            params = {"context": self._ari.amd_context, "extension": "s", "priority": "1"}
+            await self._client.request("POST", channel_path(trunk.channel_id, "continue"), params)
+            status, cause = await asyncio.wait_for(asyncio.shield(call.amd), self._amd_timeout)
+        except TimeoutError as exc:
+            trunk.left = False  # still ours, somewhere in the dialplan: the teardown hangs it up
+            raise ControlError(f"AMD gave no result in {self._amd_timeout:.0f} s", "amd_timeout") from exc
+        finally:
+            call.amd = None
+        call.check_alive()
+        log.info("ari_amd", call_id=call.call_id, status=status, cause=cause)
+        return status
+
+    async def _attach_media(
+        self, call: Call, from_number: str, to_number: str, variables: dict[str, str], amd: str = ""
+    ) -> None:
+        trunk = call.trunk
+        media = call.media = self._stasis.new_leg(f"{trunk.channel_id}-media")
+        self._stasis.track(call, media)
+        number, name = trunk.caller
+        body = {"variables": {**variables, **mapping.caller_id_variables(number or from_number, name)}}
+        params = {"app": self._ari.app, "channelId": media.channel_id}
+        if self.audiosocket_media:
+            params |= {
+                "external_host": self._audiosocket_address,
+                "format": self._audiosocket_format,
+                "encapsulation": "audiosocket",
+                "transport": "tcp",
+                "data": mapping.audiosocket_uuid(call.call_id),
+            }
+        else:
+            params |= {
+                "external_host": self._media_connection,
+                "format": self._media_format,
+                "encapsulation": "none",
+                "transport": "websocket",
+                "connection_type": "client",
+                "transport_data": mapping.media_transport_data(call.call_id, from_number, to_number, amd),
+            }
+        call.check_alive()
+        await self._client.request("POST", "channels/externalMedia", params, body)
         try:
             outcome = await asyncio.wait_for(asyncio.shield(media.outcome), self._media_timeout)
         except TimeoutError as exc:
             raise ControlError("the media socket did not connect in time", "media_failed") from exc
-        if outcome == _ENDED:
+        if outcome == ENDED:
             raise ControlError(f"the media channel ended (cause {media.cause})", "media_failed")
-        self._check_alive(call)
-        call.bridge_id = f"{call.call_id}-bridge"
-        await self._request("POST", "bridges", {"type": "mixing", "bridgeId": call.bridge_id})
-        self._check_alive(call)
-        channels = f"{call.trunk.channel_id},{media.channel_id}"
-        await self._request(
+        call.check_alive()
+        call.bridge_id = f"{trunk.channel_id}-bridge"
+        await self._client.request("POST", "bridges", {"type": "mixing", "bridgeId": call.bridge_id})
+        call.check_alive()
+        channels = f"{trunk.channel_id},{media.channel_id}"
+        await self._client.request(
             "POST", f"bridges/{quote(call.bridge_id, safe='')}/addChannel", {"channel": channels}
         )
 
-    @staticmethod
-    def _check_alive(call: _Call) -> None:
-        if call.teardown is not None:
-            raise ControlError("the callee hung up during media setup", "channel_not_found")
-
-    async def _finish(self, call: _Call) -> None:
-        """Tear the call down now (failed setup) and wait until it is done."""
-        self._end_call(call)
-        if call.teardown is not None:
-            await asyncio.shield(call.teardown)
-        if any(not leg.left for leg in call.legs):  # created while the first pass ran (e.g. the media leg)
-            await self._teardown(call)
-
-    def _end_call(self, call: _Call) -> None:
-        if call.teardown is None:
-            call.teardown = self._spawn(self._teardown(call))
-
-    async def _teardown(self, call: _Call) -> None:
-        for leg in call.legs:
-            if not leg.left:  # a leg that left Stasis alive (transfer) is the dialplan's now
-                with contextlib.suppress(ControlError):
-                    await self._request(
-                        "DELETE", f"channels/{quote(leg.channel_id, safe='')}", {"reason": "normal"}
-                    )
-                    leg.left = True
-        if call.bridge_id:
-            with contextlib.suppress(ControlError):
-                await self._request("DELETE", f"bridges/{quote(call.bridge_id, safe='')}")
-        self._forget(call)
-
-    def _new_leg(self, channel_id: str) -> _Leg:
-        return _Leg(channel_id, asyncio.get_running_loop().create_future())
-
-    def _track(self, call: _Call, leg: _Leg) -> None:
-        self._calls[call.call_id] = call
-        call.legs.append(leg)
-        self._legs[leg.channel_id] = (call, leg)
-
-    def _forget(self, call: _Call) -> None:
-        if self._calls.get(call.call_id) is call:
-            del self._calls[call.call_id]
-        for leg in call.legs:
-            self._legs.pop(leg.channel_id, None)
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _trunk_id(self, ref: ChannelRef) -> str:
-        if ref.outbound:
-            return ref.call_id
-        if not ref.media_channel:
-            raise ControlError(
-                f"call {ref.call_id}: no media channel name to find the caller by", "channel_not_found"
-            )
-        listing = await self._request("GET", "channels")
-        channels = listing if isinstance(listing, list) else []
-        ids = {str(c.get("name")): str(c.get("id")) for c in channels if isinstance(c, dict)}
-        media_id = ids.get(ref.media_channel)
-        if media_id is None:
-            raise ControlError(f"no channel named {ref.media_channel}", "channel_not_found")
-        peer = await self._request(
-            "GET", f"channels/{quote(media_id, safe='')}/variable", {"variable": "BRIDGEPEER"}
-        )
-        peer_name = str(peer.get("value", "")) if isinstance(peer, dict) else ""
-        if peer_name not in ids:
-            raise ControlError(f"{ref.media_channel} is not bridged to a caller", "channel_not_found")
-        return ids[peer_name]
-
-    # --- REST ---------------------------------------------------------------------------------------
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None = None,
-        body: Any = None,
-        codes: Mapping[int, str] | None = None,
-    ) -> Any:
-        session = self._session
-        if session is None or session.closed:
-            raise ControlError("the ARI controller is not running", "asterisk_unavailable")
-        timeout = aiohttp.ClientTimeout(total=self._action_timeout)
-        try:
-            async with session.request(
-                method, self._base + path, params=params, json=body, timeout=timeout
-            ) as response:
-                status, text = response.status, await response.text()
-        except TimeoutError as exc:
-            raise ControlError(f"ARI {method} {path} timed out", "action_timeout") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ControlError(f"ARI is unreachable: {exc}", "asterisk_unavailable") from exc
-        try:
-            data = json.loads(text) if text else None
-        except ValueError:
-            data = None
-        if status < 300:
-            return data
-        message = data.get("message", "") if isinstance(data, dict) else ""
-        code = {**_STATUS_CODES, **(codes or {})}.get(status, "asterisk_error")
-        raise ControlError(f"ARI {method} {path}: {status} {message or text[:200]}".rstrip(), code)
-
     # --- events -------------------------------------------------------------------------------------
 
-    def _set_health(self, health: ControllerHealth, reason: str) -> None:
-        # Once per change, plus the first failure while still DOWN (e.g. a 401 at startup), not per retry.
-        if health is self._health and self._health_logged:
-            return
-        self._health, self._health_logged = health, True
-        level = {ControllerHealth.OK: log.info, ControllerHealth.DEGRADED: log.warning}.get(health, log.error)
-        level("ari_health", health=health.value, reason=reason, url=self._ari.url, app=self._ari.app)
-
-    async def _run_events(self) -> None:
-        assert self._session is not None
-        initial, longest = self._backoff
-        delay, was_up, replaced = initial, False, False
-        params = {"app": self._ari.app, "subscribeAll": "false"}
-        while not self._closing:
-            # Replaced by another consumer stays DOWN until we hold the app again.
-            lost = ControllerHealth.DEGRADED if was_up and not replaced else ControllerHealth.DOWN
-            try:
-                ws = await self._session.ws_connect(
-                    self._base + "events", params=params, protocols=("ari",), heartbeat=20.0
-                )
-            except aiohttp.WSServerHandshakeError as exc:
-                refused = exc.status in (401, 403)
-                self._set_health(
-                    ControllerHealth.DOWN if refused else lost, f"events socket refused: {exc.status}"
-                )
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                self._set_health(lost, f"cannot reach ARI: {type(exc).__name__}")
-            else:
-                async with ws:
-                    was_up, delay = True, initial
-                    self._set_health(ControllerHealth.OK, "events socket connected")
-                    self._spawn(self._reconcile())
-                    replaced = await self._read_events(ws)
-                if self._closing:
-                    break
-                if replaced:
-                    self._set_health(ControllerHealth.DOWN, "another consumer took over the ARI app")
-                    delay = longest
-                else:
-                    self._set_health(ControllerHealth.DEGRADED, "events socket lost")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
-
-    async def _read_events(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
-        """Dispatch events until the socket closes; True when another consumer replaced us."""
-        async for message in ws:
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            try:
-                event = json.loads(message.data)
-            except ValueError:
-                log.warning("ari_bad_event", size=len(message.data))
-                continue
-            if isinstance(event, dict):
-                if event.get("type") == "ApplicationReplaced":
-                    return True
-                self._on_event(event)
-        return False
+    def _reconnected(self) -> None:
+        self._stasis.spawn(self._stasis.reconcile())
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        channel = event.get("peer" if kind == "Dial" else "channel")
+        if self._stasis.apply(event) or self._closing or event.get("type") != "StasisStart":
+            return
+        channel = event.get("channel")
         if not isinstance(channel, dict):
             return
-        channel_id = str(channel.get("id", ""))
-        if kind == "ChannelDestroyed" and isinstance(event.get("cause"), int):
-            self._causes[channel_id] = event["cause"]
-            while len(self._causes) > _CAUSES_KEPT:
-                self._causes.popitem(last=False)
-        found = self._legs.get(channel_id)
-        if found is None:
+        called = mapping.inbound_called(event.get("args"))
+        if called is not None:
+            self._stasis.spawn(self._inbound(channel, called))
             return
-        call, leg = found
-        leg.name = str(channel.get("name", leg.name))
-        if kind == "ChannelStateChange" and channel.get("state") == "Ringing":
-            leg.ringing = True
-        elif kind == "Dial":
-            status = str(event.get("dialstatus", ""))
-            if status == "RINGING":
-                leg.ringing = True
-            elif status not in ("", "ANSWER", "PROGRESS", "PROCEEDING"):
-                leg.dialstatus = status
-        elif kind == "StasisStart" and not leg.outcome.done():
-            leg.outcome.set_result(_STARTED)
-        elif kind in ("StasisEnd", "ChannelDestroyed"):
-            if kind == "ChannelDestroyed":
-                leg.cause, leg.cause_txt = event.get("cause"), str(event.get("cause_txt", ""))
-            self._leg_left(call, leg)
-
-    def _leg_left(self, call: _Call, leg: _Leg) -> None:
-        leg.left = True
-        if not leg.outcome.done():
-            leg.outcome.set_result(_ENDED)
-        else:  # an established leg left: the call is over for us, remove what remains
-            self._end_call(call)
-
-    async def _reconcile(self) -> None:
-        """Events may have been missed while the socket was down: ask Asterisk about each live leg."""
-        for call in list(self._calls.values()):
-            for leg in list(call.legs):
-                if leg.left:
-                    continue
-                try:
-                    channel = await self._request("GET", f"channels/{quote(leg.channel_id, safe='')}")
-                except ControlError as exc:
-                    if exc.code != "channel_not_found":
-                        return  # unreachable again; the next reconnect retries
-                    self._leg_left(call, leg)
-                    continue
-                in_stasis = (
-                    isinstance(channel, dict) and channel.get("dialplan", {}).get("app_name") == "Stasis"
-                )
-                if in_stasis and channel.get("state") == "Up" and not leg.outcome.done():
-                    leg.outcome.set_result(_STARTED)
+        # Unannounced: a media leg of a call already torn down is hung up; anything else (a dialplan that
+        # calls Stasis() some other way) goes to the failover context rather than sit in silence.
+        name, channel_id = str(channel.get("name", "")), str(channel.get("id", ""))
+        log.warning("ari_unexpected_stasis_channel", channel=name, args=str(event.get("args"))[:120])
+        if name.startswith(("WebSocket/", "AudioSocket/")):
+            action = self._client.request("DELETE", channel_path(channel_id), {"reason": "normal"})
+        else:
+            params = {"context": self._ari.failover_context, "extension": "s", "priority": "1"}
+            action = self._client.request("POST", channel_path(channel_id, "continue"), params)
+        self._stasis.spawn(_quietly(action))

@@ -19,6 +19,7 @@ from bridge.asterisk.audiosocket import (
     Audio,
     AudioSocketParser,
     Dtmf,
+    Event,
     Hangup,
     PeerError,
     ProtocolError,
@@ -52,8 +53,8 @@ class AudioSocketMediaLeg(InboxLeg):
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         parser: AudioSocketParser,
-        first_audio: list[Audio],
-        first_audio_at: float | None = None,
+        first_events: list[Event],
+        first_read_at: float | None = None,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -77,8 +78,8 @@ class AudioSocketMediaLeg(InboxLeg):
         self._hung_up = False
         self.frames_in = self.frames_out = self.drops = self.protocol_errors = 0
         self._log = get_logger("audiosocket")
-        for audio in first_audio:
-            self._on_audio(audio, first_audio_at)
+        for event in first_events:  # what came in the same read as the UUID
+            self._on_event(event, first_read_at)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ class AudioSocketMediaLeg(InboxLeg):
             for event in self._parser.feed(data):
                 self._on_event(event, now)
 
-    def _on_event(self, event: object, now: float) -> None:
+    def _on_event(self, event: object, now: float | None) -> None:
         if isinstance(event, Audio):
             self._on_audio(event, now)
         elif isinstance(event, Dtmf):
@@ -233,6 +234,10 @@ class AudioSocketMediaLeg(InboxLeg):
     def channel_name(self) -> str:
         return ""  # AudioSocket never says which channel it serves
 
+    @property
+    def receives_audio(self) -> bool:
+        return True  # AudioSocket has no media direction: the caller's audio always comes
+
     def interrupt(self) -> float:
         played_ms = self._response_frames * PTIME_S * 1000
         self._playout.clear()
@@ -289,7 +294,7 @@ class AudioSocketEndpoint:
         parser = AudioSocketParser()
         try:
             first = await asyncio.wait_for(_read_uuid(reader, parser), UUID_TIMEOUT_S)
-            call_uuid, early_audio, read_at = first
+            call_uuid, early_events, read_at = first
             call = await self.admission.admit_media(MediaClaim(transport="audiosocket", call_id=call_uuid))
         except (TimeoutError, ValueError, BridgeError) as exc:
             reason = exc.code if isinstance(exc, BridgeError) else str(exc) or type(exc).__name__
@@ -299,7 +304,7 @@ class AudioSocketEndpoint:
                 await writer.drain()
             writer.close()
             return
-        leg = AudioSocketMediaLeg(reader, writer, parser, early_audio, read_at)
+        leg = AudioSocketMediaLeg(reader, writer, parser, early_events, read_at)
         reader_task = asyncio.ensure_future(leg.run())
         try:
             await call.run(leg)
@@ -312,9 +317,9 @@ class AudioSocketEndpoint:
 
 async def _read_uuid(
     reader: asyncio.StreamReader, parser: AudioSocketParser
-) -> tuple[str, list[Audio], float]:
-    """The first message must be the call's UUID (type 0x01, 16 bytes). Returns it, any audio read with
-    it, and the loop time of that read."""
+) -> tuple[str, list[Event], float]:
+    """The first message must be the call's UUID (type 0x01, 16 bytes). Returns it, whatever else the
+    same read held (audio, a key: the leg takes them in order), and the loop time of that read."""
     while True:
         data = await reader.read(READ_SIZE)
         if not data:
@@ -326,7 +331,4 @@ async def _read_uuid(
         first, rest = events[0], events[1:]
         if not isinstance(first, Uuid):
             raise ValueError(f"first message was {type(first).__name__}, not the UUID")
-        audio = [e for e in rest if isinstance(e, Audio)]
-        if len(audio) != len(rest):
-            raise ValueError("unexpected message right after the UUID")
-        return first.text, audio, read_at
+        return first.text, rest, read_at

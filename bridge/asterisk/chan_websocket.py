@@ -4,7 +4,8 @@
 `ProtocolError`, never an exception); `encode_command` builds what we send. Both wire forms: compact JSON
 (22.8+) and plain text (22.6 without `channel_id`, 22.7+ with). `encode_event`/`parse_command` mirror them
 for fakes and tests. Normalised: empty `channel_id` reads None; `error_text` loses trailing whitespace
-(Asterisk's JSON ends it with a newline); unknown extra fields are ignored (newer releases still parse).
+(Asterisk's JSON ends it with a newline); unknown extra fields are ignored (newer releases still parse),
+while a known field of the wrong type is still a `ProtocolError`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class MediaStart:
     ptime: int
     channel_variables: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     control_format: ControlFormat = ControlFormat.JSON
+    # The channel's modes (dial options `p` and `u`), announced by releases after 22.11 in both formats
+    # (asterisk/asterisk#2120); None when this Asterisk does not say.
+    passthrough: bool | None = None
+    unbuffered: bool | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channel_variables", MappingProxyType(dict(self.channel_variables)))
@@ -341,6 +346,8 @@ _FIELDS: Final[Mapping[str, tuple[Callable[[str, Any, bool], Any], object]]] = M
         "optimal_frame_size": (_int(1), _REQUIRED),
         "ptime": (_int(1), _REQUIRED),
         "channel_variables": (_variables, {}),
+        "passthrough": (_bool, None),
+        "unbuffered": (_bool, None),
         "queue_length": (_int(0), _REQUIRED),
         "xon_level": (_int(0), _REQUIRED),
         "xoff_level": (_int(0), _REQUIRED),
@@ -364,6 +371,8 @@ _EVENTS: Final[Mapping[str, tuple[type[Any], tuple[str, ...]]]] = MappingProxyTy
                 "format",
                 "optimal_frame_size",
                 "ptime",
+                "passthrough",
+                "unbuffered",
                 "channel_variables",
             ),
         ),

@@ -11,6 +11,10 @@ Marks: JSON control implies 22.8+, so marks exist. Plain text is still Asterisk'
 22.6 (no `channel_id`: no marks) from 22.7+; 22.7 ignores MARK_MEDIA while 22.8+ answers it. So on plain
 text with a `channel_id` one probe mark at a time goes out: its MEDIA_MARK_PROCESSED switches to exact
 playout; a later marker reached first (marks are reached in order) means no marks, and we stop asking.
+
+Media direction (22.9+: `d()` in the dial string, read from MEDIA_START, or `set_media_direction`): with `in`
+Asterisk drops what we send and answers buffering, marks and pause with ERROR, so the leg sends no audio
+and none of those, and a hangup has nothing to drain; with `out` no caller audio comes (`receives_audio`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
 
 from bridge.asterisk import chan_websocket as cw
-from bridge.asterisk.chan_websocket import Command, ControlFormat, MediaStart
+from bridge.asterisk.call_metadata import media_direction
+from bridge.asterisk.chan_websocket import Command, ControlFormat, MediaDirection, MediaStart
 from bridge.asterisk.leg_events import (
     AsteriskErrorSeen,
     AudioReceived,
@@ -115,6 +120,7 @@ class ChanWebsocketLeg:
         self.control_format: ControlFormat | None = None
         self.generation = 0  # bumped by interrupt(); audio tagged with an older one is dropped
         self.hangup_sent = False
+        self.direction = MediaDirection.BOTH  # from MEDIA_START, then set_media_direction
         # Asterisk's queue model and our rate cap (constructing it validates these three now).
         self._budget = PlayoutBudget(PTIME_MS / 1000, initial_burst_frames, rate, max_ahead_frames)
         self._frame, self._tick = 0, PTIME_MS / 1000  # optimal_frame_size and ptime, from MEDIA_START
@@ -139,6 +145,16 @@ class ChanWebsocketLeg:
     @property
     def started(self) -> bool:
         return self.media_start is not None
+
+    @property
+    def receives_audio(self) -> bool:
+        """False when Asterisk sends no caller audio (direction `out`): nothing to wait for."""
+        return self.direction is not MediaDirection.OUT
+
+    @property
+    def sends_audio(self) -> bool:
+        """False when Asterisk drops what we send (direction `in`)."""
+        return self.direction is not MediaDirection.IN
 
     @property
     def played_ms_estimated(self) -> bool:
@@ -240,6 +256,7 @@ class ChanWebsocketLeg:
         if ev.optimal_frame_size > HARD_MESSAGE_LIMIT:
             return self._protocol_error(f"optimal_frame_size {ev.optimal_frame_size} is unusable")
         self.media_start, self.control_format = ev, ev.control_format
+        self.direction = media_direction(ev.channel_variables)
         if ev.control_format is ControlFormat.JSON:
             self._has_marks = "yes"
         elif ev.channel_id is not None:
@@ -287,7 +304,7 @@ class ChanWebsocketLeg:
         if generation is not None and generation != self.generation:
             self.counters.drops_stale += len(pcm)
             return False
-        if self._deadline is not None or self.hangup_sent or self._close:
+        if self._deadline is not None or self.hangup_sent or self._close or not self.sends_audio:
             return False
         if self.local_queued_bytes() + len(pcm) > self.local_queue_limit_ms * self._bytes_per_ms:
             self.counters.drops_local_overflow += len(pcm)
@@ -333,7 +350,7 @@ class ChanWebsocketLeg:
 
     def pause(self, now: float) -> None:
         """PAUSE_MEDIA: Asterisk stops playout and keeps its queue; we stop sending."""
-        if self._paused_at is None:
+        if self._paused_at is None and self.sends_audio:
             self._paused_at, self._paused_depth = now, self._budget.queued_frames(now)
             self._urgent.append(cw.PauseMedia())
 
@@ -344,6 +361,16 @@ class ChanWebsocketLeg:
             if self._xoff:
                 self._budget.hold(now)
             self._urgent.append(cw.ContinueMedia())
+
+    def set_media_direction(self, direction: MediaDirection, now: float) -> None:
+        """SET_MEDIA_DIRECTION (JSON control, 22.9+; older releases ignore it). Going to `in` drops
+        every queued response first: Asterisk would drop it too."""
+        if self.control_format is not ControlFormat.JSON:
+            raise ValueError("SET_MEDIA_DIRECTION needs JSON control (dial option f(json))")
+        if direction is MediaDirection.IN and self.sends_audio:
+            self.interrupt(now)
+        self.direction = direction
+        self._urgent.append(cw.SetMediaDirection(direction))
 
     def answer(self) -> None:
         """ANSWER: needed only when the dial string has `n`."""
@@ -360,6 +387,9 @@ class ChanWebsocketLeg:
         self.end_response()
         if not self.started:
             self._close = True  # no control channel yet: closing the socket hangs up
+            return
+        if not self.sends_audio:  # nothing we sent is played: nothing to drain, nobody to report it
+            self._deadline, self._drain = now, "done"
             return
         self._deadline = now + self.queued_ms(now) / 1000 + self.hangup_margin_s
         self._drain = "pending"

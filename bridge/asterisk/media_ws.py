@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from bridge.asterisk.call_metadata import announced_call_id, call_variables
+from bridge.asterisk.chan_websocket import MediaDirection
 from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
 from bridge.asterisk.leg_events import (
     AsteriskErrorSeen,
@@ -86,11 +88,18 @@ def _changes_output(events: list[LegEvent]) -> bool:
 
 
 class ChanWebsocketMediaLeg(InboxLeg):
-    """One chan_websocket connection as a `MediaLeg` for the session."""
+    """One chan_websocket connection as a `MediaLeg` for the session.
 
-    def __init__(self, ws: web.WebSocketResponse, leg: ChanWebsocketLeg) -> None:
+    `query`: the media URI's query (the dialplan's `v()` parameters), which the call was admitted by; with
+    MEDIA_START's `channel_variables` it becomes the leg's `call_variables` (`call_metadata`).
+    """
+
+    def __init__(
+        self, ws: web.WebSocketResponse, leg: ChanWebsocketLeg, query: Mapping[str, str] | None = None
+    ) -> None:
         self._ws = ws
         self._leg = leg
+        self._query = dict(query or {})
         self._loop = asyncio.get_running_loop()
         self._inbox = LegInbox(INBOUND_QUEUE_LIMIT)
         self._wakeup = Wakeup(self._loop)
@@ -137,17 +146,33 @@ class ChanWebsocketMediaLeg(InboxLeg):
         if isinstance(event, AudioReceived):
             self._inbox.deliver(AudioIn(event.data, event.received_at))
         elif isinstance(event, Started):
-            fmt = format_by_name(event.media_start.format)
-            if fmt is None:
-                self._fail(f"format {event.media_start.format} is not supported")
-                return
-            self._inbox.start(fmt)
+            self._start(event)
         elif isinstance(event, DtmfReceived):
             self._inbox.deliver(DtmfIn(event.digit))
         elif isinstance(event, ProtocolErrorSeen):
             self._log.warning("control_message_rejected", reason=event.reason)
         elif isinstance(event, AsteriskErrorSeen):
             self._log.warning("asterisk_error", error_text=event.text.strip())
+
+    def _start(self, event: Started) -> None:
+        start = event.media_start
+        fmt = format_by_name(start.format)
+        if fmt is None:
+            self._fail(f"format {start.format} is not supported")
+            return
+        if start.passthrough:
+            # One message per frame, timed by us, and no buffering, marks or flush: not what this leg does.
+            self._fail("passthrough mode (dial option p) is not supported: dial without `p`")
+            return
+        claimed, announced = self._query.get("callId", ""), announced_call_id(start.channel_variables)
+        if claimed and announced and claimed != announced:
+            # v() parameters are shared by every call of a websocket_client.conf section: a Dial without
+            # v() (or two at once) can present another call's query. The channel's own variable is right.
+            self._fail(f"the socket claimed call {claimed} but MEDIA_START is for call {announced}")
+            return
+        if not self._leg.receives_audio:
+            self._log.info("media_direction_out", detail="Asterisk sends this leg no caller audio")
+        self._inbox.start(fmt, call_variables(self._query, start.channel_variables))
 
     def _fail(self, reason: str) -> None:
         self._log.warning("media_protocol_error", reason=reason)
@@ -193,6 +218,20 @@ class ChanWebsocketMediaLeg(InboxLeg):
     def channel_name(self) -> str:
         start = self._leg.media_start
         return start.channel if start is not None else ""
+
+    @property
+    def receives_audio(self) -> bool:
+        """False on a leg dialed with `d(out)`: Asterisk sends no caller audio, so nothing may wait for it."""
+        return self._leg.receives_audio
+
+    @property
+    def media_direction(self) -> MediaDirection:
+        return self._leg.direction
+
+    def set_media_direction(self, direction: MediaDirection) -> None:
+        """SET_MEDIA_DIRECTION (JSON control, 22.9+); ValueError on plain-text control."""
+        self._leg.set_media_direction(direction, self._loop.time())
+        self._wakeup.kick()
 
     def interrupt(self) -> float:
         played = self._leg.interrupt(self._loop.time())
@@ -265,7 +304,7 @@ class MediaEndpoint:
         except Exception:
             call.abandon("upgrade_failed")
             raise
-        leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg(max_message_bytes=self.max_message_bytes))
+        leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg(max_message_bytes=self.max_message_bytes), query)
         reader = asyncio.ensure_future(leg.run())
         try:
             await call.run(leg)

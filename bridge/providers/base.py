@@ -116,6 +116,14 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class SayFinished:
+    """The response that spoke `Provider.say`'s text number `say_id` is over (after its ResponseDone)."""
+
+    say_id: int
+    status: str = "completed"  # completed, cancelled (e.g. the caller talked over it), failed, incomplete
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderError:
     code: str
     message: str
@@ -152,6 +160,7 @@ ProviderEvent: TypeAlias = (
     | TranscriptLine
     | ToolCall
     | ResponseDone
+    | SayFinished
     | Usage
     | ProviderError
     | HangupRequested
@@ -182,8 +191,9 @@ class Provider(abc.ABC):
         """Open the connection (may run before the leg's format is known)."""
 
     @abc.abstractmethod
-    async def start(self, formats: ModelFormats) -> None:
-        """Configure the session for `formats` and let the model speak first if it should."""
+    async def start(self, formats: ModelFormats, *, greet: bool = True) -> None:
+        """Configure the session for `formats` and let the model speak first if it should (`greet`: False
+        when the call has another first line, e.g. a voicemail message)."""
 
     # Set by the call's runner: called with the `received_at` of the oldest caller frame in a message,
     # right after that message is written to the model (the uplink latency, batching included).
@@ -213,8 +223,20 @@ class Provider(abc.ABC):
         to stop generating (its own VAD already stops it otherwise).
         """
 
-    async def send_dtmf(self, digit: str) -> None:  # noqa: B027  (optional: not every model takes keys)
-        """A key the caller pressed."""
+    async def send_dtmf(self, text: str, *, respond: bool) -> None:  # noqa: B027  (optional hook)
+        """The caller's keys as conversation input, in the provider's documented form: `text` is what the
+        agent's DTMF rules made of them ("DTMF: 4", "DTMF: 1234", a digit map's meaning); `respond`: ask
+        the model to answer it."""
+
+    # Whether `say` works: the model can be made to speak a given text (POST /api/calls/{id}/say, the
+    # guards' closing line, the voicemail message). A provider that cannot answers 409 say_not_supported.
+    speaks_text: bool = False
+
+    async def say(self, text: str, *, interrupt: bool) -> int:
+        """Speak `text` word for word: at once if the model is silent, else after its current response
+        (the caller's playout is the runner's to cut when `interrupt`: here the model's response is
+        cancelled). Returns the id a later `SayFinished` carries."""
+        raise NotImplementedError(f"{self.name} cannot speak a given text")
 
     async def send_tool_result(self, call_id: str, output: str, *, respond: bool = True) -> None:  # noqa: B027
         """The result of a `ToolCall` (JSON text); `respond`: let the model speak about it."""

@@ -56,7 +56,7 @@ class EchoProvider(Provider):
     def negotiate(self, leg: AudioFormat) -> ModelFormats:
         return ModelFormats(input=leg, output=leg)  # whatever the leg carries: no transcoding at all
 
-    async def start(self, formats: ModelFormats) -> None:
+    async def start(self, formats: ModelFormats, *, greet: bool = True) -> None:
         fmt = formats.input
         self._delay_bytes = fmt.bytes_for_ms(self._delay_ms)
         self._format = fmt
@@ -119,6 +119,9 @@ class EchoProvider(Provider):
 
     async def interrupt(self, played_ms: float, *, cancel_response: bool = False) -> None:
         """Already cut at the onset (see `_barge_in`); nothing is left to truncate."""
+
+    async def send_dtmf(self, text: str, *, respond: bool) -> None:
+        """Accepted and ignored: an echo has nothing to answer keys with (it is a wiring test)."""
 
     async def close(self) -> None:
         if self._closed:

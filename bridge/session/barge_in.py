@@ -1,8 +1,10 @@
-"""Local barge-in: our own speech onset detection on the caller's audio, one VAD pass per frame.
+"""Our own view of the caller's voice: one VAD decision per 20 ms frame, shared by every listener (local
+barge-in, the silence guard, the wait for a voicemail beep), so there is at most one webrtcvad pass per
+frame.
 
 A provider that already classifies the caller's audio (`Provider.reports_caller_voice`, e.g. the echo
-model) hands its per-frame webrtcvad decisions over and only the onset count runs here; otherwise
-webrtcvad runs here, on the leg's audio.
+model) hands its per-frame webrtcvad decisions over and nothing runs here; otherwise webrtcvad runs
+here, on the leg's audio.
 """
 
 from __future__ import annotations
@@ -19,34 +21,41 @@ VAD_FRAME_MS = 20  # the frame the provider hook reports decisions for (see Prov
 LOCAL_AGGRESSIVENESS = 3
 
 
-class LocalBargeIn:
-    """Feed it each caller chunk after the provider took it; it says when the caller started talking."""
+class CallerVoice:
+    """Feed it each caller chunk after the provider took it; get webrtcvad's decision per frame."""
 
-    def __init__(self, provider: Provider, leg_format: AudioFormat, onset_ms: int) -> None:
+    def __init__(self, provider: Provider, leg_format: AudioFormat) -> None:
         self._classifier: VoiceClassifier | None = None
         self._to_slin: Transcoder | None = None
+        self._reported: list[bool] = []
+        self.latency_ms = 0.0  # offsets are not used by any listener, only the decisions themselves
         if provider.reports_caller_voice:
-            provider.on_caller_voice = self._count
-            latency_ms = 0.0  # offsets are not used here, only the onset itself
+            provider.on_caller_voice = self._reported.extend
         else:
             self._classifier = VoiceClassifier(leg_format.sample_rate, LOCAL_AGGRESSIVENESS, VAD_FRAME_MS)
             self._to_slin = Transcoder(leg_format, slin_at(leg_format.sample_rate))
-            latency_ms = self._classifier.latency_ms
-        self._turns = SpeechTurns(VAD_FRAME_MS, onset_ms=onset_ms, latency_ms=latency_ms)
-        self._onset = False
+            self.latency_ms = self._classifier.latency_ms
 
     @property
     def shares_provider_vad(self) -> bool:
         return self._classifier is None
 
-    def heard(self, audio: bytes) -> bool:
-        """Whether the caller's speech started in `audio` (leg format) or in what the provider reported."""
+    def hear(self, audio: bytes) -> list[bool]:
+        """The decisions for the frames `audio` (leg format) completed: ours, or what the provider
+        reported while it took the same audio."""
         if self._classifier is not None and self._to_slin is not None:
-            self._count(self._classifier.classify(self._to_slin.convert(audio)))
-        onset, self._onset = self._onset, False
-        return onset
+            return self._classifier.classify(self._to_slin.convert(audio))
+        decisions = self._reported.copy()
+        self._reported.clear()
+        return decisions
 
-    def _count(self, voiced: Sequence[bool]) -> None:
-        for event in self._turns.decide(voiced):
-            if isinstance(event, SpeechStarted):
-                self._onset = True
+
+class LocalBargeIn:
+    """Counts speech onsets over the caller's voice decisions: the caller started talking."""
+
+    def __init__(self, onset_ms: int, latency_ms: float = 0.0) -> None:
+        self._turns = SpeechTurns(VAD_FRAME_MS, onset_ms=onset_ms, latency_ms=latency_ms)
+
+    def heard(self, voiced: Sequence[bool]) -> bool:
+        """Whether the caller's speech started in these frames."""
+        return any(isinstance(event, SpeechStarted) for event in self._turns.decide(voiced))

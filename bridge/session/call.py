@@ -4,21 +4,21 @@ The first lane to finish decides how the call ends; the others are cancelled and
 teardown (hang up after draining when the caller should hear the end, close the
 model) runs in `finally`, each step bounded by a timeout. Lanes only say who ended
 the call and why; `record_outcome` alone turns that into `ended` or `failed`.
+The caller's keys, said messages, guards and answering machines are the call's
+`CallConduct` (conduct.py), which the lanes feed and the control lane steps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
 
 from bridge.audio.convert import Transcoder
 from bridge.audio.formats import AudioFormat
-from bridge.errors import Unavailable
 from bridge.logging import get_logger
 from bridge.providers.base import (
     AudioOut,
@@ -32,68 +32,37 @@ from bridge.providers.base import (
     ProviderUnavailable,
     ResponseAudioDone,
     ResponseDone,
+    SayFinished,
     ToolCall,
     TranscriptLine,
     Usage,
 )
-from bridge.session.barge_in import LocalBargeIn
-from bridge.session.control import CallController, ControlError
-from bridge.session.costs import PriceTable, record_usage
+from bridge.session.barge_in import CallerVoice, LocalBargeIn
+from bridge.session.conduct import CallConduct
+from bridge.session.control import ControlError
+from bridge.session.costs import record_usage
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
+from bridge.session.plan import (
+    DRAINED_ENDINGS,
+    CallPlan,
+    CallTimeouts,
+    ProviderFactory,
+    provider_or_refuse,
+    record_outcome,
+)
 from bridge.session.session import CallStats, EndRequest, Session
-from bridge.session.state import CallState, EndedBy
+from bridge.session.state import EndedBy
 from bridge.session.tools import ToolBox, ToolOutcome
 
-
-@dataclass(frozen=True, slots=True)
-class CallTimeouts:
-    media_start: float = 5.0  # the peer must say its format this soon after the socket opens
-    provider_connect: float = 10.0
-    hangup: float = 30.0  # drain plus HANGUP; the leg bounds its own drain well inside this
-    provider_close: float = 2.0
-    transfer_playout: float = 15.0  # the bot's last words before a transfer play out this long at most
-    transfer_leave: float = 3.0  # after a redirect Asterisk closes the media socket; then we hang up
-
-
-@dataclass(frozen=True, slots=True)
-class CallPlan:
-    """Everything a call needs besides its leg: the model and what the model may do."""
-
-    provider: Provider
-    tools: ToolBox | None = None
-    prices: PriceTable | None = None
-    controller: CallController | None = None
-    local_barge_in_ms: int | None = None  # our own VAD interrupts the bot after this much speech
-
-
-DRAINED_ENDINGS = frozenset({EndedBy.BOT, EndedBy.API, EndedBy.SHUTDOWN, EndedBy.TIMEOUT})
-
-
-ProviderFactory = Callable[[Session], CallPlan]
-
-
-def record_outcome(session: Session, outcome: EndRequest) -> None:
-    """End the call by the one rule every ending follows, whatever produced it.
-
-    An error before the call became `active` fails it: `failed`, with the machine code as
-    error_code. Once it was active, any ending is `ended`; for an error, disconnected_by `error`
-    and the code. (`outcome.failed` is for calls nobody runs; see `Session.request_end`.)
-    """
-    is_error = outcome.by is EndedBy.ERROR
-    code = outcome.error_code or ("internal_error" if is_error else None)
-    session.finish(outcome.by, code, failed=is_error and session.state is not CallState.ACTIVE)
-
-
-def provider_or_refuse(session: Session, make_provider: ProviderFactory) -> CallPlan:
-    """The call's provider; if there is none to be had, the call fails and the socket is refused."""
-    try:
-        return make_provider(session)
-    except ProviderUnavailable as exc:
-        if exc.provider:  # the record says which model never answered, though none was built
-            session.provider = exc.provider
-        # Refusing lets the dialplan fail over at once (Dial returns) instead of dead air.
-        record_outcome(session, EndRequest(EndedBy.ERROR, exc.code))
-        raise Unavailable(str(exc), code=exc.code) from exc
+# The plan and the outcome rule live in plan.py; callers have always imported them from here.
+__all__ = [
+    "CallPlan",
+    "CallRunner",
+    "CallTimeouts",
+    "ProviderFactory",
+    "provider_or_refuse",
+    "record_outcome",
+]
 
 
 class _LaneFinished(Exception):
@@ -121,6 +90,7 @@ class CallRunner:
         self.plan = plan if isinstance(plan, CallPlan) else CallPlan(plan)
         self.provider = self.plan.provider
         session.provider = self.provider.name  # before connecting: a model that never answers is named
+        session.speaks_text = self.provider.speaks_text
         self.timeouts = timeouts or CallTimeouts()
         self._end_after: dict[str, EndRequest] = {}  # response id -> end once it has been said
         self._lanes: asyncio.TaskGroup | None = None
@@ -134,6 +104,9 @@ class CallRunner:
         self._started_at: float | None = None
         self._caller_stopped_at: float | None = None
         self._log = get_logger("call").bind(call_id=session.call_id)
+        self.conduct = CallConduct(
+            session, self.provider, self, self.plan.policy, timeouts=self.timeouts.conduct, log=self._log
+        )
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -169,6 +142,7 @@ class CallRunner:
         finally:
             connecting.cancel()
         self.session.media_channel = self.leg.channel_name
+        greet = self.conduct.start(asyncio.get_running_loop().time(), self.leg.call_variables)
         formats = self.provider.negotiate(leg_format)
         uplink = Transcoder(leg_format, formats.input)
         downlink = Transcoder(formats.output, leg_format)
@@ -181,7 +155,7 @@ class CallRunner:
             model_output=formats.output.name,
             transcoding=not (uplink.is_passthrough and downlink.is_passthrough),
         )
-        await self.provider.start(formats)
+        await self.provider.start(formats, greet=greet)
         self.session.mark_active()
         return await self._converse(uplink, downlink, leg_format)
 
@@ -215,20 +189,35 @@ class CallRunner:
         self.provider.on_uplink_sent = lambda received_at: uplink.observe(clock() - received_at)
         self.leg.on_downlink_sent = lambda received_at: downlink.observe(clock() - received_at)
 
+    def _caller_voice(self, leg_format: AudioFormat) -> CallerVoice | None:
+        """Our view of the caller's voice, when anything listens to it (one VAD pass per frame at most)."""
+        policy = self.plan.policy
+        voicemail = bool(policy.voicemail_message) and self.provider.speaks_text
+        if self.plan.local_barge_in_ms or policy.caller_silence_seconds > 0 or voicemail:
+            return CallerVoice(self.provider, leg_format)
+        return None
+
     async def _uplink(self, uplink: Transcoder, leg_format: AudioFormat) -> EndRequest:
+        voice = self._caller_voice(leg_format)
         barge_in = None
-        if self.plan.local_barge_in_ms:
-            barge_in = LocalBargeIn(self.provider, leg_format, self.plan.local_barge_in_ms)
+        if self.plan.local_barge_in_ms and voice is not None:
+            barge_in = LocalBargeIn(self.plan.local_barge_in_ms, voice.latency_ms)
+        conduct, loop = self.conduct, asyncio.get_running_loop()
         async for item in self.leg.inbound():
             if isinstance(item, AudioIn):
-                await self.provider.send_audio(uplink.convert(item.data), item.received_at)
-                # Only while the bot is heard (see _barge_in): the onset time is the echo guard's debounce.
-                if barge_in is not None and barge_in.heard(item.data):
-                    await self._barge_in(cancel_response=True)
+                feeding = conduct.feeding_model
+                if feeding:
+                    await self.provider.send_audio(uplink.convert(item.data), item.received_at)
+                if voice is None:
+                    continue
+                voiced = voice.hear(item.data)
+                if voiced:
+                    # Only while the bot is heard (see _barge_in): the onset is the echo guard's debounce.
+                    if barge_in is not None and barge_in.heard(voiced) and feeding:
+                        await self._barge_in(cancel_response=True)
+                    conduct.voice(voiced)
             elif isinstance(item, DtmfIn):
-                self.session.dtmf_digits += item.digit
-                self._log.info("dtmf", digit=item.digit)
-                await self.provider.send_dtmf(item.digit)
+                await conduct.key(item.digit, loop.time())
         return self.leg.end_reason or EndRequest(EndedBy.CALLER)
 
     async def _downlink(self, downlink: Transcoder) -> EndRequest:
@@ -254,6 +243,8 @@ class CallRunner:
                 finished = self._end_after.pop(event.response_id, None)
                 if finished is not None:
                     return finished
+            elif isinstance(event, SayFinished):
+                self.conduct.said(event.say_id)
             elif isinstance(event, HangupRequested):
                 return EndRequest(EndedBy.BOT)
             elif (outcome := await self._model_event(event)) is not None:
@@ -300,6 +291,9 @@ class CallRunner:
         ending = tools.ending(call)
         if ending is not None:  # end_call / transfer_call: decided now, so no ResponseDone slips past
             await self.provider.send_tool_result(call.call_id, ending.output, respond=ending.respond)
+            if ending.answering_machine:
+                self.conduct.machine_reported()
+                return None
             if ending.end_call or ending.transfer_to:
                 end = EndRequest(EndedBy.BOT, transfer_to=ending.transfer_to)
                 if not call.response_id:
@@ -319,7 +313,8 @@ class CallRunner:
         with contextlib.suppress(Exception):
             await self.provider.send_tool_result(call.call_id, outcome.output, respond=outcome.respond)
 
-    async def _barge_in(self, *, cancel_response: bool) -> None:
+    async def _barge_in(self, *, cancel_response: bool, caller: bool = True) -> None:
+        """Stop the bot being heard: the caller talked over it (`caller`), or the bridge cuts it."""
         if not (self._response_open or self.leg.is_playing):
             return
         self._response_open = False
@@ -327,23 +322,46 @@ class CallRunner:
         self._cancelled_response = self._playing_response
         if self._downlink_codec is not None:
             self._downlink_codec.reset()
-        self.session.barge_ins += 1
-        self._log.debug("barge_in", played_ms=round(played_ms), local=cancel_response)
+        if caller:
+            self.session.barge_ins += 1
+        self._log.debug("barge_in", played_ms=round(played_ms), local=cancel_response, caller=caller)
         await self.provider.interrupt(played_ms, cancel_response=cancel_response)
 
+    # -- what the conduct needs (see conduct.Stage) ---------------------------------------------------------
+
+    @property
+    def bot_heard(self) -> bool:
+        return self._response_open or self.leg.is_playing
+
+    async def cut_playout(self) -> None:
+        await self._barge_in(cancel_response=True, caller=False)
+
+    def wake(self) -> None:
+        self.session.control_waiting.set()
+
     async def _control(self) -> EndRequest:
-        await self.session.end_requested.wait()
-        return self.session.end_request or EndRequest(EndedBy.API)
+        """Ends asked for (API, webhook, shutdown), and the conduct's steps: on a wake-up or its deadline."""
+        session, loop, waiting = self.session, asyncio.get_running_loop(), self.session.control_waiting
+        while True:
+            waiting.clear()
+            if session.end_requested.is_set():
+                return session.end_request or EndRequest(EndedBy.API)
+            ending = await self.conduct.step(loop.time())
+            if ending is not None:
+                return ending
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(self.conduct.deadline):
+                    await waiting.wait()
 
     async def _teardown(self, outcome: EndRequest) -> None:
         if outcome.transfer_to is not None and self.leg.end_reason is None:
             await self._transfer(outcome)
         caller_gone = self.leg.end_reason is not None
         if not caller_gone:
+            # A cancelled call hangs up at once: no goodbye is owed.
+            drain = outcome.by in DRAINED_ENDINGS and not outcome.cancelled
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    self.leg.hangup(drain=outcome.by in DRAINED_ENDINGS), self.timeouts.hangup
-                )
+                await asyncio.wait_for(self.leg.hangup(drain=drain), self.timeouts.hangup)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.provider.close(), self.timeouts.provider_close)
         if self.leg.end_reason is not None and self.session.transferred_to and outcome.transfer_to is None:

@@ -1,4 +1,4 @@
-"""What the API may do with calls: dial out, look up, list, end, transfer, send keys.
+"""What the API may do with calls: dial out, look up, list, end, cancel, transfer, send keys, say.
 
 A company sees and controls only its own calls: another company's call id is a 404,
 exactly like an unknown one, so ids cannot be probed. Live calls are read from the
@@ -41,6 +41,8 @@ class OutboundCall:
     call_objective: str
     first_message: str = ""
     variables: Mapping[str, str] | None = None
+    ring_timeout_seconds: float | None = None  # None: [asterisk.originate] timeout_seconds
+    amd: bool = False  # answering-machine detection (also on when the company's agent asks for it)
 
 
 def control_failure(exc: ControlError) -> BridgeError:
@@ -78,6 +80,9 @@ class CallService:
         controller = self.controller
         if controller is None or controller.health is ControllerHealth.DOWN:
             raise Unavailable("Asterisk call control is not available", code="asterisk_unavailable")
+        company = self.admission.directory().companies.get(request.company_id)
+        agent_amd = company is not None and company.settings.agent.amd
+        ring_seconds = request.ring_timeout_seconds or self.dial_timeout_seconds
         info = CallInfo(
             call_id=str(uuid.uuid4()),
             company_id=request.company_id,
@@ -87,17 +92,25 @@ class CallService:
             call_objective=request.call_objective,
             first_message=request.first_message,
             variables=dict(request.variables or {}),
+            amd=request.amd or agent_amd,
         )
-        session = self.admission.outbound(info, self.dial_timeout_seconds + ANSWER_TO_MEDIA_SECONDS)
-        dial = asyncio.ensure_future(self._dial(controller, session))
+        session = self.admission.outbound(info, ring_seconds + ANSWER_TO_MEDIA_SECONDS)
+        dial = asyncio.ensure_future(self._dial(controller, session, request.ring_timeout_seconds))
         self._dials.add(dial)
         dial.add_done_callback(self._dials.discard)
         return session
 
-    async def _dial(self, controller: CallController, session: Session) -> None:
+    async def _dial(
+        self, controller: CallController, session: Session, ring_timeout_seconds: float | None
+    ) -> None:
         info = session.info
         request = OriginateRequest(
-            info.call_id, info.caller, info.called, {"BRIDGE_COMPANY": info.company_id}
+            info.call_id,
+            info.caller,
+            info.called,
+            {"BRIDGE_COMPANY": info.company_id},
+            ring_timeout_seconds=ring_timeout_seconds,
+            amd=info.amd,
         )
         try:
             result = await controller.originate(request)
@@ -148,12 +161,39 @@ class CallService:
 
     async def end(self, company_id: str, call_id: str) -> Session:
         """Drain what the bot is saying, then hang up; a call still ringing is cancelled."""
+        return await self._stop(company_id, call_id, cancel=False)
+
+    async def cancel(self, company_id: str, call_id: str) -> Session:
+        """Hang up at once, no goodbye: the call fails with error_code `cancelled` (a ringing one too)."""
+        return await self._stop(company_id, call_id, cancel=True)
+
+    async def _stop(self, company_id: str, call_id: str, *, cancel: bool) -> Session:
         session = await self._live_or_finished(company_id, call_id)
         ringing = session.state is CallState.DIALING
-        session.request_end(EndedBy.API)
+        if cancel:
+            session.request_end(EndedBy.API, "cancelled", cancelled=True)
+        else:
+            session.request_end(EndedBy.API)
         if ringing and self.controller is not None:
             with contextlib.suppress(ControlError):
                 await self.controller.hangup(ChannelRef(call_id, outbound=True))
+        return session
+
+    async def say(self, company_id: str, call_id: str, text: str, *, interrupt: bool) -> Session:
+        """The bot speaks `text` now: over what it is saying (`interrupt`), or once it has finished."""
+        session = await self._live_or_finished(company_id, call_id)
+        if session.end_request is not None:
+            raise Conflict(f"call {call_id} is ending", code="call_finished")
+        if session.state is not CallState.ACTIVE:
+            raise Conflict(
+                f"call {call_id} is {session.state.value}, not in conversation", code="call_not_active"
+            )
+        if not session.speaks_text:
+            raise Conflict(
+                f"the model of call {call_id} ({session.provider}) cannot speak a given text",
+                code="say_not_supported",
+            )
+        session.ask_to_say(text, interrupt=interrupt)
         return session
 
     async def _controllable(

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -43,6 +43,12 @@ class OriginateRequest:
     from_number: str  # E.164 with '+': the caller id the callee sees
     to_number: str  # E.164 with '+' or an extension: fills `{to}` in [asterisk.originate] endpoint
     variables: Mapping[str, str] = field(default_factory=dict)  # extra channel variables
+    # How long the callee may ring: overrides [asterisk.originate] timeout_seconds when set (AMI Originate
+    # `Timeout` in ms, ARI `timeout` in s).
+    ring_timeout_seconds: float | None = None
+    # Ask Asterisk for answering-machine detection (AMD()) on the answered channel; its AMDSTATUS comes
+    # back on the media socket as `amd` (see `bridge.session.leg.MediaLeg.call_variables`).
+    amd: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +69,22 @@ class ChannelRef:
     call_id: str
     outbound: bool
     media_channel: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCall:
+    """A caller that entered the controller's Stasis app from the dialplan (ARI mode,
+    `Stasis(<app>,inbound,${EXTEN})`): admitted like a `connect` webhook before any media is set up."""
+
+    call_id: str  # the id to register: the caller channel's id, or the AudioSocket leg's UUID
+    channel_id: str  # the caller's channel in Asterisk
+    caller: str  # its CALLERID(num) as `+` and digits ("" when it has none), like the webhook's
+    called: str  # the dialled extension (the Stasis argument), likewise
+    caller_name: str = ""
+
+
+# Admits an inbound call; raises (a BridgeError) to refuse it, and the caller goes to the failover context.
+InboundHandler = Callable[[InboundCall], Awaitable[None]]
 
 
 class CallController(Protocol):

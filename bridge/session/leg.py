@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
@@ -58,9 +58,15 @@ class LegInbox:
         self.format: AudioFormat | None = None
         self.closing_reason: EndRequest | None = None  # why reading stopped (set by the driver)
         self.drops = 0
+        # What the dialplan passed with the call: the media URI's query (`v()` parameters) and MEDIA_START
+        # `channel_variables`. The driver adds them; the session reads e.g. `amd` (see MediaLeg).
+        self.variables: dict[str, str] = {}
 
-    def start(self, fmt: AudioFormat) -> None:
+    def start(self, fmt: AudioFormat, variables: Mapping[str, str] | None = None) -> None:
+        """The peer announced its format (and, with chan_websocket JSON, its channel variables)."""
         self.format = fmt
+        if variables:
+            self.variables.update(variables)
         self._started.set()
 
     def deliver(self, item: LegInput) -> None:
@@ -120,6 +126,10 @@ class InboxLeg:
     async def wait_gone(self) -> None:
         await self._inbox.wait_gone()
 
+    @property
+    def call_variables(self) -> Mapping[str, str]:
+        return self._inbox.variables
+
 
 class MediaLeg(Protocol):
     async def wait_started(self) -> AudioFormat:
@@ -142,6 +152,13 @@ class MediaLeg(Protocol):
     @property
     def channel_name(self) -> str:
         """Asterisk's name for the media channel, when the peer said it ("" otherwise)."""
+        ...
+
+    @property
+    def call_variables(self) -> Mapping[str, str]:
+        """What the dialplan passed with the call, read once the leg started: the media URI's query
+        parameters (chan_websocket `v()`) and MEDIA_START `channel_variables` (later ones win). The
+        session reads `amd` there: Asterisk's AMDSTATUS (HUMAN, MACHINE, NOTSURE, HANGUP)."""
         ...
 
     # Set by the call's runner: called with a `play` chunk's `received_at` when the chunk's first frame

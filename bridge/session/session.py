@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -36,6 +37,7 @@ class CallInfo:
     call_objective: str = ""
     first_message: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
+    amd: bool = False  # the outbound request asked for answering-machine detection
 
 
 @dataclass(slots=True)
@@ -58,6 +60,16 @@ class EndRequest:
     failed: bool = False
     # The caller leaves for this target instead of being hung up (a transfer; see CallRunner).
     transfer_to: str | None = None
+    guard: str | None = None  # the guard that ended the call: max_call_seconds | caller_silence
+    cancelled: bool = False  # POST /cancel: hang up at once (no drain) and fail the call, whatever its state
+
+
+@dataclass(frozen=True, slots=True)
+class SayRequest:
+    """The API asks the bot to speak `text` now (`interrupt`: cut what it is saying) or after it."""
+
+    text: str
+    interrupt: bool = False
 
 
 SessionListener = Callable[["Session"], None]
@@ -77,7 +89,10 @@ class Session:
     end_request: EndRequest | None = None
     has_owner: bool = False
     barge_ins: int = 0
-    dtmf_digits: str = ""
+    dtmf_digits: str = ""  # every key the caller pressed, masked as * when the agent marks them sensitive
+    amd_result: str | None = None  # human | machine | unknown (None: no detection on this call)
+    ended_by_guard: str | None = None  # max_call_seconds | caller_silence
+    speaks_text: bool = False  # the call's model can say a given text (POST /say); set by the runner
     media_channel: str = ""  # Asterisk's name for the media channel (MEDIA_START), for call control
     provider: str = ""
     model: str = ""
@@ -94,6 +109,9 @@ class Session:
     downlink_latency: TransitTally = field(default_factory=TransitTally)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     end_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    # Wakes the runner's control lane: an end or a say request (the runner also uses it for its own timers).
+    control_waiting: asyncio.Event = field(default_factory=asyncio.Event)
+    say_requests: deque[SayRequest] = field(default_factory=deque)
     _listeners: list[SessionListener] = field(default_factory=list)
     _change_listeners: list[SessionListener] = field(default_factory=list)
     _line_items: dict[str, int] = field(default_factory=dict)  # provider item id -> transcript index
@@ -153,6 +171,11 @@ class Session:
             self._line_items[item_id] = len(self.transcript)
         self.transcript.append(TranscriptLine(role=role, text=text, at=time.time(), truncated=truncated))
 
+    def ask_to_say(self, text: str, *, interrupt: bool) -> None:
+        """Queue a message for the bot to speak (the runner checks it is still running and can)."""
+        self.say_requests.append(SayRequest(text, interrupt))
+        self.control_waiting.set()
+
     def add_usage(self, usage: Usage, cost_usd: float | None) -> None:
         self.usage = self.usage + usage
         if cost_usd is not None:
@@ -179,16 +202,19 @@ class Session:
         *,
         failed: bool = False,
         transfer_to: str | None = None,
+        cancelled: bool = False,
     ) -> None:
-        """Ask the call to end (`failed`: it never became a conversation). The first request wins."""
+        """Ask the call to end (`failed`: it never became a conversation; `cancelled`: at once, and it
+        fails whatever it became). The first request wins."""
         if self.state.is_terminal or self.end_request is not None:
             return
         if transfer_to is not None:
             self.transferred_to = transfer_to
-        self.end_request = EndRequest(by, error_code, failed, transfer_to)
+        self.end_request = EndRequest(by, error_code, failed, transfer_to, cancelled=cancelled)
         self.end_requested.set()
+        self.control_waiting.set()
         if not self.has_owner:
-            self.finish(by, error_code, failed=failed)
+            self.finish(by, error_code, failed=failed or cancelled)
 
     def finish(self, by: EndedBy, error_code: str | None = None, *, failed: bool = False) -> None:
         """Record the end. Called by the owner once teardown is done (or directly when there is none)."""
@@ -201,6 +227,7 @@ class Session:
         self.error_code = error_code
         self.ended.set()
         self.end_requested.set()
+        self.control_waiting.set()
         for listener in self._listeners:
             listener(self)
         self._changed()
@@ -251,4 +278,8 @@ class Session:
             barge_ins=self.barge_ins,
             played_ms_estimated=stats.played_ms_estimated,
             variables=dict(info.variables),
+            transferred_to=self.transferred_to,
+            dtmf=self.dtmf_digits,
+            amd_result=self.amd_result,
+            ended_by_guard=self.ended_by_guard,
         )

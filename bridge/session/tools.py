@@ -31,6 +31,7 @@ class ToolOutcome:
     respond: bool = True  # let the model speak about the result
     end_call: bool = False  # hang up once the current response (the goodbye) has played
     transfer_to: str | None = None  # transfer the caller once the current response has played
+    answering_machine: bool = False  # the model hears a machine: leave the voicemail message, hang up
 
 
 def _error(message: str) -> str:
@@ -48,7 +49,15 @@ def _arguments(call: ToolCall) -> dict[str, Any] | str:
     return arguments
 
 
-def builtin_specs(agent: AgentSettings) -> list[ToolSpec]:
+ANSWERING_MACHINE_TOOL = ToolSpec(
+    "report_answering_machine",
+    "Call this at once, saying nothing, if the call was answered by an answering machine or voicemail "
+    "greeting instead of a person. The bridge then leaves the voicemail message (or hangs up).",
+    {"type": "object", "properties": {}},
+)
+
+
+def builtin_specs(agent: AgentSettings, *, outbound: bool = False) -> list[ToolSpec]:
     specs = []
     if agent.end_call_tool:
         specs.append(
@@ -82,6 +91,8 @@ def builtin_specs(agent: AgentSettings) -> list[ToolSpec]:
                 },
             )
         )
+    if outbound:  # only a call we placed can reach a machine
+        specs.append(ANSWERING_MACHINE_TOOL)
     return specs
 
 
@@ -92,23 +103,29 @@ class ToolBox:
         *,
         controller: CallController | None = None,
         http: aiohttp.ClientSession | None = None,
+        outbound: bool = False,
     ) -> None:
         self._agent = agent
         self._controller = controller
         self._http = http
+        self._outbound = outbound
         self._http_tools: Mapping[str, HttpTool] = {tool.name: tool for tool in agent.tools}
         self._log = get_logger("tools")
 
     def specs(self) -> list[ToolSpec]:
-        return builtin_specs(self._agent) + [
+        return builtin_specs(self._agent, outbound=self._outbound) + [
             ToolSpec(tool.name, tool.description, tool.parameters) for tool in self._agent.tools
         ]
 
     def ending(self, call: ToolCall) -> ToolOutcome | None:
-        """end_call and transfer_call, decided at once (they act after the current response)."""
+        """end_call, transfer_call and report_answering_machine, decided at once (they act after the
+        current response, or at once)."""
         if call.name == "end_call" and self._agent.end_call_tool:
             self._log.info("tool_called", tool=call.name)
             return ToolOutcome(json.dumps({"ok": True}), respond=False, end_call=True)
+        if call.name == ANSWERING_MACHINE_TOOL.name and self._outbound:
+            self._log.info("tool_called", tool=call.name)
+            return ToolOutcome(json.dumps({"ok": True}), respond=False, answering_machine=True)
         if call.name == "transfer_call" and self._agent.transfer_targets:
             self._log.info("tool_called", tool=call.name)
             arguments = _arguments(call)

@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["22.6", "22.7", "22.10"],
         help="Asterisk version for --control plain",
     )
+    add(
+        "--direction",
+        default="both",
+        choices=["both", "in", "out"],
+        help="chan_websocket media direction d() from the bridge's side (22.9+): out = no caller audio",
+    )
+    add("--announce-modes", action="store_true", help="MEDIA_START also says passthrough/unbuffered")
     add("--audiosocket-host", default="127.0.0.1")
     add("--audiosocket-port", type=int, default=9092)
     add("--no-webhook", action="store_true", help="skip the PBX's connect webhook")
@@ -105,6 +112,8 @@ def options_from_args(args: argparse.Namespace) -> SimulatedCallOptions:
         wait_for_bridge_hangup=args.wait_for_hangup,
         max_seconds=args.max_seconds,
         dtmf=tuple(args.dtmf),
+        direction=args.direction,
+        announce_modes=args.announce_modes,
     )
 
 

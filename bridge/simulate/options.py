@@ -15,6 +15,7 @@ from bridge.audio.formats import AudioFormat, format_by_name
 from bridge.simulate.wire import PlainVariant
 
 Transport = Literal["chan_websocket", "audiosocket"]
+Direction = Literal["both", "in", "out"]
 Control = Literal["json", "plain"]
 FormatName = Literal["ulaw", "alaw", "slin", "slin16", "slin24"]
 RecordKind = Literal["command", "event", "error", "call"]
@@ -67,6 +68,11 @@ class SimulatedCallOptions:
     on_record: same, as a synchronous callback.
     hangup_event: set it to make the caller hang up at the next tick (a test reacting to the bridge).
     dtmf_queue: digits put here are pressed at the next tick.
+    direction: chan_websocket's media direction as the dial option `d()` sets it (22.9+), from the
+      bridge's side: "out" = Asterisk sends no caller audio, "in" = it drops what the bridge sends.
+    announce_modes: MEDIA_START also says `passthrough` and `unbuffered` (both false), as Asterisk
+      releases after 22.11 do (asterisk/asterisk#2120).
+    query: extra `v()` parameters on the media URI (e.g. {"amd": "MACHINE"}).
     """
 
     url: str = "http://127.0.0.1:8080"
@@ -89,6 +95,9 @@ class SimulatedCallOptions:
     connection_id: str = "bridge_media"
     channel_id: str | None = None
     channel_variables: Mapping[str, str] = field(default_factory=dict)
+    direction: Direction = "both"
+    announce_modes: bool = False
+    query: Mapping[str, str] = field(default_factory=dict)
     audiosocket_host: str = "127.0.0.1"
     audiosocket_port: int = 9092
     audiosocket_send_hangup: bool = False
@@ -131,6 +140,12 @@ class SimulatedCallOptions:
             out.append(f"unknown transport {self.transport!r}")
         if self.control not in ("json", "plain"):
             out.append(f"control must be json or plain, got {self.control!r}")
+        if self.direction not in ("both", "in", "out"):
+            out.append(f"direction must be both, in or out, got {self.direction!r}")
+        elif self.direction != "both" and self.transport == "audiosocket":
+            out.append("AudioSocket has no media direction")
+        elif self.direction != "both" and self.control == "plain" and self.plain_variant != "22.10":
+            out.append("media direction needs Asterisk 22.9 or later (plain_variant 22.10)")
         if self.plain_variant not in ("22.6", "22.7", "22.10"):
             out.append(f"plain_variant must be 22.6, 22.7 or 22.10, got {self.plain_variant!r}")
         if self.speed <= 0:

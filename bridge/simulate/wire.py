@@ -83,24 +83,27 @@ class EventFormatter:
         optimal_frame_size: int,
         ptime: int,
         channel_variables: Mapping[str, str],
+        modes: Mapping[str, bool] | None = None,
     ) -> str:
+        """`modes`: `passthrough` and `unbuffered`, which releases after 22.11 add in both formats
+        (asterisk/asterisk#2120; where they sit among the fields is not documented: after ptime here)."""
+        modes = dict(modes or {})
         if self.dialect.json:
-            return _compact(
-                {
-                    "event": "MEDIA_START",
-                    "connection_id": connection_id,
-                    "channel": channel,
-                    "channel_id": self.channel_id,
-                    "format": format_name,
-                    "optimal_frame_size": optimal_frame_size,
-                    "ptime": ptime,
-                    "channel_variables": dict(channel_variables),
-                }
-            )
+            event: dict[str, object] = {
+                "event": "MEDIA_START",
+                "connection_id": connection_id,
+                "channel": channel,
+                "channel_id": self.channel_id,
+                "format": format_name,
+                "optimal_frame_size": optimal_frame_size,
+                "ptime": ptime,
+            }
+            return _compact(event | modes | {"channel_variables": dict(channel_variables)})
         chan_id = f" channel_id:{self.channel_id}" if self.dialect.has_channel_id else ""
+        extra = "".join(f" {name}:{_bool(value)}" for name, value in modes.items())
         return (
             f"MEDIA_START connection_id:{connection_id} channel:{channel}{chan_id} format:{format_name} "
-            f"optimal_frame_size:{optimal_frame_size} ptime:{ptime}"
+            f"optimal_frame_size:{optimal_frame_size} ptime:{ptime}{extra}"
         )
 
     def nodata(self, event: str) -> str:

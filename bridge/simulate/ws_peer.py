@@ -45,6 +45,7 @@ def media_url(opts: SimulatedCallOptions) -> str:
             "callId": opts.call_id,
             "aNumberE164": digits_only(opts.caller),
             "bNumberE164": digits_only(opts.called),
+            **opts.query,
         }
     )
     return f"{opts.websocket_url}?{query}"
@@ -102,6 +103,7 @@ class WebSocketCall:
         self.dialect = Dialect.of(opts.control, opts.plain_variant)
         self.channel_id = opts.channel_id or new_channel_id()
         self.model = ChannelModel(self.fmt, self.dialect, EventFormatter(self.dialect, self.channel_id))
+        self.model.direction = opts.direction  # the dial option d(); SET_MEDIA_DIRECTION changes it later
         self.clock = CallClock(opts.speed)
         self.journal = Journal(opts, self.clock)
         self.timeline = Timeline(self.fmt)
@@ -116,16 +118,25 @@ class WebSocketCall:
 
     def media_start(self) -> str:
         conn = self.opts.connection_id
+        direction = f"d({self.opts.direction})" if self.opts.direction != "both" else ""
+        params = {
+            "callId": self.opts.call_id,
+            "aNumberE164": digits_only(self.opts.caller),
+            "bNumberE164": digits_only(self.opts.called),
+            **self.opts.query,
+        }
         dial = (
-            f"{conn}/c({self.fmt.name})f({'json' if self.dialect.json else 'plain-text'})"
-            f"v(callId={self.opts.call_id},aNumberE164={digits_only(self.opts.caller)},"
-            f"bNumberE164={digits_only(self.opts.called)})"
+            f"{conn}/c({self.fmt.name})f({'json' if self.dialect.json else 'plain-text'}){direction}"
+            f"v({','.join(f'{k}={v}' for k, v in params.items())})"
         )
         variables = {
             "DIALEDPEERNUMBER": dial,
-            **self.opts.channel_variables,
             "MEDIA_WEBSOCKET_CONNECTION_ID": conn,
             "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(self.fmt.frame_bytes),
+            # The samples mark the caller with `_BRIDGE_CALL_ID`, which the WebSocket channel inherits as
+            # BRIDGE_CALL_ID (captures ws_dtmf_json.jsonl: inherited variables come last).
+            "BRIDGE_CALL_ID": self.opts.call_id,
+            **self.opts.channel_variables,
         }
         return self.model.events.media_start(
             connection_id=conn,
@@ -134,6 +145,7 @@ class WebSocketCall:
             optimal_frame_size=self.fmt.frame_bytes,
             ptime=20,
             channel_variables=variables,
+            modes={"passthrough": False, "unbuffered": False} if self.opts.announce_modes else None,
         )
 
     async def run(self) -> CallSummary:

@@ -19,6 +19,8 @@ Direction = Literal["inbound", "outbound"]
 ROLES: frozenset[str] = frozenset({"caller", "bot"})
 DIRECTIONS: frozenset[str] = frozenset({"inbound", "outbound"})
 STATUSES: frozenset[str] = frozenset({"pending", "dialing", "connecting", "active", "ended", "failed"})
+AMD_RESULTS: frozenset[str] = frozenset({"human", "machine", "unknown"})
+GUARDS: frozenset[str] = frozenset({"max_call_seconds", "caller_silence"})
 TERMINAL_STATUSES: frozenset[str] = frozenset({"ended", "failed"})
 
 # Timestamps must be representable as ISO-8601 strings (years 1970..9999).
@@ -154,6 +156,10 @@ class CallRecord:
     barge_ins: int = 0
     played_ms_estimated: bool = False
     variables: Mapping[str, str] = field(default_factory=dict)
+    transferred_to: str | None = None
+    dtmf: str = ""  # the caller's keys, as pressed (masked as * when the agent marks them sensitive)
+    amd_result: str | None = None  # human | machine | unknown; None: no answering-machine detection
+    ended_by_guard: str | None = None  # max_call_seconds | caller_silence
 
     def __post_init__(self) -> None:
         # Slots + frozen: normalise through object.__setattr__ (runs once per record).
@@ -172,6 +178,10 @@ class CallRecord:
             _check_epoch(name, getattr(self, name))
         _check_finite("duration_seconds", self.duration_seconds)
         _check_finite("cost_usd", self.cost_usd)
+        if self.amd_result is not None and self.amd_result not in AMD_RESULTS:
+            raise ValueError(f"amd_result must be one of {sorted(AMD_RESULTS)}, got {self.amd_result!r}")
+        if self.ended_by_guard is not None and self.ended_by_guard not in GUARDS:
+            raise ValueError(f"ended_by_guard must be one of {sorted(GUARDS)}, got {self.ended_by_guard!r}")
 
     @property
     def is_terminal(self) -> bool:
@@ -208,6 +218,10 @@ class CallRecord:
             "barge_ins": self.barge_ins,
             "played_ms_estimated": self.played_ms_estimated,
             "transcript_lines": len(self.transcript),
+            "transferred_to": self.transferred_to,
+            "dtmf": self.dtmf,
+            "amd_result": self.amd_result,
+            "ended_by_guard": self.ended_by_guard,
         }
 
     def transcript_api(self) -> list[dict[str, Any]]:
@@ -224,6 +238,7 @@ class CallQuery:
     company_id: str
     status: str | None = None
     direction: str | None = None
+    amd_result: str | None = None
     since: float | None = None
     until: float | None = None
     limit: int = 50
@@ -236,6 +251,8 @@ class CallQuery:
                 raise ValueError(f"status must be one of {sorted(STATUSES)}, got {self.status!r}")
         if self.direction is not None and self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'inbound' or 'outbound', got {self.direction!r}")
+        if self.amd_result is not None and self.amd_result not in AMD_RESULTS:
+            raise ValueError(f"amd_result must be one of {sorted(AMD_RESULTS)}, got {self.amd_result!r}")
         if not 0 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 0 and {MAX_LIMIT}, got {self.limit}")
         if self.offset < 0:

@@ -47,6 +47,14 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
     ),
     # 2: when each version of a record was taken, so a call a crash cut short ends at its last save.
     ("ALTER TABLE calls ADD COLUMN updated_at REAL",),
+    # 3: telephony: where the caller was transferred, their keys, the answering-machine verdict, the guard.
+    (
+        "ALTER TABLE calls ADD COLUMN transferred_to TEXT",
+        "ALTER TABLE calls ADD COLUMN dtmf TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN amd_result TEXT",
+        "ALTER TABLE calls ADD COLUMN ended_by_guard TEXT",
+        "CREATE INDEX calls_company_amd ON calls (company_id, amd_result)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -78,6 +86,10 @@ COLUMNS: Final = (
     "played_ms_estimated",
     "variables",
     "updated_at",
+    "transferred_to",
+    "dtmf",
+    "amd_result",
+    "ended_by_guard",
 )
 SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM calls"  # noqa: S608  (constant column names)
 # The WHERE keeps a call id owned by one company from being taken over by another's save.
@@ -144,6 +156,10 @@ def record_to_row(record: CallRecord) -> tuple[object, ...]:
         int(record.played_ms_estimated),
         _json(dict(record.variables)),
         record.updated_at,
+        _opt_text(record.transferred_to),
+        stored_text(record.dtmf),
+        record.amd_result,
+        record.ended_by_guard,
     )
 
 
@@ -178,4 +194,8 @@ def row_to_record(row: Sequence[Any]) -> CallRecord:
         played_ms_estimated=bool(values["played_ms_estimated"]),
         variables={str(k): str(v) for k, v in variables.items()},
         updated_at=values["updated_at"],
+        transferred_to=values["transferred_to"],
+        dtmf=values["dtmf"],
+        amd_result=values["amd_result"],
+        ended_by_guard=values["ended_by_guard"],
     )

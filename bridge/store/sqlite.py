@@ -143,6 +143,9 @@ def _where(query: CallQuery) -> tuple[str, list[object]]:
     if query.direction is not None:
         clauses.append("direction = ?")
         params.append(query.direction)
+    if query.amd_result is not None:
+        clauses.append("amd_result = ?")
+        params.append(query.amd_result)
     if query.since is not None:
         clauses.append("created_at >= ?")
         params.append(query.since)

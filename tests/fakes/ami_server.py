@@ -9,6 +9,11 @@ where the bridge must never rely on leniency (Async must be true, ChannelId requ
 number of milliseconds, one DTMF digit, no regex hangups): such requests get `Response: Error` with a
 message starting `Fake AMI:`.
 
+`Status` answers as the captures show (ami_dtmf_events.jsonl): `Success` with `EventList: start`, one
+`Event: Status` per channel with a `Variable: NAME=value` header per requested name (`(null)` when
+unset), then `StatusComplete`. Variables are read the way Asterisk reads them: a name matches a stored
+`_NAME` or `__NAME` (inheritance prefixes are not part of the name), and a prefixed name matches nothing.
+
 Dials are scripted per destination (the Channel's data before '@', e.g. `PJSIP/15551234@trunk` →
 `15551234`): answer, busy, no answer, congestion, fail, rejected, permission denied, drop (close every
 connection after the ack, mid-call), drop before the ack, or silent (ack, then nothing).
@@ -31,13 +36,15 @@ VERSION = "11.0.0"  # what Asterisk 22.10.1 announces (captures)
 ALL_WRITE = frozenset({"originate", "call", "system"})
 MAX_UNIQUEID = 149  # AST_MAX_PUBLIC_UNIQUEID
 
-# Write classes an action needs (any one of them), from each action's registration in Asterisk.
+# Write classes an action needs (any one of them), from each action's registration in Asterisk
+# (main/manager.c `ast_manager_register_xml_core`, apps' `ast_manager_register_xml`).
 ACTION_CLASSES: dict[str, frozenset[str]] = {
     "originate": frozenset({"originate"}),
     "redirect": frozenset({"call"}),
     "hangup": frozenset({"system", "call"}),
     "playdtmf": frozenset({"call"}),
     "getvar": frozenset({"call", "reporting"}),
+    "status": frozenset({"system", "call", "reporting"}),
     "ping": frozenset(),
     "logoff": frozenset(),
 }
@@ -95,6 +102,20 @@ class FakeChannel:
     dtmf: list[str] = field(default_factory=list)
     redirects: list[tuple[str, str, str]] = field(default_factory=list)  # (context, exten, priority)
     hangup_cause: int | None = None
+    linkedid: str = ""  # "" = its own uniqueid
+    bridge_id: str = ""  # the bridge it is in ("" = none)
+
+    def read_variable(self, name: str) -> str | None:
+        """Asterisk's read: the stored name without its inheritance prefix (`_X`, `__X`) must equal
+        `name`, so `__X` itself is never found (captures: Status and Getvar of `__CUSTOMER`)."""
+        for stored, value in self.variables.items():
+            if _unprefixed(stored) == name:
+                return value
+        return None
+
+
+def _unprefixed(name: str) -> str:
+    return name[2:] if name.startswith("__") else name[1:] if name.startswith("_") else name
 
 
 @dataclass(frozen=True)
@@ -249,10 +270,20 @@ class FakeAmiServer:
         return [a for a in self.received if a.name.lower() == name.lower()]
 
     def add_channel(
-        self, name: str, *, uniqueid: str | None = None, variables: Mapping[str, str] | None = None
+        self,
+        name: str,
+        *,
+        uniqueid: str | None = None,
+        variables: Mapping[str, str] | None = None,
+        linkedid: str = "",
+        bridge_id: str = "",
     ) -> FakeChannel:
         channel = FakeChannel(
-            name=name, uniqueid=uniqueid or f"{int(self._started)}.{next(self._channel_seq)}", state="Up"
+            name=name,
+            uniqueid=uniqueid or f"{int(self._started)}.{next(self._channel_seq)}",
+            state="Up",
+            linkedid=linkedid,
+            bridge_id=bridge_id,
         )
         channel.variables.update(variables or {})
         self.channels[name] = channel
@@ -553,7 +584,7 @@ class FakeAmiServer:
             "Exten": channel.exten,
             "Priority": "1",
             "Uniqueid": channel.uniqueid,
-            "Linkedid": channel.uniqueid,
+            "Linkedid": channel.linkedid or channel.uniqueid,
         }
 
     async def _hang_up(self, channel: FakeChannel, cause: int) -> None:
@@ -621,6 +652,33 @@ class FakeAmiServer:
         channel = self.find_channel(target) if target else None
         if target and channel is None:
             return await self._error(session, action, "No such channel")
-        value = channel.variables.get(variable, "") if channel is not None else ""
+        value = (channel.read_variable(variable) if channel is not None else None) or ""
         await self._reply(session, action, "Success", None, f"Variable: {variable}", f"Value: {value}")
+        return True
+
+    async def _action_status(self, session: _Session, action: ReceivedAction) -> bool:
+        """The reply and its event list go to the asking session whatever its read classes (manager.c
+        writes them with astman_append, not as events)."""
+        target = action.get("Channel")
+        if target:
+            found = self.find_channel(target)
+            if found is None:
+                return await self._error(session, action, "No such channel")
+            listed = [found]
+        else:
+            listed = list(self.channels.values())
+        names = [n.strip() for n in action.get("Variables").split(",") if n.strip()]
+        await self._reply(session, action, "Success", "Channel status will follow", "EventList: start")
+        action_id = [f"ActionID: {action.get('ActionID')}"] if action.get("ActionID") else []
+        for channel in listed:
+            fields = self._snapshot(channel, {"Down": "0", "Ringing": "5", "Up": "6"}.get(channel.state, "0"))
+            lines = ["Event: Status", "Privilege: Call", *(f"{k}: {v}" for k, v in fields.items())]
+            lines += [f"Type: {channel.name.partition('/')[0]}", f"BridgeID: {channel.bridge_id}"]
+            for name in names:
+                value = channel.read_variable(name)
+                lines.append(f"Variable: {name}={'(null)' if value is None else value}")
+            await self._write(session, [*lines, *action_id])
+        count = str(len(listed))
+        complete = ["Event: StatusComplete", *action_id, "EventList: Complete"]
+        await self._write(session, [*complete, f"ListItems: {count}", f"Items: {count}"])
         return True

@@ -3,7 +3,11 @@
 It follows res/ari/resource_channels.c where that matters to a client: 404 unknown channel, 409 when an
 operation needs Stasis and the channel is not in it, 412 for a channel not yet answered, 409 duplicate
 channelId, 400 for bad or unknown parameters (stricter than Asterisk, which ignores unknown ones, so typos
-fail tests). Outbound calls follow a per-number `Script`. Every request is recorded for assertions.
+fail tests). Outbound calls follow a per-number `Script`; inbound callers enter Stasis as the dialplan's
+`Stasis(<app>,inbound,${EXTEN})` makes them (`stasis_caller`). externalMedia dials the bridge's media
+socket over chan_websocket or AudioSocket (the `on_answer` hook plays Asterisk's side). A channel that
+`continue`s into `amd_context` runs AMD() and comes back with `Stasis(<app>,amd,STATUS,CAUSE)`. Caller
+id and connected line are modelled as the captures show (see `ari_model`). Every request is recorded.
 """
 
 from __future__ import annotations
@@ -13,90 +17,33 @@ import base64
 import inspect
 import itertools
 import json
+import re
+import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-AnswerHook = Callable[[str, dict[str, str]], Awaitable[None] | None]
-_HANGUP_REASONS = {"normal": 16, "busy": 17, "congestion": 34, "no_answer": 19, "answered_elsewhere": 26}
-_CAUSE_TEXT = {0: "Unknown", 3: "No route to destination", 16: "Normal Clearing", 17: "User busy"}
-_CAUSE_TEXT |= {
-    19: "No answer",
-    21: "Call Rejected",
-    26: "Answered elsewhere",
-    34: "Circuit/channel congestion",
-}
-_BRIDGE_TYPES = {"mixing", "holding", "dtmf_events", "proxy_media", "video_sfu", "video_single"}
+from tests.fakes.ari_model import (
+    BRIDGE_TYPES,
+    CAUSE_TEXT,
+    HANGUP_REASONS,
+    AnswerHook,
+    FakeChannel,
+    MediaDial,
+    RecordedRequest,
+    Script,
+    bad_request,
+    body_variables,
+    error,
+    now,
+    parse_caller_id,
+    set_variables,
+    websocket_options,
+)
 
-
-class Script(StrEnum):
-    ANSWER = "answer"  # rings, answers, enters Stasis
-    BUSY = "busy"  # Dial BUSY + cause 17
-    NO_ANSWER = "no_answer"  # rings, Dial NOANSWER + cause 19
-    TIMEOUT = "timeout"  # rings, then main/dial.c's timeout: no Dial event, cause 0
-    CONGESTION = "congestion"  # Dial CONGESTION + cause 34
-    REJECT = "reject"  # rings, Dial NOANSWER (as dial.c reports it) + cause 21
-    RING = "ring"  # rings until hung up
-    DROP_THEN_ANSWER = "drop_then_answer"  # rings, drops every events socket, answers while none is up
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, str]
-    body: Any
-
-
-@dataclass
-class FakeChannel:
-    id: str
-    name: str
-    state: str = "Down"
-    app: str = ""  # the Stasis app subscribed to its events
-    in_stasis: bool = False
-    caller: str = ""
-    context: str = "default"
-    exten: str = "s"
-    variables: dict[str, str] = field(default_factory=dict)
-    dtmf_sent: list[str] = field(default_factory=list)
-    created: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "protocol_id": "",
-            "caller": {"name": "", "number": self.caller},
-            "connected": {"name": "", "number": ""},
-            "accountcode": "",
-            "dialplan": {
-                "context": self.context,
-                "exten": self.exten,
-                "priority": 1,
-                "app_name": "Stasis" if self.in_stasis else "",
-                "app_data": self.app if self.in_stasis else "",
-            },
-            "creationtime": self.created,
-            "language": "en",
-        }
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
-
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"message": message}), content_type="application/json")
+__all__ = ["FakeAriServer", "FakeChannel", "MediaDial", "RecordedRequest", "Script"]
+_HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
 
 
 class FakeAriServer:
@@ -118,6 +65,9 @@ class FakeAriServer:
         self.bridges: dict[str, list[str]] = {}
         self.scripts: dict[str, Script] = {}
         self.default_script = Script.ANSWER
+        self.amd_context = "bridge-amd"
+        self.amd_results: dict[str, tuple[str, str]] = {}  # channel id -> (AMDSTATUS, AMDCAUSE)
+        self.default_amd = ("HUMAN", "HUMAN-200-300")
         self.consumers: dict[str, web.WebSocketResponse] = {}
         self.events_sent: list[dict[str, Any]] = []
         self.connections = 0  # events sockets ever accepted
@@ -128,6 +78,7 @@ class FakeAriServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: list[web.WebSocketResponse] = []
         self._runner: web.AppRunner | None = None
+        self._inhibited: set[str] = set()  # channels added with inhibitConnectedLineUpdates
         self.port = 0
 
     @property
@@ -143,6 +94,7 @@ class FakeAriServer:
         app.router.add_post("/ari/channels/externalMedia", self._external_media)
         app.router.add_get(channel, self._get)
         app.router.add_delete(channel, self._hangup)
+        app.router.add_post(channel + "/answer", self._answer)
         app.router.add_post(channel + "/continue", self._continue)
         app.router.add_post(channel + "/redirect", self._redirect)
         app.router.add_post(channel + "/dtmf", self._dtmf)
@@ -179,6 +131,11 @@ class FakeAriServer:
     def requests_to(self, method: str, path: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
+    def events_of(self, kind: str, channel_id: str) -> list[dict[str, Any]]:
+        return [
+            e for e in self.events_sent if e["type"] == kind and e.get("channel", {}).get("id") == channel_id
+        ]
+
     async def drop_events(self) -> None:
         """Close every events socket, as a restarting Asterisk or a broken network would."""
         consumers, self.consumers = list(self.consumers.values()), {}
@@ -186,10 +143,40 @@ class FakeAriServer:
             await ws.close()
 
     def add_inbound_call(self, trunk: FakeChannel, media: FakeChannel) -> None:
-        """A dialplan `Dial(WebSocket/..)` call: both legs outside Stasis, bridged to each other."""
+        """A dialplan `Dial(WebSocket/..)` or `Dial(AudioSocket/..)` call: both legs outside Stasis."""
         trunk.state = media.state = "Up"
         trunk.variables["BRIDGEPEER"], media.variables["BRIDGEPEER"] = media.name, trunk.name
         self.channels[trunk.id], self.channels[media.id] = trunk, media
+
+    async def stasis_caller(
+        self, called: str, *, caller: str = "+34600111555", name: str = "Alice Caller", app: str = "bridge"
+    ) -> FakeChannel:
+        """A caller whose dialplan ran `Stasis(<app>,inbound,${EXTEN})`: state Ring, args ["inbound",
+        <called>] (captures: ari_inbound_stasis). Its connected line starts as its own identity, as the
+        captured Local channel's did, so a blanking update is visible."""
+        number = next(self._ids)
+        channel = FakeChannel(
+            f"1767225700.{number}",
+            f"PJSIP/trunk-{number:08x}",
+            state="Ring",
+            app=app,
+            subscribed=False,
+            caller=caller,
+            caller_name=name,
+            connected=caller,
+            connected_name=name,
+            context="bridge-inbound-ari",
+            exten=called,
+            created=now(),
+        )
+        self.channels[channel.id] = channel
+        await self._enter_stasis(channel, ["inbound", called])
+        return channel
+
+    async def enter_stasis(self, channel: FakeChannel, args: list[str]) -> None:
+        """A channel the dialplan sends into the app (`Stasis(<app>,<args>)`)."""
+        self.channels[channel.id] = channel
+        await self._enter_stasis(channel, args)
 
     async def far_end_hangup(self, channel_id: str, cause: int = 16) -> None:
         await self._destroy(self.channels[channel_id], cause)
@@ -217,17 +204,17 @@ class FakeAriServer:
             try:
                 body = await request.json()
             except ValueError:
-                return _error(400, "Invalid JSON body")
+                return error(400, "Invalid JSON body")
         query = {k: v for k, v in request.query.items() if k != "api_key"}
         self.requests.append(RecordedRequest(request.method, request.path, query, body))
         if request.path.endswith("/"):
-            return _error(404, "Not found")  # Asterisk refuses trailing slashes
+            return error(404, "Not found")  # Asterisk refuses trailing slashes
         if not self._authorised(request):
-            response = _error(401, "Authentication required")
+            response = error(401, "Authentication required")
             response.headers["WWW-Authenticate"] = 'Basic realm="Asterisk REST Interface"'
             return response
         if self.read_only and request.method != "GET":
-            return _error(403, "Forbidden")
+            return error(403, "Forbidden")
         request["body"] = body
         if request.path in self.stall:
             await self._release.wait()
@@ -240,20 +227,11 @@ class FakeAriServer:
         query = {k: v for k, v in request.query.items() if k != "api_key"}
         unknown = set(query) - allowed
         if unknown:
-            raise _bad_request(f"unknown parameters {sorted(unknown)}")
+            raise bad_request(f"unknown parameters {sorted(unknown)}")
         missing = {name for name in required if not query.get(name)}
         if missing:
-            raise _bad_request(f"missing parameters {sorted(missing)}")
+            raise bad_request(f"missing parameters {sorted(missing)}")
         return query
-
-    def _variables(self, request: web.Request) -> dict[str, str]:
-        body = request["body"]
-        if body is None:
-            return {}
-        variables = body.get("variables", {}) if isinstance(body, dict) else None
-        if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
-            raise _bad_request("Only string values in the 'variables' object allowed")
-        return dict(variables)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -264,7 +242,7 @@ class FakeAriServer:
         ws = self.consumers.get(app)
         event = {
             "type": kind,
-            "timestamp": _now(),
+            "timestamp": now(),
             "application": app,
             "asterisk_id": self.asterisk_id,
             **fields,
@@ -273,29 +251,35 @@ class FakeAriServer:
             self.events_sent.append(event)
             await ws.send_str(json.dumps(event))
 
+    async def _channel_event(self, channel: FakeChannel, kind: str, **fields: Any) -> None:
+        """An event about a channel reaches the app while it is in Stasis, or always when the app made it."""
+        if channel.subscribed or channel.in_stasis:
+            await self._emit(channel.app, kind, channel=channel.to_json(), **fields)
+
     def _control(self, request: web.Request) -> FakeChannel | web.Response:
         """find_control + channel_state_invalid from resource_channels.c."""
         channel = self.channels.get(request.match_info["id"])
         if channel is None:
-            return _error(404, "Channel not found")
+            return error(404, "Channel not found")
         if not channel.in_stasis:
-            return _error(409, "Channel not in Stasis application")
+            return error(409, "Channel not in Stasis application")
         if channel.state in ("Down", "Rsrved", "Ringing"):
-            return _error(412, "Channel in invalid state")
+            return error(412, "Channel in invalid state")
         return channel
 
     async def _set_state(self, channel: FakeChannel, state: str) -> None:
         channel.state = state
-        await self._emit(channel.app, "ChannelStateChange", channel=channel.to_json())
+        await self._channel_event(channel, "ChannelStateChange")
 
-    async def _enter_stasis(self, channel: FakeChannel) -> None:
-        channel.in_stasis = True
-        await self._emit(channel.app, "StasisStart", args=[], channel=channel.to_json())
+    async def _enter_stasis(self, channel: FakeChannel, args: list[str] | None = None) -> None:
+        channel.in_stasis, channel.stasis_args = True, list(args or [])
+        await self._emit(channel.app, "StasisStart", args=channel.stasis_args, channel=channel.to_json())
 
     async def _leave_stasis(self, channel: FakeChannel) -> None:
         for members in self.bridges.values():
             if channel.id in members:
                 members.remove(channel.id)
+                channel.variables["BRIDGEPEER"] = ""
         if channel.in_stasis:
             channel.in_stasis = False
             await self._emit(channel.app, "StasisEnd", channel=channel.to_json())
@@ -304,16 +288,14 @@ class FakeAriServer:
         if self.channels.pop(channel.id, None) is None:
             return
         await self._leave_stasis(channel)
-        text = _CAUSE_TEXT.get(cause, "Unknown")
-        await self._emit(
-            channel.app, "ChannelDestroyed", cause=cause, cause_txt=text, channel=channel.to_json()
-        )
+        text = CAUSE_TEXT.get(cause, "Unknown")
+        await self._channel_event(channel, "ChannelDestroyed", cause=cause, cause_txt=text)
 
-    async def _media_answers(self, channel: FakeChannel, call_id: str) -> bool:
+    async def _media_answers(self, dial: MediaDial) -> bool:
         """Asterisk connects to the bridge's media socket; False when the hook refused it."""
         if self.on_answer is not None:
             try:
-                result = self.on_answer(call_id, dict(channel.variables))
+                result = self.on_answer(dial)
                 if inspect.isawaitable(result):
                     await result
             except Exception:
@@ -325,7 +307,7 @@ class FakeAriServer:
     async def _events(self, request: web.Request) -> web.StreamResponse:
         query = self._params(request, {"app", "subscribeAll"}, {"app"})
         if self.refuse_events:
-            return _error(503, "Service Unavailable")
+            return error(503, "Service Unavailable")
         ws = web.WebSocketResponse(protocols=("ari",))
         await ws.prepare(request)
         self.connections += 1
@@ -334,7 +316,7 @@ class FakeAriServer:
             previous = self.consumers.get(app)
             self.consumers[app] = ws
             if previous is not None and not previous.closed:
-                replaced = {"type": "ApplicationReplaced", "timestamp": _now(), "application": app}
+                replaced = {"type": "ApplicationReplaced", "timestamp": now(), "application": app}
                 await previous.send_str(json.dumps({**replaced, "asterisk_id": self.asterisk_id}))
         async for message in ws:
             if message.type is WSMsgType.ERROR:
@@ -352,16 +334,15 @@ class FakeAriServer:
 
     async def _get(self, request: web.Request) -> web.Response:
         channel = self.channels.get(request.match_info["id"])
-        return _error(404, "Channel not found") if channel is None else web.json_response(channel.to_json())
+        return error(404, "Channel not found") if channel is None else web.json_response(channel.to_json())
 
-    def _new_channel(
-        self, channel_id: str | None, name: str, app: str, variables: dict[str, str]
-    ) -> FakeChannel:
+    def _new_channel(self, channel_id: str | None, name: str, app: str, request: web.Request) -> FakeChannel:
         channel_id = channel_id or f"1767225600.{next(self._ids)}"
         if channel_id in self.channels:
             message = json.dumps({"message": "Channel with given unique ID already exists"})
             raise web.HTTPConflict(text=message, content_type="application/json")
-        channel = FakeChannel(channel_id, name, app=app, variables=variables, created=_now())
+        channel = FakeChannel(channel_id, name, app=app, created=now())
+        set_variables(channel, body_variables(request["body"]))
         self.channels[channel_id] = channel
         return channel
 
@@ -370,20 +351,22 @@ class FakeAriServer:
         allowed |= {"timeout", "channelId", "otherChannelId", "originator", "formats"}
         query = self._params(request, allowed, {"endpoint"})
         if query.get("app") and (query.get("extension") or query.get("context")):
-            return _error(400, "app is mutually exclusive with extension/context")
+            return error(400, "app is mutually exclusive with extension/context")
         if not query.get("app") and not query.get("extension"):
-            return _error(400, "Application or extension must be specified")
+            return error(400, "Application or extension must be specified")
         try:
             int(query.get("timeout", "30"))
         except ValueError:
-            return _error(400, "timeout must be an integer")
+            return error(400, "timeout must be an integer")
         tech, _, resource = query["endpoint"].partition("/")
         if not tech or not resource:
-            return _error(400, "Invalid endpoint specified")
-        variables = self._variables(request)
+            return error(400, "Invalid endpoint specified")
         name = f"{tech}/{resource.split('@')[-1]}-{next(self._ids):08x}"
-        channel = self._new_channel(query.get("channelId"), name, query.get("app", ""), variables)
-        channel.caller = query.get("callerId", "").strip("<>")
+        channel = self._new_channel(query.get("channelId"), name, query.get("app", ""), request)
+        if query.get("callerId"):  # ast_set_callerid plus the connected line (ari_channels_handle_originate)
+            number, caller_name = parse_caller_id(query["callerId"])
+            channel.set_caller(number, caller_name)
+            channel.connected, channel.connected_name = number, caller_name
         number = resource.split("@")[0]
         self._spawn(self._run_script(channel, self.scripts.get(number, self.default_script)))
         return web.json_response(channel.to_json())
@@ -418,37 +401,67 @@ class FakeAriServer:
         allowed = {"app", "external_host", "format", "encapsulation", "transport", "connection_type"}
         allowed |= {"direction", "data", "transport_data", "channelId", "variables"}
         query = self._params(request, allowed, {"app", "format"})
-        if (query.get("encapsulation"), query.get("transport")) != ("none", "websocket"):
-            return _error(501, "only encapsulation=none transport=websocket is faked")
-        mode = query.get("connection_type", "client")
-        if mode not in ("client", "server") or (mode == "client" and not query.get("external_host")):
-            return _error(400, "client mode needs external_host (a websocket_client.conf section)")
-        host = query.get("external_host", "INCOMING")
-        options = query.get("transport_data", "")
-        name = f"WebSocket/{host}/0x7f00{next(self._ids):08x}"
-        channel = self._new_channel(query.get("channelId"), name, query["app"], self._variables(request))
-        channel.variables |= {"MEDIA_WEBSOCKET_CONNECTION_ID": host, "DIALSTRING": f"{host}/{options}"}
-        self._spawn(self._connect_media(channel))
+        kind = (query.get("encapsulation", "rtp"), query.get("transport", "udp"))
+        if kind == ("none", "websocket"):
+            mode = query.get("connection_type", "client")
+            if mode not in ("client", "server") or (mode == "client" and not query.get("external_host")):
+                return error(400, "client mode needs external_host (a websocket_client.conf section)")
+            host, transport_data = query.get("external_host", "INCOMING"), query.get("transport_data", "")
+            name, args = f"WebSocket/{host}/0x7f00{next(self._ids):08x}", []
+            own = {"MEDIA_WEBSOCKET_CONNECTION_ID": host, "DIALSTRING": f"{host}/{transport_data}"}
+        elif kind == ("audiosocket", "tcp"):  # chan_audiosocket: `data` is the call's UUID
+            host, data = query.get("external_host", ""), query.get("data", "")
+            if not _HOST_PORT.fullmatch(host):
+                return error(400, "external_host must be host:port")
+            try:
+                uuid.UUID(data)
+            except ValueError:
+                return error(400, "data must be a UUID for audiosocket")
+            if not query["format"].startswith("slin"):  # stricter: Asterisk would mislabel the audio
+                return error(400, "AudioSocket carries signed linear only")
+            name, args = f"AudioSocket/{host}-{data}", [data]
+            own = {"AUDIOSOCKET_UUID": data, "AUDIOSOCKET_SERVICE": host}
+        else:
+            return error(501, f"encapsulation/transport {kind} is not faked")
+        channel = self._new_channel(query.get("channelId"), name, query["app"], request)
+        channel.variables |= own
+        if kind[0] == "none":
+            options = websocket_options(query.get("transport_data", ""))
+            dial = MediaDial(
+                channel.id, "websocket", options.get("callId", ""), options, dict(channel.variables)
+            )
+        else:
+            dial = MediaDial(channel.id, "audiosocket", query["data"], {}, dict(channel.variables))
+        self._spawn(self._connect_media(channel, dial, args))
         return web.json_response({**channel.to_json(), "channelvars": dict(channel.variables)})
 
-    async def _connect_media(self, channel: FakeChannel) -> None:
+    async def _connect_media(self, channel: FakeChannel, dial: MediaDial, args: list[str]) -> None:
         await asyncio.sleep(0)
-        if await self._media_answers(channel, channel.variables.get("BRIDGE_CALL_ID", channel.id)):
+        if await self._media_answers(dial):
             if channel.id in self.channels:
                 await self._set_state(channel, "Up")
-                await self._enter_stasis(channel)
+                await self._enter_stasis(channel, args)
         else:
-            await self._destroy(channel, 3)  # chan_websocket's connect failure
+            await self._destroy(channel, 3)  # the socket's connect failure
 
     async def _hangup(self, request: web.Request) -> web.Response:
         query = self._params(request, {"reason", "reason_code"})
         channel = self.channels.get(request.match_info["id"])
         if channel is None:
-            return _error(404, "Channel not found")
+            return error(404, "Channel not found")
         reason = query.get("reason", "normal")
-        if reason not in _HANGUP_REASONS:
-            return _error(400, "Invalid reason for hangup provided")
-        self._spawn(self._destroy(channel, _HANGUP_REASONS[reason]))
+        if reason not in HANGUP_REASONS:
+            return error(400, "Invalid reason for hangup provided")
+        self._spawn(self._destroy(channel, HANGUP_REASONS[reason]))
+        return web.Response(status=204)
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self._params(request, set())
+        channel = self._control(request)
+        if isinstance(channel, web.Response):
+            return channel
+        if channel.state != "Up":
+            await self._set_state(channel, "Up")
         return web.Response(status=204)
 
     async def _continue(self, request: web.Request) -> web.Response:
@@ -461,11 +474,26 @@ class FakeAriServer:
         await self._leave_stasis(channel)
         if channel.context in self.media_contexts:
             self._spawn(self._dialplan_media(channel))
+        elif channel.context == self.amd_context:
+            self._spawn(self._run_amd(channel))
         return web.Response(status=204)
+
+    async def _run_amd(self, channel: FakeChannel) -> None:
+        """[bridge-amd]: AMD(), then back into the app with `Stasis(<app>,amd,${AMDSTATUS},${AMDCAUSE})`;
+        a callee that hangs up during AMD never gets there."""
+        await asyncio.sleep(0)
+        status, cause = self.amd_results.get(channel.id, self.default_amd)
+        if channel.id not in self.channels:
+            return
+        if status == "HANGUP":
+            await self._destroy(channel, 16)
+        else:
+            await self._enter_stasis(channel, ["amd", status, cause])
 
     async def _dialplan_media(self, channel: FakeChannel) -> None:
         """The media context `Dial`s WebSocket/..: the media socket opens; a refusal hangs the call up."""
-        if not await self._media_answers(channel, channel.id):
+        dial = MediaDial(channel.id, "websocket", channel.id, {}, dict(channel.variables))
+        if not await self._media_answers(dial):
             await self._destroy(channel, 3)
 
     async def _redirect(self, request: web.Request) -> web.Response:
@@ -474,9 +502,9 @@ class FakeAriServer:
         if isinstance(channel, web.Response):
             return channel
         if not query.get("endpoint"):
-            return _error(400, "Required parameter 'endpoint' not provided.")
+            return error(400, "Required parameter 'endpoint' not provided.")
         if query["endpoint"].split("/")[0].lower() != channel.name.split("/")[0].lower():
-            return _error(422, "Endpoint technology does not match channel technology")
+            return error(422, "Endpoint technology does not match channel technology")
         await self._leave_stasis(channel)
         return web.Response(status=204)
 
@@ -486,9 +514,9 @@ class FakeAriServer:
         if isinstance(channel, web.Response):
             return channel
         if not query.get("dtmf"):
-            return _error(400, "DTMF is required")
+            return error(400, "DTMF is required")
         if not all(query.get(k, "0").isdigit() for k in ("before", "between", "duration", "after")):
-            return _error(400, "DTMF timings must be integers")
+            return error(400, "DTMF timings must be integers")
         channel.dtmf_sent.append(query["dtmf"])
         return web.Response(status=204)
 
@@ -496,9 +524,9 @@ class FakeAriServer:
         query = self._params(request, {"variable"}, {"variable"})
         channel = self.channels.get(request.match_info["id"])  # any channel: no Stasis needed
         if channel is None:
-            return _error(404, "Provided channel was not found")
+            return error(404, "Provided channel was not found")
         if query["variable"] not in channel.variables:
-            return _error(404, "Provided variable was not found")
+            return error(404, "Provided variable was not found")
         return web.json_response({"value": channel.variables[query["variable"]]})
 
     async def _set_variable(self, request: web.Request) -> web.Response:
@@ -506,7 +534,8 @@ class FakeAriServer:
         channel = self._control(request)
         if isinstance(channel, web.Response):
             return channel
-        channel.variables[query["variable"]] = query.get("value", "")
+        if set_variables(channel, {query["variable"]: query.get("value", "")}):
+            await self._channel_event(channel, "ChannelCallerId", caller_presentation=0)
         return web.Response(status=204)
 
     # --- bridges ------------------------------------------------------------------------------------
@@ -514,41 +543,47 @@ class FakeAriServer:
     async def _create_bridge(self, request: web.Request) -> web.Response:
         query = self._params(request, {"type", "bridgeId", "name"})
         types = set(query.get("type", "mixing").split(","))
-        if not types <= _BRIDGE_TYPES:
-            return _error(400, f"Invalid bridge type {sorted(types - _BRIDGE_TYPES)}")
+        if not types <= BRIDGE_TYPES:
+            return error(400, f"Invalid bridge type {sorted(types - BRIDGE_TYPES)}")
         bridge_id = query.get("bridgeId") or f"bridge-{next(self._ids)}"
         if bridge_id in self.bridges:
-            return _error(409, "Bridge with given ID already exists")
+            return error(409, "Bridge with given ID already exists")
         self.bridges[bridge_id] = []
-        return web.json_response(
-            {
-                "id": bridge_id,
-                "technology": "simple_bridge",
-                "bridge_type": "mixing",
-                "bridge_class": "stasis",
-                "creator": "Stasis",
-                "name": "",
-                "channels": [],
-            }
-        )
+        return web.json_response(self._bridge_json(bridge_id))
+
+    def _bridge_json(self, bridge_id: str) -> dict[str, Any]:
+        kind = {"technology": "simple_bridge", "bridge_type": "mixing", "bridge_class": "stasis"}
+        return {"id": bridge_id, **kind, "creator": "Stasis", "name": "", "channels": self.bridges[bridge_id]}
 
     async def _add_channel(self, request: web.Request) -> web.Response:
         query = self._params(
             request, {"channel", "role", "absorbDTMF", "mute", "inhibitConnectedLineUpdates"}, {"channel"}
         )
-        members = self.bridges.get(request.match_info["id"])
+        bridge_id = request.match_info["id"]
+        members = self.bridges.get(bridge_id)
         if members is None:
-            return _error(404, "Bridge not found")
+            return error(404, "Bridge not found")
         wanted = [self.channels.get(cid) for cid in query["channel"].split(",")]
-        if any(c is None for c in wanted):
-            return _error(400, "Channel not found")
-        if any(c is not None and not c.in_stasis for c in wanted):
-            return _error(422, "Channel not in Stasis application")
-        members.extend(c.id for c in wanted if c is not None)
+        joining = [c for c in wanted if c is not None]
+        if len(joining) != len(wanted):
+            return error(400, "Channel not found")
+        if any(not c.in_stasis for c in joining):
+            return error(422, "Channel not in Stasis application")
+        for channel in joining:
+            members.append(channel.id)
+            if query.get("inhibitConnectedLineUpdates") == "true":  # its identity is not shown to the others
+                self._inhibited.add(channel.id)
+            await self._channel_event(channel, "ChannelEnteredBridge", bridge=self._bridge_json(bridge_id))
+        if len(members) == 2:  # two parties: each side's caller id becomes the other's connected line
+            first, second = (self.channels[cid] for cid in members)
+            for channel, peer in ((first, second), (second, first)):
+                channel.variables["BRIDGEPEER"] = peer.name
+                if peer.id not in self._inhibited and channel.connect_to(peer):
+                    await self._channel_event(channel, "ChannelConnectedLine")
         return web.Response(status=204)
 
     async def _destroy_bridge(self, request: web.Request) -> web.Response:
         self._params(request, set())
         if self.bridges.pop(request.match_info["id"], None) is None:
-            return _error(404, "Bridge not found")
+            return error(404, "Bridge not found")
         return web.Response(status=204)

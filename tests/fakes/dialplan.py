@@ -1,10 +1,14 @@
 """A strict model of Asterisk's dialplan, for exactly what asterisk-sample-conf/extensions.conf uses.
 
 It follows Asterisk 22's sources: pbx_config.c (loading), extension pattern matching, main/pbx_builtins.c
-(Set, GotoIf, Goto, Hangup), app_dial (DIALSTATUS and the `g` option), funcs/func_strings.c (FILTER,
+(Set, GotoIf, Goto, Hangup), app_dial (DIALSTATUS, the `g` option, and the variables the dialed channel
+inherits: `_X` as `X`, `__X` as `__X`), app_amd (AMDSTATUS, AMDCAUSE), app_stasis (STASISSTATUS; what
+the ARI app then does is the ARI tests' business), func_module (IFMODULE), funcs/func_strings.c (FILTER,
 LEN), func_curl.c, func_json.c, func_callerid.c, func_uri.c and func_uuid.c; the string rules are in
-`tests.fakes.asterisk_text`. Whatever the samples do not use raises `Unmodelled`, so a sample change
-that leaves this ground fails a test instead of being checked by guesswork.
+`tests.fakes.asterisk_text`. Variables are read by name whatever their inheritance prefix (main/chanvars.c
+`ast_var_name`), and an application that is not loaded hangs the channel up (pbx.c: "No application").
+Whatever the samples do not use raises `Unmodelled`, so a sample change that leaves this ground fails a
+test instead of being checked by guesswork.
 """
 
 from __future__ import annotations
@@ -195,11 +199,34 @@ class Channel:
 class Run:
     requests: list[HttpRequest] = field(default_factory=list)
     dials: list[str] = field(default_factory=list)
+    inherited: list[dict[str, str]] = field(default_factory=list)  # per dial: the dialed channel's variables
     hangup_cause: str | None = None
+    missing_application: str | None = None  # hung up: this application is not loaded
+    stasis: list[list[str]] = field(default_factory=list)  # each Stasis(): the app name, then its args
 
 
 Http = Callable[[HttpRequest], str | None]  # the response body; None: refused or timed out
 Dialer = Callable[[str], str]  # dial string -> DIALSTATUS
+Amd = Callable[[], tuple[str, str]]  # what AMD() concludes: (AMDSTATUS, AMDCAUSE)
+# What Stasis(app,args...) ends with: STASISSTATUS (app_stasis.c), FAILED when the app is not registered
+# (no ARI client connected). The application's own work (continue, hangup) is the ARI tests' business.
+StasisApp = Callable[[list[str]], str]
+
+
+def unprefixed(name: str) -> str:
+    """chanvars.c `ast_var_name`: a variable's name without its inheritance prefix."""
+    return name[2:] if name.startswith("__") else name[1:] if name.startswith("_") else name
+
+
+def inherited_by_dialed(variables: dict[str, str]) -> dict[str, str]:
+    """What a channel created by Dial() inherits (channel.c `ast_channel_inherit_variables`)."""
+    found: dict[str, str] = {}
+    for name, value in variables.items():
+        if name.startswith("__"):
+            found[name] = value
+        elif name.startswith("_"):
+            found[name[1:]] = value
+    return found
 
 
 @dataclass
@@ -208,6 +235,8 @@ class Engine:
     channel: Channel
     http: Http
     dialer: Dialer
+    amd: Amd | None = None  # None: app_amd is not loaded (`module show like amd`: 0 modules loaded)
+    stasis: StasisApp = field(default=lambda _args: "SUCCESS")
     context: str = ""
     run: Run = field(default_factory=Run)
     curl_options: dict[str, str] = field(default_factory=dict)
@@ -247,9 +276,16 @@ class Engine:
         builtins = {"EXTEN": self.channel.exten, "UNIQUEID": self.channel.uniqueid, "CONTEXT": self.context}
         if name in builtins:
             return builtins[name]
-        if name in self.channel.variables:
-            return self.channel.variables[name]
+        for stored, value in self.channel.variables.items():
+            if unprefixed(stored) == name:
+                return value
         return self.plan.globals.get(name, "")
+
+    def set_variable(self, name: str, value: str) -> None:
+        """pbx_builtin_setvar_helper: the old variable of that name goes, whatever its prefix."""
+        for stored in [n for n in self.channel.variables if unprefixed(n) == unprefixed(name)]:
+            del self.channel.variables[stored]
+        self.channel.variables[name] = value
 
     # --- functions -----------------------------------------------------------------------------
 
@@ -288,6 +324,11 @@ class Engine:
 
     def _func_uriencode(self, args: str) -> str:
         return "".join(c if ord(c) in URI_UNRESERVED else f"%{ord(c):02X}" for c in args)
+
+    def _func_ifmodule(self, args: str) -> str:
+        if args != "app_amd.so":
+            raise Unmodelled(f"IFMODULE({args}) (the model knows which build has app_amd only)")
+        return "1" if self.amd is not None else "0"
 
     def _func_uuid(self, args: str) -> str:
         return next(self.channel.uuids)
@@ -359,7 +400,7 @@ class Engine:
                 if name.endswith(")"):
                     self.write_function(name, value)
                 else:
-                    self.channel.variables[name] = value
+                    self.set_variable(name, value)
             elif app in {"goto", "gotoif"}:
                 target = data
                 if app == "gotoif":
@@ -377,14 +418,28 @@ class Engine:
             elif app == "dial":
                 dial_args = separate_args(data, 4, remove_chars=True)
                 self.run.dials.append(dial_args[0])
+                self.run.inherited.append(inherited_by_dialed(self.channel.variables))
                 status = self.dialer(dial_args[0])
-                self.channel.variables["DIALSTATUS"] = status
+                self.set_variable("DIALSTATUS", status)
                 options = dial_args[2] if len(dial_args) > 2 else ""
                 if status == "ANSWER" and "g" not in options:
                     return self.run  # the bridged call ended: the caller is hung up too
             elif app == "hangup":
                 self.run.hangup_cause = data
                 return self.run
+            elif app == "stasis":
+                stasis_args = separate_args(data, 128, remove_chars=True)
+                self.run.stasis.append(stasis_args)
+                self.set_variable("STASISSTATUS", self.stasis(stasis_args))
+            elif app == "amd":
+                if self.amd is None:
+                    self.run.missing_application = priority.app
+                    return self.run
+                if data:
+                    raise Unmodelled("AMD() with arguments (amd.conf's defaults are modelled)")
+                status, cause = self.amd()
+                self.set_variable("AMDSTATUS", status)
+                self.set_variable("AMDCAUSE", cause)
             else:
                 raise Unmodelled(f"application {priority.app} at line {priority.line}")
         raise Unmodelled("more than the step limit: a dialplan loop?")

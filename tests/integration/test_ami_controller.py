@@ -44,8 +44,17 @@ def health(controller: AmiController) -> ControllerHealth:
     return controller.health  # a call, so mypy does not narrow it across awaits
 
 
-def request(call_id: str = "call-1", to: str = TO, **variables: str) -> OriginateRequest:
-    return OriginateRequest(call_id=call_id, from_number=FROM, to_number=to, variables=variables)
+def request(
+    call_id: str = "call-1", to: str = TO, *, amd: bool = False, ring: float | None = None, **variables: str
+) -> OriginateRequest:
+    return OriginateRequest(
+        call_id=call_id,
+        from_number=FROM,
+        to_number=to,
+        variables=variables,
+        amd=amd,
+        ring_timeout_seconds=ring,
+    )
 
 
 @pytest.fixture
@@ -469,6 +478,158 @@ async def test_inbound_unknown_media_channel(ctl: AmiController, fake: FakeAmiSe
     assert len(fake.actions("Getvar")) == 1
 
 
+# --- inbound without a media channel name (AudioSocket), or not bridged: found by BRIDGE_CALL_ID -------
+
+CALL_UUID = "62e4dcb8-e362-4a40-a2aa-458d9968463a"
+CALLER = "PJSIP/carrier-0000000a"
+AUDIOSOCKET = f"AudioSocket/127.0.0.1:9092-{CALL_UUID}"
+
+
+def audiosocket_call(fake: FakeAmiServer, call_id: str = CALL_UUID, bridge: str = "b-1") -> None:
+    """What [bridge-inbound-audiosocket] leaves in Asterisk: the caller marked with `_BRIDGE_CALL_ID`, and
+    the AudioSocket channel it dialed (which inherits the variable) in one bridge with it."""
+    fake.add_channel(
+        CALLER, uniqueid="1796525062.6", variables={"_BRIDGE_CALL_ID": call_id}, bridge_id=bridge
+    )
+    fake.add_channel(
+        f"AudioSocket/127.0.0.1:9092-{call_id}",
+        uniqueid="1796525062.8",
+        variables={"BRIDGE_CALL_ID": call_id, "BRIDGEPEER": CALLER},
+        linkedid="1796525062.6",
+        bridge_id=bridge,
+    )
+
+
+async def test_audiosocket_inbound_is_controlled_through_the_marked_caller(
+    ctl: AmiController, fake: FakeAmiServer
+) -> None:
+    fake.add_channel("PJSIP/carrier-00000003", variables={"_BRIDGE_CALL_ID": "another-call"}, bridge_id="b-0")
+    audiosocket_call(fake)
+    ref = ChannelRef(CALL_UUID, outbound=False)  # AudioSocket never names its channel
+    await ctl.send_dtmf(ref, "5#")
+    await ctl.transfer(ref, "+34911222333")
+    await ctl.hangup(ref)
+    [status] = fake.actions("Status")  # one look-up, then remembered
+    assert status.get("Variables") == "BRIDGE_CALL_ID"
+    assert not status.get("Channel")
+    assert not fake.actions("Getvar")
+    assert [(a.get("Channel"), a.get("Digit")) for a in fake.actions("PlayDTMF")] == [
+        (CALLER, "5"),
+        (CALLER, "#"),
+    ]
+    [redirect] = fake.actions("Redirect")
+    assert (
+        redirect.get("Channel"),
+        redirect.get("Context"),
+        redirect.get("Exten"),
+        redirect.get("Priority"),
+    ) == (
+        CALLER,
+        "bridge-transfer",
+        "+34911222333",
+        "1",
+    )
+    [hangup] = fake.actions("Hangup")
+    assert (hangup.get("Channel"), hangup.get("Cause")) == (CALLER, "16")
+    assert fake.find_channel(CALLER) is None
+    assert fake.find_channel(AUDIOSOCKET) is not None  # only the caller was hung up
+    await until(lambda: ctl.last_hangup_cause(CALL_UUID) is not None)
+    assert ctl.last_hangup_cause(CALL_UUID) == HangupCause(16, "Normal Clearing")
+
+
+async def test_websocket_inbound_not_yet_bridged_falls_back_to_the_marked_caller(
+    ctl: AmiController, fake: FakeAmiServer
+) -> None:
+    # MEDIA_START comes before the caller is bridged: BRIDGEPEER is still empty.
+    fake.add_channel(TRUNK, uniqueid="1795212381.7", variables={"_BRIDGE_CALL_ID": "1795212381.7"})
+    fake.add_channel(MEDIA, variables={"BRIDGE_CALL_ID": "1795212381.7"})
+    ref = ChannelRef("1795212381.7", outbound=False, media_channel=MEDIA)
+    await ctl.transfer(ref, "200")
+    [getvar] = fake.actions("Getvar")
+    assert (getvar.get("Channel"), getvar.get("Variable")) == (MEDIA, "BRIDGEPEER")
+    [status] = fake.actions("Status")
+    assert status.get("Variables") == "BRIDGE_CALL_ID"
+    assert [a.get("Channel") for a in fake.actions("Redirect")] == [TRUNK]
+
+
+async def test_the_media_channels_bridge_decides_between_marked_channels(
+    ctl: AmiController, fake: FakeAmiServer
+) -> None:
+    audiosocket_call(fake, bridge="b-7")
+    # A second channel carries the id too (e.g. one the caller dialed earlier, which inherited it).
+    fake.add_channel("PJSIP/operator-00000009", variables={"BRIDGE_CALL_ID": CALL_UUID}, bridge_id="b-8")
+    await ctl.send_dtmf(ChannelRef(CALL_UUID, outbound=False), "1")
+    assert [a.get("Channel") for a in fake.actions("PlayDTMF")] == [CALLER]
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        pytest.param({}, id="nobody-marked"),
+        pytest.param(
+            {"AudioSocket/127.0.0.1:9092-x": {"BRIDGE_CALL_ID": CALL_UUID}}, id="only-the-media-channel"
+        ),
+        pytest.param(
+            {"PJSIP/a-1": {"_BRIDGE_CALL_ID": CALL_UUID}, "PJSIP/b-2": {"_BRIDGE_CALL_ID": CALL_UUID}},
+            id="two-callers-no-bridge-to-decide",
+        ),
+        pytest.param({"PJSIP/c-3": {"__BRIDGE_CALL_ID": "other-call"}}, id="another-calls-mark"),
+    ],
+)
+async def test_no_single_marked_caller_is_channel_not_found(
+    ctl: AmiController, fake: FakeAmiServer, setup: dict[str, dict[str, str]]
+) -> None:
+    for name, variables in setup.items():
+        fake.add_channel(name, variables=variables)
+    with pytest.raises(ControlError) as missing:
+        await ctl.hangup(ChannelRef(CALL_UUID, outbound=False))
+    assert missing.value.code == "channel_not_found"
+    assert len(fake.actions("Status")) == 1
+    assert not fake.actions("Hangup")  # never a guess
+    assert len(fake.channels) == len(setup)
+
+
+async def test_status_lookup_timeout_is_action_timeout(make: Factory, fake: FakeAmiServer) -> None:
+    fake.silent_actions = {"status"}
+    controller = make(action_timeout=0.2)
+    await controller.start()
+    assert await controller.wait_ready(5.0)
+    with pytest.raises(ControlError) as late:
+        await controller.send_dtmf(ChannelRef(CALL_UUID, outbound=False), "1")
+    assert late.value.code == "action_timeout"
+    assert not fake.actions("PlayDTMF")
+
+
+async def test_status_needs_a_write_class(make: Factory) -> None:
+    async with FakeAmiServer({"bridge": SECRET}, write={"bridge": ["originate"]}) as narrow:
+        audiosocket_call(narrow)
+        controller = make(port=narrow.port)
+        await controller.start()
+        assert await controller.wait_ready(5.0)
+        with pytest.raises(ControlError) as denied:
+            await controller.hangup(ChannelRef(CALL_UUID, outbound=False))
+    assert denied.value.code == "permission_denied"
+    assert len(narrow.actions("Status")) == 1
+
+
+# --- outbound: AMD and the ring timeout ride on the Originate ------------------------------------------
+
+
+async def test_originate_asks_for_amd_only_when_the_call_does(
+    ctl: AmiController, fake: FakeAmiServer
+) -> None:
+    await ctl.originate(request("call-amd", amd=True, ring=12.5))
+    await ctl.originate(request("call-plain"))
+    with_amd, plain = fake.actions("Originate")
+    assert "BRIDGE_AMD=1" in with_amd.getlist("Variable")
+    assert with_amd.get("Timeout") == "12500"  # the request's ring timeout, in ms
+    assert not [v for v in plain.getlist("Variable") if v.startswith("BRIDGE_AMD")]
+    assert plain.get("Timeout") == "5000"  # [asterisk.originate] timeout_seconds
+    channel = fake.find_channel("call-amd")
+    assert channel is not None
+    assert channel.variables["BRIDGE_AMD"] == "1"  # on the originated channel, not inheritable
+
+
 # --- least privilege: the sample manager.conf account is enough, and no more --------------------------
 
 
@@ -491,11 +652,18 @@ async def test_the_sample_manager_account_can_do_all_the_bridge_does(make: Facto
         inbound = ChannelRef("in-lp", outbound=False, media_channel=MEDIA)
         await controller.send_dtmf(inbound, "5")
         await controller.hangup(inbound)
+        audiosocket_call(sample)
+        audiosocket = ChannelRef(CALL_UUID, outbound=False)
+        await controller.send_dtmf(audiosocket, "7")
+        await controller.transfer(audiosocket, "200")
+        await controller.hangup(audiosocket)
         await controller.hangup(outbound)
         await until(lambda: controller.last_hangup_cause("call-lp") is not None)  # a `call` event
     assert controller.last_hangup_cause("in-lp") == HangupCause(16, "Normal Clearing")
+    assert controller.last_hangup_cause(CALL_UUID) == HangupCause(16, "Normal Clearing")
     sent = {action.name.lower() for action in sample.received}
-    assert {"originate", "playdtmf", "redirect", "getvar", "hangup"} <= sent
+    assert {"originate", "playdtmf", "redirect", "getvar", "status", "hangup"} <= sent
+    assert [a.get("Channel") for a in sample.actions("Redirect")][-1] == CALLER
 
 
 async def test_the_fake_withholds_events_the_user_may_not_read(
@@ -587,3 +755,41 @@ async def test_fake_rejects_bad_originates(fake: FakeAmiServer, change: dict[str
     finally:
         await client.close()
     assert not fake.channels
+
+
+async def test_fake_status_answers_like_the_capture(fake: FakeAmiServer) -> None:
+    # ami_dtmf_events.jsonl: `__CUSTOMER` set by the dialplan reads as CUSTOMER, never by its prefixed name.
+    fake.add_channel(CALLER, variables={"_BRIDGE_CALL_ID": "c-9", "__CUSTOMER": "acme-42"}, bridge_id="b-9")
+    client, _ = await RawAmi.connect(fake.port)
+    try:
+        await client.send("Action: Login", "Username: bridge", f"Secret: {SECRET}")
+        await client.reader.readuntil(b"\r\n\r\n")  # FullyBooted
+        first = await client.send(
+            "Action: Status", "ActionID: s1", "Variables: BRIDGE_CALL_ID,CUSTOMER,__CUSTOMER"
+        )
+        assert first == {
+            "Response": "Success",
+            "ActionID": "s1",
+            "EventList": "start",
+            "Message": "Channel status will follow",
+        }
+        raw = (await client.reader.readuntil(b"\r\n\r\n")).decode().strip().split("\r\n")
+        complete = (await client.reader.readuntil(b"\r\n\r\n")).decode().strip().split("\r\n")
+    finally:
+        await client.close()
+    assert raw[:2] == ["Event: Status", "Privilege: Call"]
+    assert f"Channel: {CALLER}" in raw
+    assert "BridgeID: b-9" in raw
+    assert [line for line in raw if line.startswith("Variable: ")] == [
+        "Variable: BRIDGE_CALL_ID=c-9",
+        "Variable: CUSTOMER=acme-42",
+        "Variable: __CUSTOMER=(null)",
+    ]
+    assert raw[-1] == "ActionID: s1"
+    assert complete == [
+        "Event: StatusComplete",
+        "ActionID: s1",
+        "EventList: Complete",
+        "ListItems: 1",
+        "Items: 1",
+    ]

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,20 +13,8 @@ from structlog.testing import capture_logs
 from bridge.asterisk.ari import AriController
 from bridge.session.control import ChannelRef, ControlError, ControllerHealth, DialOutcome, OriginateRequest
 from bridge.settings import AriSettings, OriginateSettings
-from tests.fakes.ari_server import FakeAriServer, FakeChannel, Script
-
-PASSWORD = "ari-secret-value"
-CALLER = "+34987654321"
-CALLEE = "+34911222333"
-AUTH = {"Authorization": aiohttp.encode_basic_auth("bridge", PASSWORD)}
-Factory = Callable[..., Awaitable[AriController]]
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.005)
-    assert predicate(), what
+from tests.fakes.ari_server import FakeAriServer, FakeChannel, MediaDial, Script
+from tests.integration.ari_support import AUTH, CALLEE, CALLER, PASSWORD, Factory, controllers, wait_until
 
 
 @pytest.fixture
@@ -38,22 +25,8 @@ async def fake() -> AsyncIterator[FakeAriServer]:
 
 @pytest.fixture
 async def start_controller(fake: FakeAriServer) -> AsyncIterator[Factory]:
-    started: list[AriController] = []
-
-    async def start(*, password: str = PASSWORD, wait_ok: bool = True, **options: Any) -> AriController:
-        ari = AriSettings(url=fake.url + "/", username="bridge", password=SecretStr(password), app="bridge")
-        originate = OriginateSettings(endpoint="PJSIP/{to}@trunk", timeout_seconds=20)
-        options = {"action_timeout": 2.0, "reconnect_initial": 0.02, "reconnect_max": 0.2, **options}
-        controller = AriController(ari, originate, "bridge-transfer", **options)
-        started.append(controller)
-        await controller.start()
-        if wait_ok:
-            await wait_until(lambda: controller.health is ControllerHealth.OK, "events socket up")
-        return controller
-
-    yield start
-    for controller in started:
-        await controller.close()
+    async with controllers(fake) as start:
+        yield start
 
 
 def events_attempts(fake: FakeAriServer) -> int:
@@ -149,8 +122,8 @@ async def test_another_consumer_replacing_ours(fake: FakeAriServer, start_contro
 async def test_originate_answered_bridges_the_media_socket(
     fake: FakeAriServer, start_controller: Factory
 ) -> None:
-    opened: list[tuple[str, dict[str, str]]] = []
-    fake.on_answer = lambda call_id, variables: opened.append((call_id, variables))
+    opened: list[MediaDial] = []
+    fake.on_answer = opened.append
     controller = await start_controller()
     request = OriginateRequest("call-1", CALLER, CALLEE, {"COMPANY": "acme"})
     result = await controller.originate(request)
@@ -178,17 +151,16 @@ async def test_originate_answered_bridges_the_media_socket(
         "transport_data": "f(json)v(callId=call-1,aNumberE164=34987654321,bNumberE164=34911222333)",
         "channelId": "call-1-media",
     }
-    assert media.body == {"variables": variables}
-    assert opened == [
-        (
-            "call-1",
-            {
-                **variables,
-                "MEDIA_WEBSOCKET_CONNECTION_ID": "bridge_media",
-                "DIALSTRING": f"bridge_media/{media.query['transport_data']}",
-            },
-        )
-    ]
+    # The media channel carries the trunk leg's own caller id, so the bridge leaves its identity alone.
+    assert media.body == {"variables": {**variables, "CALLERID(num)": CALLER, "CALLERID(name)": ""}}
+    [socket] = opened
+    assert (socket.transport, socket.call_id, socket.channel_id) == ("websocket", "call-1", "call-1-media")
+    assert socket.options == {"callId": "call-1", "aNumberE164": "34987654321", "bNumberE164": "34911222333"}
+    assert socket.variables == {
+        **variables,
+        "MEDIA_WEBSOCKET_CONNECTION_ID": "bridge_media",
+        "DIALSTRING": f"bridge_media/{media.query['transport_data']}",
+    }
     assert [r.query for r in fake.requests_to("POST", "/ari/bridges")] == [
         {"type": "mixing", "bridgeId": "call-1-bridge"}
     ]
@@ -196,6 +168,8 @@ async def test_originate_answered_bridges_the_media_socket(
     assert add.query == {"channel": "call-1,call-1-media"}
     assert fake.bridges["call-1-bridge"] == ["call-1", "call-1-media"]
     assert fake.requests_to("POST", "/ari/channels/call-1/continue") == []  # the callee stays in Stasis
+    assert fake.events_of("ChannelConnectedLine", "call-1") == []  # the callee's identity untouched
+    assert (fake.channels["call-1"].connected, fake.channels["call-1-media"].connected) == (CALLER, CALLER)
 
     await controller.hangup(ChannelRef("call-1", outbound=True))
     assert fake.requests_to("DELETE", "/ari/channels/call-1")[0].query == {"reason": "normal"}
@@ -257,8 +231,8 @@ async def test_read_only_user_gets_permission_denied(start_controller: Factory) 
 async def test_media_socket_refused_hangs_up_the_callee(
     fake: FakeAriServer, start_controller: Factory
 ) -> None:
-    def refuse(call_id: str, variables: dict[str, str]) -> None:
-        raise ConnectionRefusedError(call_id)
+    def refuse(dial: MediaDial) -> None:
+        raise ConnectionRefusedError(dial.call_id)
 
     fake.on_answer = refuse
     controller = await start_controller()
@@ -414,51 +388,66 @@ async def test_inbound_without_a_known_media_channel(fake: FakeAriServer, start_
         assert caught.value.code == "channel_not_found"
 
 
-# --- the fake itself is strict ------------------------------------------------------------------------------
+AUDIOSOCKET_UUID = "5a1c2f0e-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
 
 
-async def test_fake_ari_is_strict(fake: FakeAriServer) -> None:
-    base = fake.url + "/ari"
-    async with aiohttp.ClientSession() as anonymous:
-        async with anonymous.get(base + "/channels") as response:
-            assert response.status == 401
-            assert response.headers["WWW-Authenticate"] == 'Basic realm="Asterisk REST Interface"'
-        async with anonymous.get(base + "/channels", params={"api_key": f"bridge:{PASSWORD}"}) as response:
-            assert response.status == 200
-    async with aiohttp.ClientSession(headers=AUTH) as session:
+async def test_dialplan_audiosocket_inbound_is_found_by_its_uuid(
+    fake: FakeAriServer, start_controller: Factory
+) -> None:
+    # [bridge-inbound-audiosocket]: the call id is the UUID, the media leg names no channel.
+    media = FakeChannel("1767225600.21", f"AudioSocket/127.0.0.1:9092-{AUDIOSOCKET_UUID}")
+    fake.add_inbound_call(FakeChannel("1767225600.20", "PJSIP/trunk-00000020"), media)
+    controller = await start_controller()
+    ref = ChannelRef(AUDIOSOCKET_UUID, outbound=False)
+    with pytest.raises(ControlError) as caught:
+        await controller.send_dtmf(ref, "1")
+    assert caught.value.code == "channel_not_in_stasis"
+    assert "dialplan" in str(caught.value)  # says why, and that hangup still works
+    [tried] = fake.requests_to("POST", "/ari/channels/1767225600.20/dtmf")
+    assert tried.query == {"dtmf": "1", "between": "100"}
+    await controller.hangup(ref)
+    assert fake.requests_to("DELETE", "/ari/channels/1767225600.20")
+    await wait_until(lambda: "1767225600.20" not in fake.channels, "caller hung up")
 
-        async def status(method: str, path: str, **kwargs: Any) -> int:
-            async with session.request(method, base + path, **kwargs) as response:
-                return response.status
 
-        assert await status("GET", "/channels/") == 404
-        assert await status("POST", "/channels", params={"app": "bridge"}) == 400  # no endpoint
-        both = {"endpoint": "PJSIP/1@trunk", "app": "bridge", "context": "x"}
-        assert await status("POST", "/channels", params=both) == 400
-        assert (
-            await status(
-                "POST", "/channels", params={"endpoint": "PJSIP/1@trunk", "app": "a", "timeout": "x"}
-            )
-            == 400
-        )
-        assert (
-            await status("POST", "/channels", params={"endpoint": "PJSIP/1@trunk", "app": "a", "bogus": "1"})
-            == 400
-        )
-        bad_vars = {"variables": {"A": 1}}
-        assert (
-            await status("POST", "/channels", params={"endpoint": "PJSIP/1@t", "app": "a"}, json=bad_vars)
-            == 400
-        )
-        assert await status("DELETE", "/channels/unknown") == 404
-        fake.channels["x"] = FakeChannel("x", "PJSIP/t-1", state="Up")
-        assert await status("DELETE", "/channels/x", params={"reason": "whatever"}) == 400
-        assert await status("POST", "/channels/x/dtmf", params={"dtmf": "1"}) == 409
-        assert await status("POST", "/channels/x/continue") == 409
-        assert await status("POST", "/channels/x/redirect", params={"endpoint": "PJSIP/2"}) == 409
-        assert await status("POST", "/channels/x/variable", params={"variable": "A", "value": "1"}) == 409
-        assert await status("GET", "/channels/x/variable", params={"variable": "A"}) == 404
-        fake.channels["x"].in_stasis = True
-        assert await status("POST", "/channels/x/redirect", params={"endpoint": "SIP/2"}) == 422
-        fake.channels["x"].state = "Ringing"
-        assert await status("POST", "/channels/x/dtmf", params={"dtmf": "1"}) == 412
+async def test_ring_timeout_of_the_request_wins(fake: FakeAriServer, start_controller: Factory) -> None:
+    controller = await start_controller()
+    request = OriginateRequest("call-8", CALLER, CALLEE, ring_timeout_seconds=7.5)
+    assert (await controller.originate(request)).outcome is DialOutcome.ANSWERED
+    [dial] = fake.requests_to("POST", "/ari/channels")
+    assert dial.query["timeout"] == "8"
+
+
+async def test_outbound_with_audiosocket_media(fake: FakeAriServer, start_controller: Factory) -> None:
+    opened: list[MediaDial] = []
+    fake.on_answer = opened.append
+    controller = await start_controller(
+        ari={"media_transport": "audiosocket"}, audiosocket_address="10.0.0.5:9092"
+    )
+    with pytest.raises(ControlError) as caught:
+        await controller.originate(OriginateRequest("call-9", CALLER, CALLEE))
+    assert caught.value.code == "originate_failed"  # the AudioSocket leg is named by a UUID
+    assert fake.requests_to("POST", "/ari/channels") == []
+
+    result = await controller.originate(OriginateRequest(AUDIOSOCKET_UUID, CALLER, CALLEE))
+    assert result.outcome is DialOutcome.ANSWERED
+    [media] = fake.requests_to("POST", "/ari/channels/externalMedia")
+    assert media.query == {
+        "app": "bridge",
+        "channelId": f"{AUDIOSOCKET_UUID}-media",
+        "external_host": "10.0.0.5:9092",
+        "format": "slin16",
+        "encapsulation": "audiosocket",
+        "transport": "tcp",
+        "data": AUDIOSOCKET_UUID,
+    }
+    assert media.body["variables"]["CALLERID(num)"] == CALLER
+    [socket] = opened
+    assert (socket.transport, socket.call_id) == ("audiosocket", AUDIOSOCKET_UUID)
+    assert fake.channels[socket.channel_id].name == f"AudioSocket/10.0.0.5:9092-{AUDIOSOCKET_UUID}"
+    ref = ChannelRef(AUDIOSOCKET_UUID, outbound=True)
+    await controller.send_dtmf(ref, "4")
+    assert fake.channels[AUDIOSOCKET_UUID].dtmf_sent == ["4"]  # on the callee: AudioSocket carries none
+    await controller.transfer(ref, "200")
+    await wait_until(lambda: f"{AUDIOSOCKET_UUID}-media" not in fake.channels, "media leg hung up")
+    assert fake.channels[AUDIOSOCKET_UUID].context == "bridge-transfer"

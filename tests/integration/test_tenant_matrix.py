@@ -33,6 +33,7 @@ CALLERS = {"acme": ACME_CALLER, "globex": GLOBEX_CALLER}
 EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "TransferRequest": {"to": "+34911222333"},
     "DtmfRequest": {"digits": "1"},
+    "SayRequest": {"text": "Your order ships today.", "interrupt": False},
 }
 
 
@@ -256,7 +257,7 @@ async def test_every_control_route_answers_409_on_a_finished_call(
 ) -> None:
     bridge, tenants = world
     control = [op for op in company_routes(bridge.services) if op.method == "POST" and "{call_id}" in op.path]
-    assert {op.path.rsplit("/", 1)[1] for op in control} >= {"end", "transfer", "dtmf"}
+    assert {op.path.rsplit("/", 1)[1] for op in control} >= {"end", "transfer", "dtmf", "say", "cancel"}
     for name, tenant in tenants.items():
         for op in control:
             path = op.path.replace("{call_id}", tenant.finished[0])

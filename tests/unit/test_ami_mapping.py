@@ -12,6 +12,7 @@ from bridge.asterisk.ami_mapping import (
     BACKOFF_INITIAL_S,
     BACKOFF_MAX_S,
     HangupCause,
+    caller_channel,
     check_dtmf,
     check_endpoint_template,
     compute_health,
@@ -25,6 +26,9 @@ from bridge.asterisk.ami_mapping import (
     next_backoff,
     originate_action,
     originate_channel,
+    originate_variables,
+    status_action,
+    status_variables,
     variable_line,
 )
 from bridge.session.control import ControllerHealth, DialOutcome, OriginateRequest
@@ -237,3 +241,69 @@ def test_backoff_doubles_to_a_cap() -> None:
     assert BACKOFF_INITIAL_S == 0.25
     assert BACKOFF_MAX_S == 10.0
     assert AUTH_RETRY_S > BACKOFF_MAX_S
+
+
+# --- finding an inbound caller by the call id the sample dialplan marks it with --------------------------
+
+
+def capture_status_events() -> list[dict[str, object]]:
+    lines = (CAPTURES / "ami_dtmf_events.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r for r in records if r.get("kind") == "ami_rx" and r.get("ActionID") == "status-3"]
+
+
+def test_the_captured_status_list_names_the_audiosocket_caller() -> None:
+    events = capture_status_events()
+    assert [e.get("Event") or e.get("Response") for e in events] == [
+        "Success",
+        "Status",
+        "Status",
+        "Status",
+        "StatusComplete",
+    ]
+    call_id = "62e4dcb8-e362-4a40-a2aa-458d9968463a"
+    # Both the caller's leg and the AudioSocket channel carry it; the media channel is never the caller.
+    assert caller_channel(events, call_id) == "Local/dtmf@cap-far-00000002;1"
+    with pytest.raises(LookupError):
+        caller_channel(events, "some-other-call")
+
+
+def test_status_variables_reads_one_or_many_headers() -> None:
+    assert status_variables({"Variable": "BRIDGE_CALL_ID=abc"}) == {"BRIDGE_CALL_ID": "abc"}
+    assert status_variables({"Variable": ["A=(null)", "B=x=y", "C="]}) == {"B": "x=y", "C": ""}
+    assert status_variables({}) == {}
+
+
+def test_status_action_reads_the_call_id_by_its_plain_name() -> None:
+    assert status_action() == {"Action": "Status", "Variables": "BRIDGE_CALL_ID"}
+    with pytest.raises(ValueError):
+        status_action("__BRIDGE_CALL_ID")  # Asterisk never finds a name given with its prefix
+    with pytest.raises(ValueError):
+        status_action("A,B")
+
+
+def test_a_bridge_decides_between_two_marked_callers() -> None:
+    def status(channel: str, bridge: str, call_id: str = "c1") -> dict[str, object]:
+        return {
+            "Event": "Status",
+            "Channel": channel,
+            "BridgeID": bridge,
+            "Variable": f"BRIDGE_CALL_ID={call_id}",
+        }
+
+    events = [
+        status("PJSIP/a-1", "b1"),
+        status("PJSIP/b-2", "b2"),
+        status("WebSocket/bridge_media/0x1", "b2"),
+        status("PJSIP/c-3", "b2", call_id="c2"),
+    ]
+    assert caller_channel(events, "c1") == "PJSIP/b-2"
+    with pytest.raises(LookupError, match="several"):
+        caller_channel(events[:2], "c1")
+
+
+def test_amd_is_requested_on_the_originated_channel_only_when_asked() -> None:
+    asked = OriginateRequest(call_id="c", from_number="+1555", to_number="+1666", amd=True)
+    assert "BRIDGE_AMD=1" in originate_variables(asked)
+    plain = OriginateRequest(call_id="c", from_number="+1555", to_number="+1666")
+    assert not [v for v in originate_variables(plain) if "AMD" in v]

@@ -29,7 +29,7 @@ from bridge.providers.base import (
     Usage,
 )
 from bridge.providers.factory import provider_for
-from bridge.session.barge_in import LocalBargeIn
+from bridge.session.barge_in import CallerVoice
 from bridge.session.call import CallPlan, CallRunner, CallTimeouts, provider_or_refuse
 from bridge.session.control import ChannelRef, ControllerHealth, DialOutcome, DialResult, OriginateRequest
 from bridge.session.costs import PriceTable
@@ -53,6 +53,7 @@ class MemoryLeg:
         self.closing = closing or EndRequest(EndedBy.CALLER)  # why the peer goes, when it goes
         self._gone: EndRequest | None = None
         self.gone = asyncio.Event()
+        self.variables: dict[str, str] = {}  # what the dialplan passed (e.g. amd)
         self.counters = LegStats(
             frames_in=1, frames_out=2, drops=0, protocol_errors=0, played_ms_estimated=False
         )
@@ -72,6 +73,10 @@ class MemoryLeg:
     @property
     def channel_name(self) -> str:
         return "WebSocket/test-0001"
+
+    @property
+    def call_variables(self) -> dict[str, str]:
+        return self.variables
 
     @property
     def end_reason(self) -> EndRequest | None:
@@ -126,13 +131,18 @@ class ScriptedProvider(Provider):
         self.heard: list[bytes] = []
         self.truncated_at: list[float] = []
         self.tool_results: list[tuple[str, str, bool]] = []
+        self.keys: list[tuple[str, bool]] = []
+        self.greeted: bool | None = None
         self.closed = False
 
     def negotiate(self, leg: AudioFormat) -> ModelFormats:
         return ModelFormats(leg, leg)
 
-    async def start(self, formats: ModelFormats) -> None:
-        return None
+    async def start(self, formats: ModelFormats, *, greet: bool = True) -> None:
+        self.greeted = greet
+
+    async def send_dtmf(self, text: str, *, respond: bool) -> None:
+        self.keys.append((text, respond))
 
     async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
         self.heard.append(data)
@@ -643,5 +653,5 @@ async def test_local_barge_in_counts_the_providers_voice_decisions_instead_of_it
 
 
 def test_local_barge_in_runs_its_own_vad_only_for_a_provider_without_one() -> None:
-    assert LocalBargeIn(VoiceReportingProvider([]), SLIN16, 100).shares_provider_vad
-    assert not LocalBargeIn(ScriptedProvider([]), SLIN16, 100).shares_provider_vad
+    assert CallerVoice(VoiceReportingProvider([]), SLIN16).shares_provider_vad
+    assert not CallerVoice(ScriptedProvider([]), SLIN16).shares_provider_vad

@@ -159,6 +159,58 @@ def test_plain_media_start_22_7_has_channel_id() -> None:
     assert dict(ev.channel_variables) == {}
 
 
+NEWER_JSON_START = (
+    '{"event":"MEDIA_START","connection_id":"bridge_media","channel":"WebSocket/bridge_media/0x7f2",'
+    '"channel_id":"1796525050.2","format":"slin16","optimal_frame_size":640,"ptime":20,'
+    '"passthrough":false,"unbuffered":true,"media_direction":"out","some_future_field":{"x":[1,2]},'
+    '"channel_variables":{"BRIDGE_CALL_ID":"c-1","__CUSTOMER":"acme-42"}}'
+)
+
+
+def test_newer_media_start_fields_are_read_and_unknown_ones_ignored() -> None:
+    # asterisk/asterisk#2120 adds `passthrough` and `unbuffered` to MEDIA_START in both formats.
+    ev = cw.parse_event(NEWER_JSON_START)
+    assert isinstance(ev, cw.MediaStart)
+    assert (ev.passthrough, ev.unbuffered) == (False, True)
+    assert dict(ev.channel_variables) == {"BRIDGE_CALL_ID": "c-1", "__CUSTOMER": "acme-42"}
+    plain = cw.parse_event(
+        "MEDIA_START connection_id:bridge_media channel:WebSocket/bridge_media/0x7f2 channel_id:1.2 "
+        "format:ulaw optimal_frame_size:160 ptime:20 passthrough:true unbuffered:false future:thing"
+    )
+    assert isinstance(plain, cw.MediaStart)
+    assert (plain.passthrough, plain.unbuffered, plain.format) == (True, False, "ulaw")
+
+
+def test_media_start_of_22_10_says_nothing_about_modes() -> None:
+    ev = cw.parse_event(
+        "MEDIA_START connection_id:a channel:WebSocket/a/0x1 channel_id:1.2 format:ulaw "
+        "optimal_frame_size:160 ptime:20"
+    )
+    assert isinstance(ev, cw.MediaStart)
+    assert (ev.passthrough, ev.unbuffered) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        NEWER_JSON_START.replace('"passthrough":false', '"passthrough":"no"'),
+        NEWER_JSON_START.replace('"unbuffered":true', '"unbuffered":1'),
+        "MEDIA_START connection_id:a channel:b format:ulaw optimal_frame_size:160 ptime:20 passthrough:yes",
+    ],
+)
+def test_a_known_mode_field_of_the_wrong_type_is_still_refused(text: str) -> None:
+    ev = cw.parse_event(text)
+    assert isinstance(ev, cw.ProtocolError)
+
+
+@pytest.mark.parametrize("fmt", [JSON, PLAIN])
+def test_mode_fields_round_trip(fmt: cw.ControlFormat) -> None:
+    start = cw.MediaStart(
+        "a", "WebSocket/a/0x1", "1.2", "ulaw", 160, 20, {}, fmt, passthrough=False, unbuffered=True
+    )
+    assert cw.parse_event(cw.encode_event(start, fmt)) == start
+
+
 def test_plain_tokens_split_at_first_colon() -> None:
     ev = cw.parse_event(
         "MEDIA_START connection_id:a:b channel:X/y:z format:slin optimal_frame_size:320 ptime:20"

@@ -20,6 +20,10 @@ PURE = (
     "bridge.session.metrics",
     "bridge.keys",
     "bridge.providers.openai.events",
+    "bridge.providers.openai.responses",
+    "bridge.providers.openai.conversation",
+    "bridge.session.dtmf",
+    "bridge.session.guards",
     "bridge.api.strict_json",
 )
 IO_MODULES = (

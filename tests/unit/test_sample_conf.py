@@ -17,8 +17,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.api.routes_calls import TARGET_PATTERN
+from bridge.asterisk import ari_mapping as mapping
+from bridge.asterisk.ami_mapping import caller_channel, originate_variables
 from bridge.asterisk.ari_mapping import transfer_extension
-from tests.fakes.ami_server import ACTION_CLASSES
+from bridge.asterisk.call_metadata import announced_call_id, call_variables, dial_options
+from bridge.session.control import OriginateRequest
+from bridge.settings import AriSettings
+from tests.fakes.ami_server import ACTION_CLASSES, split_variable_header
 from tests.fakes.asterisk_conf import SAMPLES, manager_classes, section
 from tests.fakes.asterisk_text import (
     INT_MAX,
@@ -32,7 +37,8 @@ from tests.fakes.asterisk_text import (
 from tests.fakes.dialplan import Channel, Dialplan, Engine, NoSuchExtension, Run
 
 PLAN = Dialplan.load()
-INBOUND = ("bridge-inbound", "bridge-inbound-audiosocket")
+INBOUND = ("bridge-inbound", "bridge-inbound-audiosocket")  # announced by the `connect` webhook
+ARI_INBOUND = "bridge-inbound-ari"  # announced by entering the ARI app
 UNIQUEID = "1717171717.42"
 CALL_UUID = "5a1c2f0e-3b4d-4e6f-8a9b-0c1d2e3f4a5b"
 MEDIA_URL = "ws://127.0.0.1:8080/api/real-time-voice-stream"
@@ -263,7 +269,7 @@ def test_every_curl_is_preceded_by_both_timeouts() -> None:
 
 def test_every_inbound_context_has_a_failover_to_a_human() -> None:
     inbound = [name for name in PLAN.contexts if name.startswith("bridge-inbound")]
-    assert sorted(inbound) == sorted(INBOUND)
+    assert sorted(inbound) == sorted((*INBOUND, ARI_INBOUND))
     for name in inbound:
         [extension] = PLAN.contexts[name].extensions
         after = extension.priorities[extension.index_of("failover") :]
@@ -287,6 +293,194 @@ def test_no_expression_holds_a_double_quote() -> None:
     ]
     assert expressions  # the samples do use $[...]
     assert [body for body in expressions if '"' in body] == []
+
+
+# --- the call id on the caller's channel: how call control finds an inbound caller --------------------
+
+
+@pytest.mark.parametrize("context", INBOUND)
+def test_inbound_callers_are_marked_with_the_call_id_the_bridge_knows(context: str) -> None:
+    channel = Channel("34987654321", "34600111555", "Alice", UNIQUEID, uuids=iter([CALL_UUID]))
+    engine = Engine(PLAN, channel, lambda _request: SUCCESS, lambda _dial: "ANSWER")
+    run = engine.execute(context, "34987654321")
+    call_id = strict_json(run.requests[0].body)["callId"]
+    assert channel.variables["_BRIDGE_CALL_ID"] == call_id  # inheritable by the media channel it dials
+    [media] = run.inherited
+    assert media["BRIDGE_CALL_ID"] == call_id  # _X arrives as X (captures ws_inherited_vars)
+    # What AMI Status then lists (captures ami_dtmf_events): both carry it, the caller is the one to act on.
+    media_name = (
+        "AudioSocket/127.0.0.1:9092-" + CALL_UUID
+        if "audiosocket" in context
+        else "WebSocket/bridge_media/0x1"
+    )
+    listed = [
+        {"Event": "Status", "Channel": "PJSIP/carrier-00000001", "Variable": f"BRIDGE_CALL_ID={call_id}"},
+        {"Event": "Status", "Channel": media_name, "Variable": f"BRIDGE_CALL_ID={media['BRIDGE_CALL_ID']}"},
+    ]
+    assert caller_channel(listed, call_id) == "PJSIP/carrier-00000001"
+    if context == "bridge-inbound":  # chan_websocket: MEDIA_START names the same call as v()
+        assert announced_call_id(media) == dict(query_of(run.dials[0]))["callId"]
+
+
+def test_a_refused_call_is_not_marked() -> None:
+    channel = Channel("34987654321", "34600111555", "Alice", UNIQUEID)
+    engine = Engine(PLAN, channel, lambda _request: None, lambda _dial: "ANSWER")
+    run = engine.execute("bridge-inbound", "34987654321")
+    assert run.dials == [OPERATOR]
+    assert run.inherited == [{}]  # the operator's channel carries no call id of the bridge's
+
+
+# --- outbound: AMD only when the call asks for it ----------------------------------------------------------
+
+OUTBOUND_ID = "out-7f3a.1"
+
+
+def query_of(dial: str) -> list[tuple[str, str]]:
+    """The v() parameters of a WebSocket dial string, as the media URI's query carries them."""
+    pairs = dial_options(dial.removeprefix("WebSocket/"))["v"].split(",")
+    return [(name, value) for name, _, value in (pair.partition("=") for pair in pairs)]
+
+
+def originate(amd: bool, amd_outcome: tuple[str, str] | None = None) -> tuple[Run, dict[str, str]]:
+    """[bridge-outbound] on a channel carrying exactly the variables the AMI Originate sets."""
+    request = OriginateRequest(OUTBOUND_ID, "+34987654321", "+34600111555", amd=amd)
+    variables: dict[str, str] = {}
+    for line in originate_variables(request):
+        for item in split_variable_header(line):  # as Asterisk splits each Variable: header
+            name, _, value = item.partition("=")
+            variables[name] = value
+    channel = Channel("s", variables=variables)
+    amd_app = (lambda: amd_outcome) if amd_outcome is not None else None
+    engine = Engine(PLAN, channel, lambda _request: None, lambda _dial: "ANSWER", amd=amd_app)
+    return engine.execute("bridge-outbound", "s"), variables
+
+
+def expected_outbound_dial(amd: str) -> str:
+    numbers = "aNumberE164=34987654321,bNumberE164=34600111555"
+    return f"WebSocket/bridge_media/c(ulaw)f(json)v(callId={OUTBOUND_ID},{numbers},amd={amd})"
+
+
+@pytest.mark.parametrize("app_amd_loaded", [True, False])
+def test_a_call_that_does_not_ask_for_amd_never_runs_it(app_amd_loaded: bool) -> None:
+    run, variables = originate(
+        amd=False, amd_outcome=("MACHINE", "INITIALSILENCE-2500-2500") if app_amd_loaded else None
+    )
+    assert "BRIDGE_AMD" not in variables
+    assert run.missing_application is None  # AMD() was not reached: no app_amd needed
+    assert run.dials == [expected_outbound_dial("")]
+    [media] = run.inherited
+    assert "BRIDGE_AMD_STATUS" not in media
+    assert media["__BRIDGE_CALL_ID"] == OUTBOUND_ID
+    assert "amd" not in call_variables(dict(query_of(run.dials[0])), media)  # no verdict reaches the call
+
+
+@pytest.mark.parametrize(
+    ("status", "verdict"),
+    [("MACHINE", "MACHINE"), ("HUMAN", "HUMAN"), ("NOTSURE", "NOTSURE"), ("HANGUP", "HANGUP")],
+)
+def test_amd_runs_when_asked_and_its_verdict_reaches_the_bridge_both_ways(status: str, verdict: str) -> None:
+    run, variables = originate(amd=True, amd_outcome=(status, "MAXWORDS-3-3"))
+    assert variables["BRIDGE_AMD"] == "1"
+    assert run.dials == [expected_outbound_dial(verdict)]
+    [media] = run.inherited
+    assert media["BRIDGE_AMD_STATUS"] == verdict  # MEDIA_START channel_variables
+    query = dict(query_of(run.dials[0]))
+    assert query["amd"] == verdict  # v(): plain-text control carries no variables
+    assert call_variables(query, media)["amd"] == verdict
+    assert call_variables(query, {})["amd"] == verdict
+    assert announced_call_id(media) == query["callId"] == OUTBOUND_ID
+
+
+@pytest.mark.parametrize("status", ["MACHINE),x(", "HU,MAN", "MACHINE}", "${EVIL}", "machine", ""])
+def test_an_odd_amdstatus_cannot_break_the_dial_string(status: str) -> None:
+    run, _ = originate(amd=True, amd_outcome=(status, ""))
+    kept = "".join(char for char in status if "A" <= char <= "Z")
+    assert run.dials == [expected_outbound_dial(kept)]
+    assert dial_options(run.dials[0].removeprefix("WebSocket/"))["c"] == "ulaw"
+
+
+def test_asking_for_amd_without_app_amd_goes_on_as_notsure() -> None:
+    # Without app_amd Asterisk has no AMD application (captures: "app_amd is not in this build"), and
+    # calling it would hang the callee up: IFMODULE keeps the call going with the verdict NOTSURE.
+    run, _ = originate(amd=True, amd_outcome=None)
+    assert run.missing_application is None
+    assert run.dials == [expected_outbound_dial("NOTSURE")]
+    [media] = run.inherited
+    assert media["BRIDGE_AMD_STATUS"] == "NOTSURE"
+
+
+def test_amd_is_guarded_by_the_call_and_by_the_module() -> None:
+    # Every AMD() in the samples is reached only after both checks, whatever the path to it.
+    [extension] = PLAN.contexts["bridge-outbound"].extensions
+    apps = [(p.app, p.data) for p in extension.priorities]
+    amd_at = apps.index(("AMD", ""))
+    guards = [data for app, data in apps[:amd_at] if app == "GotoIf"]
+    assert guards == ["$[x${BRIDGE_AMD} != x1]?media", "$[x${IFMODULE(app_amd.so)} != x1]?verdict"]
+
+
+# --- ARI mode: [bridge-inbound-ari] and [bridge-amd] ---------------------------------------------------
+
+
+def stasis_run(
+    context: str, exten: str, *, status: str = "SUCCESS", amd: tuple[str, str] | None = None
+) -> Run:
+    channel = Channel(exten, "34600111555", "Alice Caller", UNIQUEID)
+    engine = Engine(
+        PLAN, channel, lambda _request: None, lambda _dial: "ANSWER", amd=(lambda: amd) if amd else None
+    )
+    engine.stasis = lambda _args: status
+    return engine.execute(context, exten)
+
+
+def test_an_ari_caller_enters_the_app_with_the_called_number() -> None:
+    run = stasis_run(ARI_INBOUND, "34987654321")
+    assert run.stasis == [[AriSettings().app, "inbound", "34987654321"]]
+    assert mapping.inbound_called(run.stasis[0][1:]) == "34987654321"  # what the controller reads
+    assert run.requests == []  # no webhook: the bridge admits the call itself
+    assert run.dials == []  # no media dial: the bridge adds the media leg over ARI
+    assert run.hangup_cause == ""  # the app let it go: it was hung up or continued elsewhere
+
+
+@pytest.mark.parametrize("exten", HOSTILE_EXTENS)
+def test_a_hostile_called_number_cannot_add_a_stasis_argument(exten: str) -> None:
+    [args] = stasis_run(ARI_INBOUND, exten).stasis
+    assert args == [AriSettings().app, "inbound", digits(exten)]
+
+
+def test_an_ari_caller_goes_to_a_human_when_no_bridge_holds_the_app() -> None:
+    run = stasis_run(ARI_INBOUND, "34987654321", status="FAILED")
+    assert run.dials == [OPERATOR]
+
+
+def test_the_ari_settings_name_contexts_of_the_sample() -> None:
+    ari = AriSettings()
+    assert {ari.failover_context, ari.amd_context} <= PLAN.contexts.keys()
+    assert PLAN.find(ari.failover_context, "s")[0] == "human-operator"
+    assert PLAN.find(ari.amd_context, "s")[0] == "bridge-amd"
+
+
+@pytest.mark.parametrize(
+    ("verdict", "status"),
+    [
+        (("MACHINE", "INITIALSILENCE-2500-2500"), "MACHINE"),
+        (("HUMAN", "HUMAN-200-300"), "HUMAN"),
+        (("NOTSURE", "TOOLONG-5000"), "NOTSURE"),
+        (("MA,CHINE", "x,y)"), "MACHINE"),  # nothing AMD() writes can add an argument
+    ],
+)
+def test_amd_in_ari_mode_returns_the_verdict_to_the_app(verdict: tuple[str, str], status: str) -> None:
+    run = stasis_run("bridge-amd", "s", amd=verdict)
+    [args] = run.stasis
+    assert args[:3] == [AriSettings().app, "amd", status]
+    assert len(args) == 4
+    assert mapping.amd_result(args[1:])[0] == status  # what the controller reads
+
+
+def test_amd_in_ari_mode_without_app_amd_is_not_sure_and_keeps_the_call() -> None:
+    run = stasis_run("bridge-amd", "s", amd=None)
+    assert run.missing_application is None  # AMD() never runs where it does not exist
+    assert run.stasis == [[AriSettings().app, "amd", "NOTSURE", "NO_APP_AMD"]]
+    assert mapping.amd_result(run.stasis[0][1:]) == ("NOTSURE", "NO_APP_AMD")
 
 
 # --- transfers -------------------------------------------------------------------------------------------
@@ -360,6 +554,9 @@ MODULES = {
     "URIENCODE": "func_uri",
     "UUID": "func_uuid",
     "Dial": "app_dial",
+    "AMD": "app_amd",
+    "Stasis": "app_stasis",
+    "IFMODULE": "func_module",
     "WebSocket/": "chan_websocket",
     "AudioSocket/": "chan_audiosocket",
     "PJSIP/": "chan_pjsip",
@@ -390,7 +587,7 @@ def test_the_ami_account_has_only_what_the_bridge_uses() -> None:
     assert classes.read == {"call"}  # OriginateResponse, Newchannel, Hangup
     assert classes.write == {"originate", "call"}
     assert "system" not in classes.read | classes.write  # Originate Application=System = a shell
-    for action in ("originate", "hangup", "redirect", "playdtmf", "getvar"):
+    for action in ("originate", "hangup", "redirect", "playdtmf", "getvar", "status"):
         assert ACTION_CLASSES[action] & classes.write, action
 
 

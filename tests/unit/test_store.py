@@ -86,7 +86,18 @@ FULL = make_record(
     barge_ins=1,
     played_ms_estimated=True,
     variables={"customer": "Ana", "order": "A-17", "quote": 'it\'s "fine"'},
+    transferred_to="+34911222333",
+    dtmf="12#",
+    amd_result="human",
+    ended_by_guard="max_call_seconds",
 )
+# What schema 3 added, as a row from before it reads back.
+TELEPHONY_DEFAULTS: dict[str, Any] = {
+    "transferred_to": None,
+    "dtmf": "",
+    "amd_result": None,
+    "ended_by_guard": None,
+}
 
 
 @pytest.fixture
@@ -120,7 +131,10 @@ def test_to_api_shows_iso_times_and_counts_lines() -> None:
         *("disconnected_by", "error_code", "dial_outcome", "created_at", "answered_at", "ended_at"),
         *("duration_seconds", "usage", "cost_usd", "provider", "model", "frames_in", "frames_out"),
         *("drops", "barge_ins", "played_ms_estimated", "transcript_lines"),
+        *("transferred_to", "dtmf", "amd_result", "ended_by_guard"),
     }
+    assert (shown["transferred_to"], shown["dtmf"]) == ("+34911222333", "12#")
+    assert (shown["amd_result"], shown["ended_by_guard"]) == ("human", "max_call_seconds")
     assert json.loads(json.dumps(shown)) == shown
 
 
@@ -181,6 +195,8 @@ def test_with_line_appends_without_touching_the_original() -> None:
         {"duration_seconds": float("inf")},
         {"created_at": -1.0},
         {"ended_at": 1e20},
+        {"amd_result": "maybe"},
+        {"ended_by_guard": "boredom"},
     ],
 )
 def test_records_refuse_bad_values(fields: dict[str, Any]) -> None:
@@ -194,7 +210,15 @@ def test_transcript_lines_refuse_bad_roles() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields", [{"limit": -1}, {"limit": 1001}, {"offset": -1}, {"status": "nope"}, {"direction": "up"}]
+    "fields",
+    [
+        {"limit": -1},
+        {"limit": 1001},
+        {"offset": -1},
+        {"status": "nope"},
+        {"direction": "up"},
+        {"amd_result": "x"},
+    ],
 )
 def test_queries_refuse_bad_values(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -339,15 +363,17 @@ async def test_lone_surrogates_do_not_lose_the_record(store: SqliteCallStore) ->
 
 async def _seed(store: SqliteCallStore) -> None:
     rows = [
-        ("c1", "inbound", "ended", T0 + 1),
-        ("c2", "outbound", "failed", T0 + 2),
-        ("c3", "inbound", "active", T0 + 3),
-        ("c4", "outbound", "ended", T0 + 4),
-        ("c5", "inbound", "ended", T0 + 5),
+        ("c1", "inbound", "ended", T0 + 1, None),
+        ("c2", "outbound", "failed", T0 + 2, "machine"),
+        ("c3", "inbound", "active", T0 + 3, None),
+        ("c4", "outbound", "ended", T0 + 4, "human"),
+        ("c5", "inbound", "ended", T0 + 5, None),
     ]
-    for call_id, direction, status, created_at in rows:
+    for call_id, direction, status, created_at, amd in rows:
         await store.save(
-            make_record(call_id=call_id, direction=direction, status=status, created_at=created_at)
+            make_record(
+                call_id=call_id, direction=direction, status=status, created_at=created_at, amd_result=amd
+            )
         )
     await store.save(make_record(call_id="g1", company_id="globex", status="ended", created_at=T0 + 3.5))
 
@@ -363,6 +389,9 @@ async def _seed(store: SqliteCallStore) -> None:
         ({"until": T0 + 3}, ["c2", "c1"]),
         ({"since": T0 + 2, "until": T0 + 5}, ["c4", "c3", "c2"]),
         ({"status": "pending"}, []),
+        ({"amd_result": "machine"}, ["c2"]),
+        ({"amd_result": "human", "status": "ended"}, ["c4"]),
+        ({"amd_result": "unknown"}, []),
     ],
 )
 async def test_list_filters_newest_first(
@@ -457,14 +486,14 @@ def _version_1_database(path: Path, *rows: tuple[object, ...]) -> None:
 
 
 async def test_a_version_1_database_migrates_and_keeps_its_rows(tmp_path: Path, db_url: str) -> None:
-    done = dataclasses.replace(FULL, call_id="done-1", updated_at=None)
+    done = dataclasses.replace(FULL, call_id="done-1", updated_at=None, **TELEPHONY_DEFAULTS)
     live = make_record(
         call_id="live-1", status="active", answered_at=T0 + 1, frames_in=500, duration_seconds=9.0
     )
-    # Schema 1 had no updated_at: its rows are the current rows without the last column.
-    _version_1_database(tmp_path / "calls.db", record_to_row(done)[:-1], record_to_row(live)[:-1])
+    # Schema 1 had no updated_at (nor what schema 3 added): its rows are the first 26 columns.
+    _version_1_database(tmp_path / "calls.db", record_to_row(done)[:26], record_to_row(live)[:26])
     async with await open_store(db_url) as opened:
-        assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION == 2
+        assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION == 3
         assert await opened.get("acme", "done-1") == done
         assert await opened.get("acme", "live-1") == live
         # A row from before the migration has no last save: it ends at the restart, as it always did.
@@ -557,6 +586,31 @@ _lines = st.builds(
     at=_epochs,
     truncated=st.booleans(),
 )
+
+
+async def test_a_version_2_database_gains_the_telephony_columns(tmp_path: Path, db_url: str) -> None:
+    before = dataclasses.replace(FULL, call_id="v2-1", **TELEPHONY_DEFAULTS)
+    conn = sqlite3.connect(tmp_path / "calls.db", isolation_level=None)
+    try:
+        for step in MIGRATIONS[:2]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 2")
+        row = record_to_row(before)[:27]  # schema 2: up to updated_at
+        conn.execute(f"INSERT INTO calls VALUES ({', '.join('?' * len(row))})", row)
+    finally:
+        conn.close()
+    async with await open_store(db_url) as opened:
+        assert _pragma(tmp_path / "calls.db", "user_version") == 3
+        assert await opened.get("acme", "v2-1") == before
+        after = dataclasses.replace(before, call_id="v3-1", dtmf="4*", amd_result="machine")
+        await opened.save(after)
+        assert await opened.get("acme", "v3-1") == after
+        assert [
+            r.call_id for r in (await opened.list(CallQuery(company_id="acme", amd_result="machine")))[0]
+        ] == ["v3-1"]
+
+
 _usage = st.builds(
     Usage,
     input_text_tokens=_counts,
@@ -598,6 +652,10 @@ _records = st.builds(
     barge_ins=_counts,
     played_ms_estimated=st.booleans(),
     variables=st.dictionaries(st.text(), st.text(), max_size=4),
+    transferred_to=st.none() | st.text(),
+    dtmf=st.text(alphabet="0123456789*#ABCD", max_size=40),
+    amd_result=st.none() | st.sampled_from(["human", "machine", "unknown"]),
+    ended_by_guard=st.none() | st.sampled_from(["max_call_seconds", "caller_silence"]),
 )
 
 

@@ -58,6 +58,8 @@ HANDSHAKE_CODES = {
 
 
 class RealtimeProvider(Provider):
+    speaks_text = True  # a response's instructions can make the model say a given text
+
     def __init__(
         self,
         *,
@@ -103,12 +105,12 @@ class RealtimeProvider(Provider):
     async def connect(self) -> None:
         self._ws = await self._open()
 
-    async def start(self, formats: ModelFormats) -> None:
+    async def start(self, formats: ModelFormats, *, greet: bool = True) -> None:
         batch_ms = self._settings.uplink_batch_ms
         if batch_ms > FRAME_MS:
             # Half a frame short of the batch, so frames a byte shorter than 20 ms still make one.
             self._batch_limit = formats.input.bytes_for_ms(batch_ms - FRAME_MS / 2)
-        self._protocol.configure(formats.input, formats.output, greet=True)
+        self._protocol.configure(formats.input, formats.output, greet=greet)
         await self._flush()
 
     async def send_audio(self, data: bytes, received_at: float | None = None) -> None:
@@ -140,6 +142,18 @@ class RealtimeProvider(Provider):
     async def send_tool_result(self, call_id: str, output: str, *, respond: bool = True) -> None:
         self._protocol.tool_result(call_id, output, respond=respond)
         await self._flush()
+
+    async def send_dtmf(self, text: str, *, respond: bool) -> None:
+        """The caller's keys as a user text item (`DTMF: 4`), then a response if `respond`."""
+        self._protocol.user_text(text, respond=respond)
+        await self._flush()
+
+    async def say(self, text: str, *, interrupt: bool) -> int:
+        """A response whose instructions are to say `text` word for word (queued behind the active one
+        unless `interrupt`, which cancels it)."""
+        say_id = self._protocol.say(text, interrupt=interrupt)
+        await self._flush()
+        return say_id
 
     async def close(self) -> None:
         if self._closing:

@@ -4,7 +4,8 @@ Feed it the server's text messages (`receive`), get typed provider events back; 
 the client events to send (`take_outgoing`). It keeps what the protocol needs between
 messages: the active response, how much audio each assistant item carried (so a truncate
 is clamped to what was received), the conversation so far (replayed after a reconnect),
-and a `response.create` owed once the active response ends (after tool results).
+and the `response.create`s owed once the active response ends (see `responses.py`): after tool
+results and the caller's keys, and the texts the bridge asks the model to say.
 No asyncio, sockets, clocks or logging: the client logs the notes it returns, and says whether it
 wants the debug-level ones at all (`debug_notes`): most server events are ignored, and building a
 note for each only for the logger to drop it costs on every event.
@@ -26,15 +27,19 @@ from bridge.providers.base import (
     ProviderEvent,
     ResponseAudioDone,
     ResponseDone,
+    SayFinished,
     ToolCall,
     TranscriptLine,
 )
+from bridge.providers.openai.conversation import ConversationHistory, text_item
 from bridge.providers.openai.dialect import Dialect
+from bridge.providers.openai.responses import ResponseRequest, ResponseSchedule
 from bridge.providers.openai.session_config import (
     AgentBrief,
     ResolvedBrief,
     opening_instructions,
     resolve,
+    say_instructions,
     session_body,
 )
 from bridge.providers.openai.usage import response_usage, transcription_usage
@@ -52,7 +57,9 @@ FATAL_CODES = frozenset(
 )
 # Errors our own races produce (a truncate after the server already cut the item, a cancel of a
 # response that just ended): expected, harmless.
-BENIGN_CODES = frozenset({"response_cancel_not_active", "conversation_already_has_active_response"})
+BENIGN_CODES = frozenset({"response_cancel_not_active"})
+# Our response.create met a response the server's VAD had just started: ours waits for its turn.
+BUSY_CODE = "conversation_already_has_active_response"
 # The server ended the session at its maximum duration: reconnect and replay, do not fail the call.
 EXPIRY_CODES = frozenset({"session_expired", "session_expired_error"})
 AUDIO_DELTA = "response.output_audio.delta"
@@ -85,12 +92,6 @@ class _AssistantItem:
 
 
 @dataclass(slots=True)
-class _Line:
-    role: Literal["caller", "bot"]
-    text: str
-
-
-@dataclass(slots=True)
 class RealtimeProtocol:
     dialect: Dialect
     brief: AgentBrief
@@ -98,12 +99,13 @@ class RealtimeProtocol:
     resolved: ResolvedBrief = field(init=False)
     input_format: AudioFormat | None = None
     output_format: AudioFormat | None = None
-    active_response: str | None = None
     _outbox: list[str] = field(default_factory=list)
     _items: dict[str, _AssistantItem] = field(default_factory=dict)
     _last_audio_item: str | None = None
-    _history: dict[str, _Line] = field(default_factory=dict)  # item id -> line, in arrival order
-    _owe_response: bool = False
+    _history: ConversationHistory = field(default_factory=ConversationHistory)
+    _responses: ResponseSchedule = field(default_factory=ResponseSchedule)
+    _cancelled: str | None = None  # the response we sent response.cancel for
+    _says: int = 0  # say ids handed out
     _pending: list[Incoming] = field(default_factory=list)  # reported with the next server event
 
     def __post_init__(self) -> None:
@@ -123,17 +125,35 @@ class RealtimeProtocol:
     def _send(self, event: dict[str, Any]) -> None:
         self._outbox.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
 
+    @property
+    def active_response(self) -> str | None:
+        return self._responses.active
+
+    def _want_response(self, request: ResponseRequest, *, first: bool = False) -> None:
+        now = self._responses.want(request, first=first)
+        if now is not None:
+            self._send_create(now)
+
+    def _send_create(self, request: ResponseRequest) -> None:
+        if request.body:
+            self._send({"type": "response.create", "response": request.body})
+        else:
+            self._send({"type": "response.create"})
+
+    def _cancel_active(self) -> None:
+        active = self._responses.active
+        if active is not None and active != self._cancelled:
+            self._cancelled = active
+            self._send({"type": "response.cancel"})
+
     def configure(self, input_format: AudioFormat, output_format: AudioFormat, *, greet: bool) -> None:
         """session.update, then (first connection only) the greeting as a response of its own."""
         self.input_format, self.output_format = input_format, output_format
         body = session_body(self.dialect, self.brief, self.resolved, input_format, output_format)
         self._send({"type": "session.update", "session": body})
         if greet and self.resolved.opening_line:
-            self._send(
-                {
-                    "type": "response.create",
-                    "response": {"instructions": opening_instructions(self.resolved.opening_line)},
-                }
+            self._want_response(
+                ResponseRequest({"instructions": opening_instructions(self.resolved.opening_line)})
             )
 
     def append_audio(self, data: bytes) -> bytes:
@@ -147,8 +167,8 @@ class RealtimeProtocol:
         `cancel`: the barge-in is ours (local VAD), so the server has not cancelled its response.
         Returns the `audio_end_ms` sent, or None when there was nothing to truncate.
         """
-        if cancel and self.active_response is not None:
-            self._send({"type": "response.cancel"})
+        if cancel:
+            self._cancel_active()
         item_id = self._last_audio_item
         self._last_audio_item = None
         item = self._items.get(item_id) if item_id else None
@@ -177,37 +197,46 @@ class RealtimeProtocol:
             }
         )
         if respond:
-            if self.active_response is None:
-                self._send({"type": "response.create"})
-            else:
-                self._owe_response = True  # a second response.create now would be refused
+            self._want_response(ResponseRequest())  # after the active response, if there is one
+
+    def user_text(self, text: str, *, respond: bool) -> None:
+        """Text input from the caller's side (their keys, as the agent's DTMF rules made them): a user
+        message item, then a response if `respond` (after the active one, if any)."""
+        self._send(text_item("caller", text))
+        self._history.add_input(text)
+        if respond:
+            self._want_response(ResponseRequest())
+
+    def say(self, text: str, *, interrupt: bool) -> int:
+        """A response that speaks `text` word for word; returns its say id (see SayFinished).
+
+        `interrupt`: the active response is cancelled and this one goes first; otherwise it waits for
+        the active response (and any owed before it) to end.
+        """
+        self._says += 1
+        if interrupt:
+            self._cancel_active()
+        request = ResponseRequest({"instructions": say_instructions(text)}, say_id=self._says)
+        self._want_response(request, first=interrupt)
+        return self._says
 
     def replay(self) -> None:
         """After a reconnect: the same session, and the conversation so far as plain text items."""
         if self.input_format is None or self.output_format is None:
             return
         self.configure(self.input_format, self.output_format, greet=False)
-        for line in self._history.values():
-            if not line.text:
-                continue
-            if line.role == "caller":
-                item = {
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": line.text}],
-                }
-            else:
-                item = {
-                    "type": "message",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": line.text}],
-                }
-            self._send({"type": "conversation.item.create", "item": item})
+        for event in self._history.replay():
+            self._send(event)
+        resumed = self._responses.resume()  # a response still owed goes to the new session
+        if resumed is not None:
+            self._send_create(resumed)
 
     def connection_lost(self) -> None:
-        """The server forgot everything about responses and items; keep only the history."""
-        self.active_response = None
-        self._owe_response = False
+        """The server forgot everything about responses and items; keep only the history (and the
+        responses not yet started). A say cut short is reported over."""
+        for say_id in self._responses.lost():
+            self._pending.append(SayFinished(say_id, "failed"))
+        self._cancelled = None
         self._last_audio_item = None
         self._items.clear()
 
@@ -268,7 +297,7 @@ class RealtimeProtocol:
             total_ms = self._output_ms(item.audio_bytes)
             share = 1.0 if total_ms <= 0 else min(1.0, (item.heard_ms or 0.0) / total_ms)
             text = _cut_words(text, share)
-        self._history[item_id] = _Line("bot", text)
+        self._history.set(item_id, "bot", text)
         return TranscriptLine("bot", text, item_id, truncated=truncated)
 
     def _caller_transcript(self, event: dict[str, Any]) -> list[Incoming]:
@@ -276,7 +305,7 @@ class RealtimeProtocol:
         text = str(event["transcript"]).strip()
         out: list[Incoming] = []
         if text:
-            self._history[item_id] = _Line("caller", text)
+            self._history.set(item_id, "caller", text)
             out.append(TranscriptLine("caller", text, item_id))
         usage = event.get("usage")
         if isinstance(usage, dict):
@@ -290,14 +319,13 @@ class RealtimeProtocol:
         return [CallerSpeechStopped(_float(event.get("audio_end_ms")))]
 
     def _response_created(self, event: dict[str, Any]) -> list[Incoming]:
-        self.active_response = str(event["response"]["id"])
+        self._responses.created(str(event["response"]["id"]))
         return []
 
     def _response_done(self, event: dict[str, Any]) -> list[Incoming]:
         response = event["response"]
         response_id, status = str(response.get("id", "")), str(response.get("status", "completed"))
-        if self.active_response == response_id or self.active_response is None:
-            self.active_response = None
+        said, next_request = self._responses.done(response_id)
         out: list[Incoming] = []
         usage = response.get("usage") or event.get("usage")
         if isinstance(usage, dict) and usage:
@@ -308,9 +336,10 @@ class RealtimeProtocol:
             code = str(error.get("code") or error.get("type") or "response_failed")
             out.append(ProviderError(code, str(error.get("message", "")), fatal=code in FATAL_CODES))
         out.append(ResponseDone(response_id, status))
-        if self._owe_response and self.active_response is None:
-            self._owe_response = False
-            self._send({"type": "response.create"})
+        if said is not None:
+            out.append(SayFinished(said, status))
+        if next_request is not None:
+            self._send_create(next_request)
         return out
 
     def _function_call(self, event: dict[str, Any]) -> list[Incoming]:
@@ -329,6 +358,9 @@ class RealtimeProtocol:
         message = str(error.get("message", ""))
         if code in EXPIRY_CODES:
             return [SessionExpired()]
+        if code == BUSY_CODE:
+            self._responses.refused()
+            return [ProtocolNote("debug", "response.create waits its turn", code)] if self.debug_notes else []
         if code in BENIGN_CODES or (code == "invalid_value" and "truncate" in message.lower()):
             return [ProtocolNote("debug", "benign provider error", code)] if self.debug_notes else []
         return [ProviderError(code, message, fatal=code in FATAL_CODES)]

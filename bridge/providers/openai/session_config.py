@@ -125,3 +125,11 @@ def opening_instructions(opening_line: str) -> str:
         "Greet the caller now by saying exactly the following, then stop and wait for them to answer: "
         f"{opening_line}"
     )
+
+
+def say_instructions(text: str) -> str:
+    """The one-off instructions of a response that speaks a given text (POST /say, closing lines)."""
+    return (
+        "Say exactly the following to the caller, word for word, and nothing else; do not answer it or "
+        f"add to it: {text}"
+    )
