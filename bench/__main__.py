@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.compare import compare_rows, compare_table
-from bench.daemon import BridgeCode
+from bench.daemon import FAKE_MODELS, BridgeCode
 from bench.limits import raise_nofile_limit
 from bench.report import (
     StepResult,
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="steady-state seconds per step (default 20)")
     p.add_argument("--transport", choices=["chan_websocket", "audiosocket"], default="chan_websocket")
     p.add_argument("--format", choices=["ulaw", "slin16", "slin24"], default="slin16")
-    p.add_argument("--provider", choices=["echo", "openai-fake"], default="echo")
+    p.add_argument("--provider", choices=["echo", *FAKE_MODELS], default="echo")
     p.add_argument("--generators", type=int, default=1, help="load generator processes (all on core 1)")
     p.add_argument(
         "--launch-rate", type=float, default=0.0, help="calls/s when placing calls; 0: all at once"

@@ -32,8 +32,28 @@ from bench.stats import (
 )
 from bridge.keys import hash_key
 
-Provider = Literal["echo", "openai-fake"]
+Provider = Literal["echo", "openai-fake", "gemini-fake", "elevenlabs-fake", "deepgram-fake", "ultravox-fake"]
 FAKE_OPENAI_KEY = "bench-not-a-secret"  # the bridge and the fake share it; nothing real is reached
+
+
+@dataclass(frozen=True, slots=True)
+class FakeModel:
+    """A model provider's strict fake from tests/fakes, run as its own process."""
+
+    provider: str  # the bridge's provider name
+    module: str  # python -m <module> --port 0 --api-key K prints {"url": ...}
+    model: str  # [providers.<provider>] model
+
+
+FAKE_MODELS: dict[str, FakeModel] = {
+    "openai-fake": FakeModel("openai", "tests.fakes.openai_realtime", "gpt-realtime"),
+    "gemini-fake": FakeModel(
+        "gemini", "tests.fakes.gemini_live", "gemini-2.5-flash-native-audio-preview-09-2025"
+    ),
+    "elevenlabs-fake": FakeModel("elevenlabs", "tests.fakes.elevenlabs_agents", "agent_test"),
+    "deepgram-fake": FakeModel("deepgram", "tests.fakes.deepgram_agent", "gpt-4o-mini"),
+    "ultravox-fake": FakeModel("ultravox", "tests.fakes.ultravox", "fixie-ai/ultravox"),
+}
 BENCH_PHONE = "+15550100000"
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 40.0
@@ -58,11 +78,12 @@ def bridge_config(
     max_calls: int,
     db_path: Path,
     provider: Provider,
-    openai_url: str | None = None,
+    model_url: str | None = None,
     log_level: str = "info",
 ) -> str:
     """A complete config: HTTP and AudioSocket on free ports (port 0), one company on `provider`."""
-    agent = "echo" if provider == "echo" else "openai"
+    fake = FAKE_MODELS.get(provider)
+    agent = "echo" if fake is None else fake.provider
     lines = [
         "[server]",
         'host = "127.0.0.1"',
@@ -86,11 +107,11 @@ def bridge_config(
         'format = "json"',
         "",
     ]
-    if openai_url is not None:
+    if fake is not None and model_url is not None:
         lines += [
-            "[providers.openai]",
-            f"url = {toml_str(openai_url)}",
-            'model = "gpt-realtime"',
+            f"[providers.{fake.provider}]",
+            f"url = {toml_str(model_url)}",
+            f"model = {toml_str(fake.model)}",
             f"api_key = {toml_str(FAKE_OPENAI_KEY)}",
             "",
         ]
@@ -247,19 +268,19 @@ def _terminate(proc: subprocess.Popen[bytes]) -> int | None:
     return proc.returncode
 
 
-def start_fake_openai(
-    workdir: Path, core: int | None, extra_args: list[str]
+def start_fake_model(
+    fake_model: FakeModel, workdir: Path, core: int | None, extra_args: list[str]
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """`python -m tests.fakes.openai_realtime --port 0 ...`, which prints a JSON line with its `url`."""
-    log = (workdir / "fake_openai.log").open("wb")
-    fake = [sys.executable, "-m", "tests.fakes.openai_realtime", "--port", "0", "--api-key", FAKE_OPENAI_KEY]
+    """`python -m <fake module> --port 0 ...`, which prints a JSON line with its `url`."""
+    log = (workdir / "fake_model.log").open("wb")
+    fake = [sys.executable, "-m", fake_model.module, "--port", "0", "--api-key", FAKE_OPENAI_KEY]
     command = pinned([*fake, *extra_args], core)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, cwd=_repo_root())
     assert proc.stdout is not None
     url = _first_json_field(proc.stdout, "url", READY_TIMEOUT_S)
     if url is None:
         _terminate(proc)
-        raise RuntimeError(f"the fake OpenAI server printed no url (see {workdir / 'fake_openai.log'})")
+        raise RuntimeError(f"the fake model printed no url (see {workdir / 'fake_model.log'})")
     # Keep draining its stdout so a chatty fake cannot block on a full pipe.
     threading.Thread(target=_drain, args=(proc.stdout,), daemon=True).start()
     return proc, url
@@ -309,9 +330,10 @@ def start_bridge(
     code = code or BridgeCode()
     connector_key = secrets.token_urlsafe(24)
     extra: list[subprocess.Popen[bytes]] = []
-    openai_url = None
-    if provider == "openai-fake":
-        fake, openai_url = start_fake_openai(workdir, fake_core, fake_args or [])
+    model_url = None
+    fake_model = FAKE_MODELS.get(provider)
+    if fake_model is not None:
+        fake, model_url = start_fake_model(fake_model, workdir, fake_core, fake_args or [])
         extra.append(fake)
     config = workdir / "bridge.toml"
     config.write_text(
@@ -321,7 +343,7 @@ def start_bridge(
             max_calls=max_calls,
             db_path=workdir / "bridge.db",
             provider=provider,
-            openai_url=openai_url,
+            model_url=model_url,
             log_level=log_level,
         )
     )

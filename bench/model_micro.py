@@ -43,9 +43,9 @@ from aiohttp import web
 from bridge.audio.formats import ULAW
 from bridge.logging import configure_logging
 from bridge.providers.base import ModelFormats, ProviderError
+from bridge.providers.brief import AgentBrief
 from bridge.providers.openai.client import RealtimeProvider
 from bridge.providers.openai.dialect import OPENAI
-from bridge.providers.openai.session_config import AgentBrief
 from bridge.settings_agents import OpenAISettings
 
 FAKE_KEY = "sk-test-key"

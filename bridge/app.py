@@ -4,49 +4,63 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
-from bridge.api.appkeys import DIRECTORY, DirectoryHolder
+from bridge.api import routes_live, routes_report
+from bridge.api.appkeys import DIRECTORY, RECORDINGS, DirectoryHolder
 from bridge.api.factory import create_app
 from bridge.api.http_server import HeaderTimeoutAppRunner
 from bridge.api.listener import DrainingTCPSite
 from bridge.api.openapi import register
 from bridge.api.reload_status import CONFIG_RELOAD
 from bridge.api.routes_media import media_operation
+from bridge.api.routes_recording import recording_operations
 from bridge.asterisk.ami import AmiController
 from bridge.asterisk.ari import AriController
 from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
 from bridge.asterisk.media_ws import MediaEndpoint
 from bridge.directory import Directory
 from bridge.fdlimit import descriptor_problem, raise_descriptor_limit
+from bridge.integrations.live import LiveHub, LiveTokens
+from bridge.integrations.report import ReportService
 from bridge.logging import get_logger
+from bridge.providers.base import Provider, ProviderUnavailable
 from bridge.providers.factory import CallBrief, provider_for
+from bridge.recording.service import Recordings
 from bridge.sdnotify import Notifier
 from bridge.session.admission import Admission, AdmissionPolicy, Announcement
-from bridge.session.call import CallPlan
 from bridge.session.calls import CallService
 from bridge.session.control import CallController, InboundCall, InboundHandler
 from bridge.session.costs import PriceTable
 from bridge.session.manager import SessionManager
+from bridge.session.plan import CallPlan, Fallback, ModelBuilder
 from bridge.session.policy import call_policy
 from bridge.session.records import CallRecorder
 from bridge.session.session import Session
 from bridge.session.tools import ToolBox
 from bridge.settings import AgentSettings, ConfigError, Settings, load_settings
-from bridge.settings_agents import REALTIME_PROVIDERS
+from bridge.settings_agents import MODEL_PROVIDERS, REALTIME_PROVIDERS
 from bridge.store import SqliteCallStore, open_store
+from bridge.store.reports import ReportStore
 
 Reloader = Callable[[], Settings]
 # An idle keep-alive connection is closed after this (aiohttp's default is an hour); nginx uses 75 s.
 KEEPALIVE_SECONDS = 75.0
+
+
+def _each(hooks: Sequence[Callable[[Session], None]], session: Session) -> None:
+    for hook in hooks:
+        hook(session)
 
 
 def settings_reloader(path: Path | None) -> Reloader | None:
@@ -68,6 +82,9 @@ class Services:
     store: SqliteCallStore
     controller: CallController | None = None
     audiosocket: asyncio.Server | None = None
+    recordings: Recordings | None = None
+    reports: ReportService | None = None
+    live: LiveHub | None = None
 
     @property
     def audiosocket_port(self) -> int | None:
@@ -81,6 +98,10 @@ class Services:
         if self.controller is not None:
             await self.controller.close()
         await self.recorder.close()
+        if self.recordings is not None:
+            await self.recordings.close()
+        if self.reports is not None:
+            await self.reports.close()  # a report still pending is asked again at the next start
         await self.store.close()
         await self.http.close()
 
@@ -115,11 +136,28 @@ def stasis_admitter(admission: Admission) -> InboundHandler:
     return admit
 
 
+def model_of(provider: str, settings: Settings) -> str:
+    return settings.providers.section(provider).model if provider in MODEL_PROVIDERS else ""
+
+
+def prices_for(provider: str, settings: Settings) -> PriceTable | None:
+    """What `provider`'s configured model costs (None: echo, which costs nothing)."""
+    if provider not in MODEL_PROVIDERS:
+        return None
+    section = settings.providers.section(provider)
+    transcription = None
+    if provider in REALTIME_PROVIDERS:
+        realtime = settings.providers.realtime(provider)
+        transcription = realtime.transcription_prices.get(realtime.transcription_model)
+    return PriceTable(section.price(), transcription)
+
+
 def make_call_planner(
     directory: Callable[[], Directory],
     settings: Settings,
     http: aiohttp.ClientSession,
     controller: CallController | None = None,
+    recordings: Recordings | None = None,
 ) -> Callable[[Session], CallPlan]:
     """What each call gets: its company's agent (read at call time, so SIGHUP applies to new calls)."""
 
@@ -129,22 +167,41 @@ def make_call_planner(
         info = session.info
         tools = ToolBox(agent, controller=controller, http=http, outbound=info.direction == "outbound")
         brief = CallBrief(info.call_objective, info.first_message, info.variables)
-        provider = provider_for(agent, settings, call=brief, tools=tools.specs(), http=http)
-        prices = None
-        if agent.provider in REALTIME_PROVIDERS:
-            section = settings.providers.realtime(agent.provider)
-            session.model = section.model
-            prices = PriceTable(
-                section.prices.get(section.model),
-                section.transcription_prices.get(section.transcription_model),
-            )
+        specs = tools.specs()
+
+        def builder(name: str) -> ModelBuilder:
+            def build(history: Sequence[tuple[str, str]]) -> Provider:
+                call = dataclasses.replace(brief, history=tuple(history))
+                return provider_for(agent, settings, name=name, call=call, tools=specs, http=http)
+
+            return build
+
+        fallbacks = [
+            Fallback(name, model_of(name, settings), builder(name), prices_for(name, settings))
+            for name in agent.fallback_providers
+        ]
+        name: str = agent.provider
+        while True:  # a provider that cannot even be built (e.g. no key) hands over at once
+            try:
+                provider = builder(name)(())
+                break
+            except ProviderUnavailable as exc:
+                if not fallbacks:
+                    raise
+                session.model_refused(name, model_of(name, settings), exc.code)
+                name = fallbacks.pop(0).name
+        session.model = model_of(name, settings)
         return CallPlan(
             provider,
             tools=tools,
-            prices=prices,
+            prices=prices_for(name, settings),
+            fallbacks=tuple(fallbacks),
             controller=controller,
             local_barge_in_ms=agent.local_barge_in_ms if agent.local_barge_in else None,
             policy=call_policy(agent, info),
+            tap=partial(recordings.open, session.company_id, session.call_id)
+            if recordings is not None and agent.recording
+            else None,
         )
 
     return plan_call
@@ -172,21 +229,30 @@ async def start_services(settings: Settings) -> Services:
         log.warning("calls_interrupted_by_restart", calls=interrupted)
     recorder = CallRecorder(store, checkpoint_seconds=settings.storage.checkpoint_seconds)
     recorder.start()
+    # Everything that follows each call from its creation (the record first: its saves come first).
+    session_hooks: list[Callable[[Session], None]] = [recorder.track]
     manager = SessionManager(
         max_calls=settings.server.max_calls,
         pending_ttl_seconds=settings.server.pending_ttl_seconds,
-        on_new_session=recorder.track,
+        on_new_session=lambda session: _each(session_hooks, session),
     )
     controller = build_controller(settings)
     if controller is not None:
         await controller.start()
     holder = DirectoryHolder(Directory.from_settings(settings))
     http = model_client()
+    # Recordings: half-written files repaired before any call, then the retention sweeper.
+    recordings = Recordings(settings.storage.recordings_dir, settings.storage.recording_retention_days)
+    await recordings.start()
+    reports = ReportService(
+        ReportStore(store), store, lambda: holder.current, settings.analysis, http, saved=recorder.flush
+    )
+    session_hooks.append(reports.track)
     admission = Admission(
         manager,
         store,
         directory=lambda: holder.current,
-        plan_call=make_call_planner(lambda: holder.current, settings, http, controller),
+        plan_call=make_call_planner(lambda: holder.current, settings, http, controller, recordings),
         policy=AdmissionPolicy(
             allow_unauthenticated_media=settings.connector.allow_unauthenticated_media,
             webhookless_audiosocket_company=settings.audiosocket.webhookless_company,
@@ -199,6 +265,11 @@ async def start_services(settings: Settings) -> Services:
     )
     app = create_app(settings, admission, calls, holder)
     register(app, [media_operation(MediaEndpoint(admission).handle)])
+    app[RECORDINGS] = recordings
+    register(app, recording_operations(recordings))
+    live = LiveHub()
+    routes_live.setup_routes(app, live, LiveTokens())
+    routes_report.setup_routes(app, reports)
     runner = HeaderTimeoutAppRunner(
         app,
         header_timeout_seconds=settings.server.header_timeout_seconds,
@@ -218,6 +289,9 @@ async def start_services(settings: Settings) -> Services:
         recorder=recorder,
         store=store,
         controller=controller,
+        reports=reports,
+        live=live,
+        recordings=recordings,
     )
     try:
         site = DrainingTCPSite(runner, settings.server.host, settings.server.port)  # see api/listener.py
@@ -231,6 +305,9 @@ async def start_services(settings: Settings) -> Services:
     except OSError:
         await services.close()
         raise
+    resumed = await reports.resume()
+    if resumed:
+        log.info("reports_resumed", reports=resumed)
     return services
 
 

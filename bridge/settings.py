@@ -102,6 +102,17 @@ class StorageSettings(Section):
     url: str = "sqlite:///var/bridge.db"
     # A live call's record is saved this often (and at every state change): a crash loses at most this.
     checkpoint_seconds: float = Field(5.0, gt=0, le=300)
+    recordings_dir: str = "var/recordings"  # stereo WAVs of calls whose agent has `recording = true`
+    recording_retention_days: int = Field(30, ge=1, le=3650)
+
+
+class AnalysisSettings(Section):
+    """The post-call report's text model: an OpenAI-compatible chat completions endpoint."""
+
+    url: str = Field("https://api.openai.com/v1/chat/completions", pattern=r"^https?://")
+    api_key: Secret = SecretStr("")
+    model: str = "gpt-4o-mini"
+    timeout_seconds: float = Field(30.0, gt=0, le=300)
 
 
 class AmiSettings(Section):
@@ -187,6 +198,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     asterisk: AsteriskSettings = AsteriskSettings()
     providers: ProvidersSettings = ProvidersSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
     logging: LoggingSettings = LoggingSettings()
     companies: list[CompanySettings] = Field(default_factory=list)
 

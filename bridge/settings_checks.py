@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from bridge.keys import digest_of, is_hashed, phone_digits
-from bridge.settings_agents import REALTIME_PROVIDERS, UnresolvedSecret, resolve_env_reference
+from bridge.settings_agents import MODEL_PROVIDERS, UnresolvedSecret, resolve_env_reference
+
+# A public ElevenLabs agent is joined by its id alone; a private one needs the key (for a signed URL).
+KEYLESS_PROVIDERS = frozenset({"elevenlabs"})
 
 if TYPE_CHECKING:
     from bridge.settings import Settings
@@ -125,8 +128,14 @@ def used_providers(settings: Settings) -> dict[str, list[ProviderUse]]:
     """
     uses: dict[str, list[ProviderUse]] = {}
     for index, company in enumerate(settings.companies):
-        use = ProviderUse(f"companies[{index}].agent.provider", f"companies[{index}] {company.id}")
-        uses.setdefault(company.agent.provider, []).append(use)
+        user = f"companies[{index}] {company.id}"
+        uses.setdefault(company.agent.provider, []).append(
+            ProviderUse(f"companies[{index}].agent.provider", user)
+        )
+        for fallback_index, name in enumerate(company.agent.fallback_providers):
+            uses.setdefault(name, []).append(
+                ProviderUse(f"companies[{index}].agent.fallback_providers[{fallback_index}]", user)
+            )
     return uses
 
 
@@ -145,20 +154,35 @@ def missing_secrets(settings: Settings) -> list[str]:
     """
     problems = []
     for provider, uses in used_providers(settings).items():
-        if provider not in REALTIME_PROVIDERS:
+        if provider not in MODEL_PROVIDERS:
             continue
+        section = settings.providers.section(provider)
         key_path = f"providers.{provider}.api_key"
-        key = settings.providers.realtime(provider).api_key
+        key = section.api_key
         if isinstance(key, UnresolvedSecret):
             problems += _unset(key_path, key, f" (used by {', '.join(use.user for use in uses)})")
-        elif not key.get_secret_value():
+        elif not key.get_secret_value() and provider not in KEYLESS_PROVIDERS:
             problems += [f"{use.key_path}: {provider} needs {key_path}" for use in uses]
+        if not section.model:
+            problems += [f"{use.key_path}: {provider} needs providers.{provider}.model" for use in uses]
     asterisk = settings.asterisk
     because = f' (asterisk.control is "{asterisk.control}")'
     if asterisk.control == "ami":
         problems += _unset("asterisk.ami.secret", asterisk.ami.secret, because)
     else:
         problems += _unset("asterisk.ari.password", asterisk.ari.password, because)
+    # The post-call report's text model is needed once any agent asks for an analysis.
+    analysts = [
+        f"companies[{index}] {company.id}"
+        for index, company in enumerate(settings.companies)
+        if company.agent.analysis_prompt.strip()
+    ]
+    if analysts:
+        key = settings.analysis.api_key
+        if isinstance(key, UnresolvedSecret):
+            problems += _unset("analysis.api_key", key, f" (analysis_prompt of {', '.join(analysts)})")
+        elif not key.get_secret_value():
+            problems.append(f"analysis.api_key: required by the analysis_prompt of {', '.join(analysts)}")
     for index, company in enumerate(settings.companies):
         for tool_index, tool in enumerate(company.agent.tools):
             for header, value in tool.headers.items():
@@ -186,4 +210,11 @@ def warnings_for(settings: Settings) -> list[str]:
     )
     if not credential.get_secret_value():
         notes.append(f"{control_key}: empty; call control is off (no outbound calls, transfers or DTMF)")
+    for provider in used_providers(settings):
+        if provider in MODEL_PROVIDERS:
+            section = settings.providers.section(provider)
+            if section.model and section.price() is None:
+                notes.append(
+                    f'providers.{provider}.prices."{section.model}": no price; its calls show no cost'
+                )
     return notes

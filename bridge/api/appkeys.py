@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from bridge.directory import Company, Directory
+from bridge.recording.service import Recordings
 from bridge.session.admission import Admission
 from bridge.session.calls import CallService
 from bridge.session.manager import SessionManager
@@ -25,5 +26,6 @@ DIRECTORY = web.AppKey("directory", DirectoryHolder)
 MANAGER = web.AppKey("manager", SessionManager)
 CALLS = web.AppKey("calls", CallService)
 ADMISSION = web.AppKey("admission", Admission)
+RECORDINGS = web.AppKey("recordings", Recordings)  # absent in apps built without start_services
 
 COMPANY = web.RequestKey("company", Company)

@@ -20,7 +20,8 @@ from pydantic.json_schema import models_json_schema
 from bridge.session.admission import CALL_ID_PATTERN
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Auth = Literal["none", "company", "connector", "media"]
+# "live_token": the live event socket, authenticated by the token `GET /api/calls/{id}/live` gave.
+Auth = Literal["none", "company", "connector", "media", "live_token"]
 
 _REF_TEMPLATE: Final = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -41,6 +42,7 @@ _SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
     "company": [{"apiKeyQuery": []}, {"bearer": []}, {"apiKeyHeader": []}],
     "connector": [{"connectorKey": []}, {"bearer": []}],
     "media": [{"basic": []}, {"bearer": []}, {"connectorKey": []}],
+    "live_token": [{"liveToken": []}],
 }
 _SECURITY_SCHEMES: Final = {
     "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key", "description": "A company key"},
@@ -48,7 +50,14 @@ _SECURITY_SCHEMES: Final = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "A company key (or a connector key)"},
     "connectorKey": {"type": "apiKey", "in": "header", "name": "x-connector-api-key"},
     "basic": {"type": "http", "scheme": "basic", "description": "The password is a connector key"},
+    "liveToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "The short-lived token of GET /api/calls/{call_id}/live",
+    },
 }
+_HEADER_BYTES: Final = {"schema": {"const": "bytes"}}
 _ERROR_SCHEMA: Final = {
     "type": "object",
     "required": ["success", "error", "code"],
@@ -73,6 +82,7 @@ class Operation:
     response: type[BaseModel] | None = None  # the `data` of the success envelope
     plain_response: type[BaseModel] | None = None  # a JSON body outside the envelope (health probes)
     text_response: str | None = None  # a non-JSON body's content type (Prometheus)
+    ranges: bool = False  # a file download: byte ranges (206, 416) as well
     errors: tuple[int, ...] = ()
     success_status: int = 200
     description: str = ""
@@ -108,7 +118,7 @@ def register(app: web.Application, operations: Iterable[Operation]) -> None:
 
 def _statuses(operation: Operation) -> list[int]:
     statuses = set(operation.errors)
-    if operation.auth in ("company", "connector", "media"):
+    if operation.auth in ("company", "connector", "media", "live_token"):
         statuses.add(401)
     if operation.query is not None or _PATH_PARAM.search(operation.path):
         statuses.add(400)
@@ -168,9 +178,21 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
         plain = {"application/json": {"schema": refs[(op.plain_response, "serialization")]}}
         responses[str(op.success_status)] = {"description": "Success", "content": plain}
     elif op.text_response is not None:
-        body = {"type": "object"} if op.text_response.endswith("json") else {"type": "string"}
+        body: dict[str, Any] = {"type": "object"} if op.text_response.endswith("json") else {"type": "string"}
+        if op.text_response.startswith("audio/"):
+            body["contentMediaType"] = op.text_response
         text = {op.text_response: {"schema": body}}
         responses[str(op.success_status)] = {"description": "Success", "content": text}
+        if op.ranges:
+            responses[str(op.success_status)]["headers"] = {"Accept-Ranges": _HEADER_BYTES}
+            responses["206"] = {
+                "description": "The byte range asked for (Range: bytes=...)",
+                "content": text,
+                "headers": {"Content-Range": {"schema": {"type": "string"}}, "Accept-Ranges": _HEADER_BYTES},
+            }
+            responses["416"] = {
+                "description": "The range lies outside the file (Content-Range: bytes */size)"
+            }
     else:
         responses[str(op.success_status)] = {"description": op.description or "Success"}
     for status in _statuses(op):

@@ -6,12 +6,13 @@ answers 404 exactly like an unknown one.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
-from bridge.api.appkeys import CALLS, COMPANY
+from bridge.api.appkeys import CALLS, COMPANY, RECORDINGS
 from bridge.api.envelope import ok, parse_body, parse_query
 from bridge.api.fields import E164, NO_CONTROL_PATTERN, Instant
 from bridge.api.openapi import Operation, register
@@ -134,6 +135,15 @@ class UsageOut(BaseModel):
     transcription_output_tokens: int
     transcription_seconds: float
     responses: int
+    model_seconds: float = Field(description="time connected to a model billed by the minute")
+
+
+class ModelSegmentOut(BaseModel):
+    provider: str
+    model: str
+    started_at: str
+    ended_at: str | None
+    ended_because: str | None = Field(description="The error that handed the call to the next model")
 
 
 class CallOut(BaseModel):
@@ -170,6 +180,10 @@ class CallOut(BaseModel):
     )
     amd_result: AmdResult | None = Field(description="Answering-machine detection; null when none ran")
     ended_by_guard: Guard | None = Field(description="The guard that ended the call, if one did")
+    models: list[ModelSegmentOut] = Field(
+        description="Which model served which part of the call (several after a failover), in order"
+    )
+    has_recording: bool = Field(False, description="GET /api/calls/{call_id}/recording has its WAV")
 
 
 class Pagination(BaseModel):
@@ -243,6 +257,17 @@ def _call_id(request: web.Request) -> str:
     return call_id
 
 
+async def _calls_out(request: web.Request, records: Sequence[Mapping[str, Any]]) -> list[CallOut]:
+    """Calls as the API shows them (`records`: their `to_api()`), each saying whether it was recorded."""
+    calls = [CallOut.model_validate(r) for r in records]
+    recordings = request.app.get(RECORDINGS)
+    if recordings is not None and calls:  # derived from the files: nothing to keep in step in the store
+        have = await recordings.existing(request[COMPANY].id, [c.call_id for c in calls])
+        for call in calls:
+            call.has_recording = call.call_id in have
+    return calls
+
+
 async def originate(request: web.Request) -> web.Response:
     company = request[COMPANY]
     body = await parse_body(request, OutboundRequest)
@@ -278,7 +303,7 @@ async def list_calls(request: web.Request) -> web.Response:
     records, total = await request.app[CALLS].list(page)
     return ok(
         CallPage(
-            calls=[CallOut.model_validate(r.to_api()) for r in records],
+            calls=await _calls_out(request, [r.to_api() for r in records]),
             pagination=Pagination(total=total, limit=page.limit, offset=page.offset),
         )
     )
@@ -286,7 +311,8 @@ async def list_calls(request: web.Request) -> web.Response:
 
 async def get_call(request: web.Request) -> web.Response:
     record = await request.app[CALLS].record(request[COMPANY].id, _call_id(request))
-    return ok(OneCall(call=CallOut.model_validate(record.to_api())))
+    (call,) = await _calls_out(request, [record.to_api()])
+    return ok(OneCall(call=call))
 
 
 async def get_transcript(request: web.Request) -> web.Response:

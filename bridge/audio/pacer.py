@@ -250,6 +250,8 @@ class PlayoutBudget:
             return None
         frames = max(1, min(frames, self._burst, self._max_queue))
         depth, tokens = self._advance(now)
+        if self._allowed(depth, tokens) >= frames:
+            return 0.0  # the same tolerance as frames_allowed: never "wait 1 µs" for what is allowed now
         wait_rate = max(0.0, (frames - tokens) * self._interval / self._rate)
         wait_queue = max(0.0, (depth - (self._max_queue - frames)) * self._interval)
         wait = max(wait_rate, wait_queue)

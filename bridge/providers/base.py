@@ -113,6 +113,9 @@ class Usage:
     transcription_output_tokens: int = 0
     transcription_seconds: float = 0.0
     responses: int = 0
+    # Time connected to a model billed by the minute, since the provider's last Usage (a provider that
+    # bills time emits it as time passes, e.g. at each turn's end, so a crash loses little).
+    model_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,3 +247,8 @@ class Provider(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Release the connection; idempotent and quick."""
+
+    def final_usage(self) -> Usage | None:
+        """What the model consumed since its last `Usage` event; asked once, after `close()`, when the
+        events are no longer read (a model billed by time owes the seconds since its last report)."""
+        return None

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import aiohttp
 
+from bridge.providers import deepgram, elevenlabs, gemini, ultravox
 from bridge.providers.base import Provider, ProviderUnavailable, ToolSpec
+from bridge.providers.brief import AgentBrief
 from bridge.providers.echo import EchoProvider
 from bridge.providers.openai.client import RealtimeProvider
 from bridge.providers.openai.dialect import DIALECTS
-from bridge.providers.openai.session_config import AgentBrief
+from bridge.providers.request import ProviderRequest
 from bridge.settings import AgentSettings, Settings
 
 
@@ -22,34 +25,50 @@ class CallBrief:
     call_objective: str = ""
     first_message: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
+    history: Sequence[tuple[str, str]] = ()  # failover: the conversation so far, (role, text)
+
+
+def _openai_family(request: ProviderRequest) -> Provider:
+    section = request.settings.providers.realtime(request.name)
+    request.section()  # refuses a missing key
+    return RealtimeProvider(
+        dialect=DIALECTS[request.name], settings=section, brief=request.brief, http=request.http
+    )
+
+
+Builder = Callable[[ProviderRequest], Provider]
+BUILDERS: Mapping[str, Builder] = MappingProxyType(
+    {
+        **{name: _openai_family for name in DIALECTS},
+        "gemini": gemini.build,
+        "elevenlabs": elevenlabs.build,
+        "deepgram": deepgram.build,
+        "ultravox": ultravox.build,
+    }
+)
 
 
 def provider_for(
     agent: AgentSettings,
     settings: Settings,
     *,
+    name: str | None = None,
     call: CallBrief | None = None,
     tools: Sequence[ToolSpec] = (),
     http: aiohttp.ClientSession | None = None,
 ) -> Provider:
-    """A fresh provider for one call; raises ProviderUnavailable when it cannot be had."""
-    if agent.provider == "echo":
+    """A fresh provider for one call (`name`: a fallback instead of the agent's own provider); raises
+    ProviderUnavailable when it cannot be had."""
+    name = name or agent.provider
+    if name == "echo":
         return EchoProvider()
-    dialect = DIALECTS.get(agent.provider)
-    if dialect is None or http is None:
+    builder = BUILDERS.get(name)
+    if builder is None or http is None:
         raise ProviderUnavailable(
-            f"provider {agent.provider!r} is not available here",
-            code="provider_not_supported",
-            provider=agent.provider,
-        )
-    section = settings.providers.realtime(agent.provider)
-    if not section.api_key.get_secret_value():
-        raise ProviderUnavailable(
-            f"providers.{agent.provider}.api_key is not set",
-            code="provider_not_configured",
-            provider=agent.provider,
+            f"provider {name!r} is not available here", code="provider_not_supported", provider=name
         )
     call = call or CallBrief()
+    transcription_model = settings.providers.realtime(name).transcription_model if name in DIALECTS else ""
     brief = AgentBrief(
         instructions=agent.instructions,
         greeting=agent.greeting,
@@ -60,10 +79,16 @@ def provider_for(
         silence_duration_ms=agent.silence_duration_ms,
         prefix_padding_ms=agent.prefix_padding_ms,
         noise_reduction=agent.noise_reduction,
-        transcription_model=section.transcription_model,
+        vad_eagerness=agent.vad_eagerness,
+        idle_timeout_ms=agent.idle_timeout_ms,
+        truncation=agent.truncation,
+        retention_ratio=agent.retention_ratio,
+        truncation_token_limit=agent.truncation_token_limit,
+        transcription_model=transcription_model,
         tools=tuple(tools),
         call_objective=call.call_objective,
         first_message=call.first_message,
         variables=dict(call.variables),
+        history=tuple(call.history),
     )
-    return RealtimeProvider(dialect=dialect, settings=section, brief=brief, http=http)
+    return builder(ProviderRequest(name=name, agent=agent, settings=settings, brief=brief, http=http))

@@ -30,6 +30,7 @@ from bridge.keys import canonical_number
 from bridge.logging import get_logger
 from bridge.session.call import CallPlan, CallRunner, ProviderFactory, provider_or_refuse
 from bridge.session.leg import MediaLeg
+from bridge.session.leg_tap import TappedLeg
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import EndedBy
@@ -83,8 +84,15 @@ class AdmittedCall:
         self.session.finish(EndedBy.ERROR, code, failed=True)
 
     async def run(self, leg: MediaLeg) -> None:
-        """Run the call to its end over `leg`."""
-        await CallRunner(self.session, leg, self.plan).run()
+        """Run the call to its end over `leg` (tapped, e.g. recorded, when the plan says so)."""
+        tap = self.plan.tap() if self.plan.tap is not None else None
+        if tap is None:
+            await CallRunner(self.session, leg, self.plan).run()
+            return
+        try:
+            await CallRunner(self.session, TappedLeg(leg, tap), self.plan).run()
+        finally:
+            await tap.aclose()
 
 
 def valid_call_id(call_id: str) -> bool:

@@ -17,7 +17,6 @@ from typing import Any
 
 import structlog
 
-from bridge.audio.convert import Transcoder
 from bridge.audio.formats import AudioFormat
 from bridge.logging import get_logger
 from bridge.providers.base import (
@@ -42,6 +41,7 @@ from bridge.session.conduct import CallConduct
 from bridge.session.control import ControlError
 from bridge.session.costs import record_usage
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
+from bridge.session.model_line import ModelLine
 from bridge.session.plan import (
     DRAINED_ENDINGS,
     CallPlan,
@@ -88,13 +88,18 @@ class CallRunner:
         self.session = session
         self.leg = leg
         self.plan = plan if isinstance(plan, CallPlan) else CallPlan(plan)
-        self.provider = self.plan.provider
-        session.provider = self.provider.name  # before connecting: a model that never answers is named
-        session.speaks_text = self.provider.speaks_text
         self.timeouts = timeouts or CallTimeouts()
+        self._log = get_logger("call").bind(call_id=session.call_id)
+        self.model = ModelLine(
+            session,
+            self.plan,
+            connect_timeout=self.timeouts.provider_connect,
+            close_timeout=self.timeouts.provider_close,
+            log=self._log,
+        )
+        self.model.on_handover = self._handed_over
         self._end_after: dict[str, EndRequest] = {}  # response id -> end once it has been said
         self._lanes: asyncio.TaskGroup | None = None
-        self._downlink_codec: Transcoder | None = None
         self._playing_response: str | None = None
         self._cancelled_response: str | None = None
         # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
@@ -103,7 +108,6 @@ class CallRunner:
         # Monotonic loop times for the session's latencies (first audio, caller stop -> reply).
         self._started_at: float | None = None
         self._caller_stopped_at: float | None = None
-        self._log = get_logger("call").bind(call_id=session.call_id)
         self.conduct = CallConduct(
             session, self.provider, self, self.plan.policy, timeouts=self.timeouts.conduct, log=self._log
         )
@@ -130,7 +134,7 @@ class CallRunner:
 
     async def _setup_and_converse(self) -> EndRequest:
         # The model connects while Asterisk is still sending MEDIA_START: no added setup latency.
-        connecting = asyncio.ensure_future(self._connect_provider())
+        connecting = asyncio.ensure_future(self.model.connect())
         try:
             try:
                 leg_format = await asyncio.wait_for(self.leg.wait_started(), self.timeouts.media_start)
@@ -143,9 +147,7 @@ class CallRunner:
             connecting.cancel()
         self.session.media_channel = self.leg.channel_name
         greet = self.conduct.start(asyncio.get_running_loop().time(), self.leg.call_variables)
-        formats = self.provider.negotiate(leg_format)
-        uplink = Transcoder(leg_format, formats.input)
-        downlink = Transcoder(formats.output, leg_format)
+        formats = await self.model.start(leg_format, greet=greet)
         self._log.info(
             "call_started",
             company_id=self.session.company_id,
@@ -153,33 +155,32 @@ class CallRunner:
             leg_format=leg_format.name,
             model_input=formats.input.name,
             model_output=formats.output.name,
-            transcoding=not (uplink.is_passthrough and downlink.is_passthrough),
+            transcoding=formats.input != leg_format or formats.output != leg_format,
         )
-        await self.provider.start(formats, greet=greet)
         self.session.mark_active()
-        return await self._converse(uplink, downlink, leg_format)
+        return await self._converse(leg_format)
 
-    async def _connect_provider(self) -> None:
-        try:
-            await asyncio.wait_for(self.provider.connect(), self.timeouts.provider_connect)
-        except TimeoutError as exc:
-            raise ProviderUnavailable("the model did not answer in time", code="provider_timeout") from exc
-
-    async def _converse(
-        self, uplink: Transcoder, downlink: Transcoder, leg_format: AudioFormat
-    ) -> EndRequest:
+    async def _converse(self, leg_format: AudioFormat) -> EndRequest:
         """Run the three lanes; the first to finish ends the call and cancels the others."""
         outcomes: list[EndRequest] = []
-        self._downlink_codec = downlink
         try:
             async with asyncio.TaskGroup() as lanes:
                 self._lanes = lanes  # tool calls run here too: the call's one owner holds them
-                lanes.create_task(_lane(self._uplink(uplink, leg_format)))
-                lanes.create_task(_lane(self._downlink(downlink)))
+                lanes.create_task(_lane(self._uplink(leg_format)))
+                lanes.create_task(_lane(self._downlink()))
                 lanes.create_task(_lane(self._control()))
         except* _LaneFinished as finished:
             outcomes += [e.outcome for e in finished.exceptions if isinstance(e, _LaneFinished)]
         return outcomes[0]
+
+    @property
+    def provider(self) -> Provider:
+        """The model serving the call now (another after a failover)."""
+        return self.model.provider
+
+    def _handed_over(self, provider: Provider) -> None:
+        self.conduct.provider = provider
+        self._observe_transit(asyncio.get_running_loop())
 
     def _observe_transit(self, loop: asyncio.AbstractEventLoop) -> None:
         """Time each direction inside the bridge: the provider and the leg report when they wrote a frame
@@ -197,7 +198,7 @@ class CallRunner:
             return CallerVoice(self.provider, leg_format)
         return None
 
-    async def _uplink(self, uplink: Transcoder, leg_format: AudioFormat) -> EndRequest:
+    async def _uplink(self, leg_format: AudioFormat) -> EndRequest:
         voice = self._caller_voice(leg_format)
         barge_in = None
         if self.plan.local_barge_in_ms and voice is not None:
@@ -206,7 +207,7 @@ class CallRunner:
         async for item in self.leg.inbound():
             if isinstance(item, AudioIn):
                 feeding = conduct.feeding_model
-                if feeding:
+                if feeding and (uplink := self.model.uplink) is not None:
                     await self.provider.send_audio(uplink.convert(item.data), item.received_at)
                 if voice is None:
                     continue
@@ -220,7 +221,20 @@ class CallRunner:
                 await conduct.key(item.digit, loop.time())
         return self.leg.end_reason or EndRequest(EndedBy.CALLER)
 
-    async def _downlink(self, downlink: Transcoder) -> EndRequest:
+    async def _downlink(self) -> EndRequest:
+        """The model's events; a model lost for good is replaced by the next fallback, if any."""
+        while True:
+            outcome = await self._relay_model()
+            if outcome.by is not EndedBy.ERROR or self.leg.end_reason is not None:
+                return outcome
+            self._response_open = False
+            self._end_after.clear()  # goodbyes owed by the lost model's responses are not coming
+            if not await self.model.fail_over(outcome.error_code or "provider_disconnected"):
+                return outcome
+
+    async def _relay_model(self) -> EndRequest:
+        downlink = self.model.downlink
+        assert downlink is not None  # set by ModelLine.start before the lanes run
         async for event in self.provider.events():
             if isinstance(event, AudioOut):
                 # Deltas of a response the caller interrupted may still be in flight: drop them.
@@ -268,7 +282,7 @@ class CallRunner:
         if isinstance(event, TranscriptLine):
             self.session.add_line(event.role, event.text, item_id=event.item_id, truncated=event.truncated)
         elif isinstance(event, Usage):
-            prices = self.plan.prices
+            prices = self.model.prices
             self.session.add_usage(record_usage(event), prices.cost(event) if prices else None)
         elif isinstance(event, ToolCall):
             return await self._tool_call(event)
@@ -320,8 +334,8 @@ class CallRunner:
         self._response_open = False
         played_ms = self.leg.interrupt()  # control overtakes audio: the flush goes out first
         self._cancelled_response = self._playing_response
-        if self._downlink_codec is not None:
-            self._downlink_codec.reset()
+        if self.model.downlink is not None:
+            self.model.downlink.reset()
         if caller:
             self.session.barge_ins += 1
         self._log.debug("barge_in", played_ms=round(played_ms), local=cancel_response, caller=caller)
@@ -362,8 +376,7 @@ class CallRunner:
             drain = outcome.by in DRAINED_ENDINGS and not outcome.cancelled
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.leg.hangup(drain=drain), self.timeouts.hangup)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.provider.close(), self.timeouts.provider_close)
+        await self.model.close()
         if self.leg.end_reason is not None and self.session.transferred_to and outcome.transfer_to is None:
             outcome = EndRequest(EndedBy.API, transfer_to=self.session.transferred_to)
         record_outcome(self.session, outcome)  # the leg's final counters are read as it ends

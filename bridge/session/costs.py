@@ -39,6 +39,11 @@ class PriceTable:
                 + usage.output_audio_tokens * p.output_audio
             ) / PER_MILLION
             priced = True
+        if usage.model_seconds:
+            if self.model is None:
+                return total if priced else None
+            total += usage.model_seconds / 60 * self.model.per_minute
+            priced = True
         transcribed = usage.transcription_input_tokens or usage.transcription_output_tokens
         if transcribed or usage.transcription_seconds:
             if self.transcription is None:
@@ -64,4 +69,5 @@ def record_usage(usage: ModelUsage) -> Usage:
         transcription_output_tokens=usage.transcription_output_tokens,
         transcription_seconds=usage.transcription_seconds,
         responses=usage.responses,
+        model_seconds=usage.model_seconds,
     )

@@ -6,7 +6,7 @@ The runner (call.py) runs a call by this plan; `record_outcome` is the only plac
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bridge.errors import Unavailable
@@ -14,6 +14,7 @@ from bridge.providers.base import Provider, ProviderUnavailable
 from bridge.session.conduct import ConductTimeouts
 from bridge.session.control import CallController
 from bridge.session.costs import PriceTable
+from bridge.session.leg_tap import LegTap
 from bridge.session.policy import CallPolicy
 from bridge.session.session import EndRequest, Session
 from bridge.session.state import CallState, EndedBy
@@ -32,6 +33,21 @@ class CallTimeouts:
     conduct: ConductTimeouts = field(default_factory=ConductTimeouts)
 
 
+ModelBuilder = Callable[[Sequence[tuple[str, str]]], Provider]
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """A model to hand the call to when the one serving it refuses or is lost (`fallback_providers`)."""
+
+    name: str
+    model: str
+    build: (
+        ModelBuilder  # the conversation so far, as (role, text) -> a fresh provider (or ProviderUnavailable)
+    )
+    prices: PriceTable | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class CallPlan:
     """Everything a call needs besides its leg: the model and what the model may do."""
@@ -42,6 +58,8 @@ class CallPlan:
     controller: CallController | None = None
     local_barge_in_ms: int | None = None  # our own VAD interrupts the bot after this much speech
     policy: CallPolicy = field(default_factory=CallPolicy)  # keys, guards, closing lines, answering machines
+    fallbacks: Sequence[Fallback] = ()  # in order; each takes over with the conversation so far
+    tap: Callable[[], LegTap | None] | None = None  # opened when the call runs: e.g. its recording
 
 
 DRAINED_ENDINGS = frozenset({EndedBy.BOT, EndedBy.API, EndedBy.SHUTDOWN, EndedBy.TIMEOUT})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from bridge.providers.openai.session_config import fill_placeholders
+from bridge.providers.brief import fill_placeholders
 from bridge.session.dtmf import DtmfRules
 from bridge.session.session import CallInfo
 from bridge.settings_agents import AgentSettings

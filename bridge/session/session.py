@@ -9,6 +9,7 @@ owner yet (pending) ends at once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -18,7 +19,7 @@ from typing import Literal
 from bridge.session.control import ChannelRef
 from bridge.session.metrics import TransitTally
 from bridge.session.state import CallEvent, CallState, EndedBy, Transition, next_state
-from bridge.store.records import CallRecord, TranscriptLine, Usage
+from bridge.store.records import CallRecord, ModelSegment, TranscriptLine, Usage
 
 Direction = Literal["inbound", "outbound"]
 MAX_RESPONSE_LATENCIES = 1000  # per call: enough for any real conversation, bounded for a stuck one
@@ -73,6 +74,8 @@ class SayRequest:
 
 
 SessionListener = Callable[["Session"], None]
+# A transcript line was added (or, at the same index, replaced: a barge-in cut it).
+LineListener = Callable[["Session", int, TranscriptLine], None]
 
 
 @dataclass(eq=False)
@@ -96,6 +99,7 @@ class Session:
     media_channel: str = ""  # Asterisk's name for the media channel (MEDIA_START), for call control
     provider: str = ""
     model: str = ""
+    model_segments: list[ModelSegment] = field(default_factory=list)  # one per model that served the call
     transcript: list[TranscriptLine] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
@@ -114,6 +118,7 @@ class Session:
     say_requests: deque[SayRequest] = field(default_factory=deque)
     _listeners: list[SessionListener] = field(default_factory=list)
     _change_listeners: list[SessionListener] = field(default_factory=list)
+    _line_listeners: list[LineListener] = field(default_factory=list)
     _line_items: dict[str, int] = field(default_factory=dict)  # provider item id -> transcript index
     _read_counters: CounterReader | None = None  # set while a media leg runs the call
 
@@ -131,6 +136,10 @@ class Session:
     def on_change(self, listener: SessionListener) -> None:
         """Called after every state change (the end included), e.g. to persist the record."""
         self._change_listeners.append(listener)
+
+    def on_line(self, listener: LineListener) -> None:
+        """Called for each transcript line as it is added or replaced (the live event stream)."""
+        self._line_listeners.append(listener)
 
     def read_counters_from(self, reader: CounterReader) -> None:
         """While media flows its counters live in the leg: `record()` reads them there, so a live
@@ -166,10 +175,13 @@ class Session:
         if index is not None:
             at = self.transcript[index].at
             self.transcript[index] = TranscriptLine(role=role, text=text, at=at, truncated=truncated)
-            return
-        if item_id:
-            self._line_items[item_id] = len(self.transcript)
-        self.transcript.append(TranscriptLine(role=role, text=text, at=time.time(), truncated=truncated))
+        else:
+            index = len(self.transcript)
+            if item_id:
+                self._line_items[item_id] = index
+            self.transcript.append(TranscriptLine(role=role, text=text, at=time.time(), truncated=truncated))
+        for listener in self._line_listeners:
+            listener(self, index, self.transcript[index])
 
     def ask_to_say(self, text: str, *, interrupt: bool) -> None:
         """Queue a message for the bot to speak (the runner checks it is still running and can)."""
@@ -232,6 +244,28 @@ class Session:
             listener(self)
         self._changed()
 
+    def begin_model(self, provider: str, model: str) -> None:
+        """`provider` (its `model`) serves the call from now on."""
+        self.provider, self.model = provider, model
+        self.model_segments.append(ModelSegment(provider, model, started_at=time.time()))
+
+    def end_model(self, because: str | None) -> None:
+        """The current model's part ended (`because`: the error code that hands the call on)."""
+        if self.model_segments and self.model_segments[-1].ended_at is None:
+            last = self.model_segments[-1]
+            self.model_segments[-1] = dataclasses.replace(last, ended_at=time.time(), ended_because=because)
+
+    def model_refused(self, provider: str, model: str, code: str) -> None:
+        """A fallback that could not even be built (its part is empty; the serving model stays named)."""
+        now = time.time()
+        self.model_segments.append(ModelSegment(provider, model, now, ended_at=now, ended_because=code))
+
+    def _segments_at(self) -> list[ModelSegment]:
+        segments = self.model_segments
+        if not segments or segments[-1].ended_at is not None or self.ended_at is None:
+            return segments  # a live call's current model has no end yet
+        return [*segments[:-1], dataclasses.replace(segments[-1], ended_at=self.ended_at)]
+
     @property
     def duration_seconds(self) -> float:
         return self._duration_at(time.time())
@@ -282,4 +316,5 @@ class Session:
             dtmf=self.dtmf_digits,
             amd_result=self.amd_result,
             ended_by_guard=self.ended_by_guard,
+            model_segments=tuple(self._segments_at()),
         )

@@ -79,6 +79,51 @@ class TranscriptLine:
         return {"role": self.role, "text": self.text, "at": iso_utc(self.at), "truncated": self.truncated}
 
 
+@dataclass(frozen=True, slots=True)
+class ModelSegment:
+    """One model's part of a call: a failover ends one segment and starts the next."""
+
+    provider: str
+    model: str
+    started_at: float  # epoch seconds
+    ended_at: float | None = None
+    ended_because: str | None = None  # the error code that handed the call on (None: the call ended)
+
+    def __post_init__(self) -> None:
+        _check_epoch("started_at", self.started_at)
+        _check_epoch("ended_at", self.ended_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "ended_because": self.ended_because,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSegment:
+        ended_at = data.get("ended_at")
+        because = data.get("ended_because")
+        return cls(
+            provider=str(data["provider"]),
+            model=str(data.get("model", "")),
+            started_at=float(data["started_at"]),
+            ended_at=float(ended_at) if ended_at is not None else None,
+            ended_because=str(because) if because is not None else None,
+        )
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "started_at": iso_utc(self.started_at),
+            "ended_at": iso_utc(self.ended_at),
+            "ended_because": self.ended_because,
+        }
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Usage:
     """Token and transcription usage of one call (or one response; they add up)."""
@@ -92,9 +137,11 @@ class Usage:
     transcription_output_tokens: int = 0
     transcription_seconds: float = 0.0
     responses: int = 0
+    model_seconds: float = 0.0  # time connected to a model that bills by the minute
 
     def __post_init__(self) -> None:
         _check_finite("transcription_seconds", self.transcription_seconds)
+        _check_finite("model_seconds", self.model_seconds)
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -123,6 +170,7 @@ class Usage:
             transcription_output_tokens=int(data.get("transcription_output_tokens", 0)),
             transcription_seconds=float(data.get("transcription_seconds", 0.0)),
             responses=int(data.get("responses", 0)),
+            model_seconds=float(data.get("model_seconds", 0.0)),
         )
 
 
@@ -160,6 +208,8 @@ class CallRecord:
     dtmf: str = ""  # the caller's keys, as pressed (masked as * when the agent marks them sensitive)
     amd_result: str | None = None  # human | machine | unknown; None: no answering-machine detection
     ended_by_guard: str | None = None  # max_call_seconds | caller_silence
+    # Which model served which part of the call (more than one after a failover), in order.
+    model_segments: tuple[ModelSegment, ...] = ()
 
     def __post_init__(self) -> None:
         # Slots + frozen: normalise through object.__setattr__ (runs once per record).
@@ -168,6 +218,8 @@ class CallRecord:
             object.__setattr__(self, "disconnected_by", _plain(self.disconnected_by))
         if not isinstance(self.transcript, tuple):
             object.__setattr__(self, "transcript", tuple(self.transcript))
+        if not isinstance(self.model_segments, tuple):
+            object.__setattr__(self, "model_segments", tuple(self.model_segments))
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be 'inbound' or 'outbound', got {self.direction!r}")
         if self.status not in STATUSES:
@@ -222,6 +274,7 @@ class CallRecord:
             "dtmf": self.dtmf,
             "amd_result": self.amd_result,
             "ended_by_guard": self.ended_by_guard,
+            "models": [segment.to_api() for segment in self.model_segments],
         }
 
     def transcript_api(self) -> list[dict[str, Any]]:

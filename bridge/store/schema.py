@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Final
 
-from bridge.store.records import CallRecord, TranscriptLine, Usage
+from bridge.store.records import CallRecord, ModelSegment, TranscriptLine, Usage
 
 # Each step runs in its own transaction and bumps user_version to its 1-based index.
 # Append new steps; never edit a released one.
@@ -55,6 +55,26 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         "ALTER TABLE calls ADD COLUMN ended_by_guard TEXT",
         "CREATE INDEX calls_company_amd ON calls (company_id, amd_result)",
     ),
+    # 4: failover: which model served which part of the call.
+    ("ALTER TABLE calls ADD COLUMN model_segments TEXT NOT NULL DEFAULT '[]'",),
+    # 5: post-call reports (bridge/store/reports.py): written "pending" before the text model is asked,
+    # so a report a crash interrupted is asked again at the next start.
+    (
+        """
+        CREATE TABLE call_reports (
+            call_id TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            summary TEXT,
+            post_call_analysis TEXT,
+            error TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX call_reports_status ON call_reports (status)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -90,6 +110,7 @@ COLUMNS: Final = (
     "dtmf",
     "amd_result",
     "ended_by_guard",
+    "model_segments",
 )
 SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM calls"  # noqa: S608  (constant column names)
 # The WHERE keeps a call id owned by one company from being taken over by another's save.
@@ -160,6 +181,7 @@ def record_to_row(record: CallRecord) -> tuple[object, ...]:
         stored_text(record.dtmf),
         record.amd_result,
         record.ended_by_guard,
+        _json([segment.to_dict() for segment in record.model_segments]),
     )
 
 
@@ -198,4 +220,5 @@ def row_to_record(row: Sequence[Any]) -> CallRecord:
         dtmf=values["dtmf"],
         amd_result=values["amd_result"],
         ended_by_guard=values["ended_by_guard"],
+        model_segments=tuple(ModelSegment.from_dict(s) for s in json.loads(values["model_segments"])),
     )

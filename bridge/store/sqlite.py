@@ -241,6 +241,11 @@ class SqliteCallStore:
             raise StoreClosed("the call store is closed")
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn, *args)
 
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` on the writer thread, after everything issued before it: for the
+        tables other modules own (e.g. `store.reports`). Shielded like a save: once issued it lands."""
+        return await asyncio.shield(self._submit(fn, *args))
+
     async def save(self, record: CallRecord) -> None:
         """Insert or update the record with this call id (cheap: one row, one statement).
 

@@ -13,9 +13,19 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 
-from bridge.api import routes_calls, routes_company, routes_health, routes_openapi, routes_webhook
+from bridge.api import (
+    routes_calls,
+    routes_company,
+    routes_health,
+    routes_live,
+    routes_openapi,
+    routes_report,
+    routes_webhook,
+)
 from bridge.api.routes_media import MEDIA_PATH
+from bridge.api.routes_recording import recording_operations
 from bridge.app import Services, start_services
+from bridge.recording.service import Recordings
 from tests.helpers import ACME_KEY, CONNECTOR_KEY, make_settings
 
 
@@ -50,10 +60,13 @@ ROUTES = sorted(
             routes_health.OPERATIONS,
             routes_openapi.OPERATIONS_DOC,
             routes_webhook.OPERATIONS,
+            routes_live.OPERATIONS,
+            routes_report.OPERATIONS,
         )
         for op in module_ops
     }
     | {("GET", MEDIA_PATH)}
+    | {(op.method, op.path) for op in recording_operations(Recordings("var/recordings", 30))}
 )
 
 

@@ -24,10 +24,10 @@ from bridge.providers.base import (
     ProviderEvent,
     ResponseDone,
 )
+from bridge.providers.brief import AgentBrief
 from bridge.providers.factory import provider_for
 from bridge.providers.openai.client import RealtimeProvider
 from bridge.providers.openai.dialect import OPENAI
-from bridge.providers.openai.session_config import AgentBrief
 from bridge.settings import AgentSettings, build_settings
 from bridge.settings_agents import OpenAISettings
 from tests.fakes.openai_realtime import FakeRealtimeServer, Script, Turn

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import resource
 from pathlib import Path
 
 import pytest
 
 from bench.__main__ import build_parser, parse_calls
-from bench.daemon import bridge_config, parse_listening, pinned
+from bench.daemon import FAKE_MODELS, bridge_config, parse_listening, pinned
 from bench.limits import fds_needed, raise_nofile_limit
 from bench.loadgen import SETUP_ALLOWANCE_S, LoadSpec
 from bench.runner import fd_warning, launch_rate, setup_allowance
@@ -35,22 +36,35 @@ def test_parser_defaults_and_choices() -> None:
         build_parser().parse_args(["--provider", "gemini"])
 
 
-@pytest.mark.parametrize("provider", ["echo", "openai-fake"])
+@pytest.mark.parametrize("provider", ["echo", *FAKE_MODELS])
 def test_generated_config_is_valid(tmp_path: Path, provider: str) -> None:
+    fake = FAKE_MODELS.get(provider)
+    url = None
+    if fake is not None:
+        url = "http://127.0.0.1:1/api/calls" if fake.provider == "ultravox" else "ws://127.0.0.1:1/x"
     text = bridge_config(
         connector_hash=hash_key("c"),
         company_hash=hash_key("k"),
         max_calls=210,
         db_path=tmp_path / "b.db",
         provider=provider,  # type: ignore[arg-type]
-        openai_url="ws://127.0.0.1:1/v1/realtime" if provider == "openai-fake" else None,
+        model_url=url,
     )
     path = tmp_path / "bridge.toml"
     path.write_text(text)
     settings = load_settings(path)
     assert settings.server.max_calls == 210
     assert settings.server.port == 0
-    assert settings.companies[0].agent.provider == ("echo" if provider == "echo" else "openai")
+    assert settings.companies[0].agent.provider == (fake.provider if fake else "echo")
+    if fake is not None:
+        assert settings.providers.section(fake.provider).model == fake.model
+
+
+@pytest.mark.parametrize("provider", list(FAKE_MODELS))
+def test_each_fake_model_module_exists(provider: str) -> None:
+    module = FAKE_MODELS[provider].module
+    assert importlib.util.find_spec(module) is not None, module
+    assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} cannot run as a process"
 
 
 def test_parse_listening_line() -> None:

@@ -22,6 +22,11 @@ PURE = (
     "bridge.providers.openai.events",
     "bridge.providers.openai.responses",
     "bridge.providers.openai.conversation",
+    "bridge.providers.brief",
+    "bridge.providers.gemini.events",
+    "bridge.providers.elevenlabs.events",
+    "bridge.providers.deepgram.events",
+    "bridge.providers.ultravox.events",
     "bridge.session.dtmf",
     "bridge.session.guards",
     "bridge.api.strict_json",
@@ -101,6 +106,18 @@ def test_pure_audio_imports_no_other_bridge_code() -> None:
 def test_asterisk_and_providers_never_import_each_other() -> None:
     assert violations(("bridge.asterisk",), ("bridge.providers",)) == []
     assert violations(("bridge.providers",), ("bridge.asterisk",)) == []
+
+
+PROVIDER_PACKAGES = tuple(
+    f"bridge.providers.{name}" for name in ("openai", "gemini", "elevenlabs", "deepgram", "ultravox")
+)
+
+
+@pytest.mark.parametrize("package", PROVIDER_PACKAGES)
+def test_each_provider_stands_alone(package: str) -> None:
+    # Shared pieces live in providers/base, brief and request; one provider's change never moves another.
+    others = tuple(p for p in PROVIDER_PACKAGES if p != package)
+    assert violations((package,), others) == []
 
 
 def test_the_fake_asterisk_shares_no_code_with_the_server_side() -> None:

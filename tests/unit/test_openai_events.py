@@ -25,9 +25,9 @@ from bridge.providers.base import (
     TranscriptLine,
     Usage,
 )
+from bridge.providers.brief import AgentBrief, fill_placeholders
 from bridge.providers.openai.dialect import AZURE_OPENAI, OPENAI, XAI
 from bridge.providers.openai.events import ProtocolNote, RealtimeProtocol, SessionExpired
-from bridge.providers.openai.session_config import AgentBrief, fill_placeholders
 
 
 def _discriminated(sdk_union: Any) -> TypeAdapter[Any]:

@@ -21,6 +21,7 @@ from bridge.store import (
     STATUSES,
     CallQuery,
     CallRecord,
+    ModelSegment,
     SchemaTooNew,
     SqliteCallStore,
     StoreClosed,
@@ -90,13 +91,18 @@ FULL = make_record(
     dtmf="12#",
     amd_result="human",
     ended_by_guard="max_call_seconds",
+    model_segments=(
+        ModelSegment("openai", "gpt-realtime", T0 + 4.5, ended_at=T0 + 30.0, ended_because="timeout"),
+        ModelSegment("gemini", "gemini-live", T0 + 30.5),
+    ),
 )
-# What schema 3 added, as a row from before it reads back.
+# What schemas 3 and 4 added, as a row from before them reads back.
 TELEPHONY_DEFAULTS: dict[str, Any] = {
     "transferred_to": None,
     "dtmf": "",
     "amd_result": None,
     "ended_by_guard": None,
+    "model_segments": (),
 }
 
 
@@ -131,7 +137,7 @@ def test_to_api_shows_iso_times_and_counts_lines() -> None:
         *("disconnected_by", "error_code", "dial_outcome", "created_at", "answered_at", "ended_at"),
         *("duration_seconds", "usage", "cost_usd", "provider", "model", "frames_in", "frames_out"),
         *("drops", "barge_ins", "played_ms_estimated", "transcript_lines"),
-        *("transferred_to", "dtmf", "amd_result", "ended_by_guard"),
+        *("transferred_to", "dtmf", "amd_result", "ended_by_guard", "models"),
     }
     assert (shown["transferred_to"], shown["dtmf"]) == ("+34911222333", "12#")
     assert (shown["amd_result"], shown["ended_by_guard"]) == ("human", "max_call_seconds")
@@ -493,7 +499,7 @@ async def test_a_version_1_database_migrates_and_keeps_its_rows(tmp_path: Path, 
     # Schema 1 had no updated_at (nor what schema 3 added): its rows are the first 26 columns.
     _version_1_database(tmp_path / "calls.db", record_to_row(done)[:26], record_to_row(live)[:26])
     async with await open_store(db_url) as opened:
-        assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION == 3
+        assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION >= 5
         assert await opened.get("acme", "done-1") == done
         assert await opened.get("acme", "live-1") == live
         # A row from before the migration has no last save: it ends at the restart, as it always did.
@@ -518,7 +524,9 @@ async def test_a_failing_step_rolls_back_whole(
     conn = sqlite3.connect(tmp_path / "calls.db")
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     conn.close()
-    assert tables == {"calls"}  # the earlier step committed, the failing one left nothing behind
+    # The earlier steps committed (calls, and the tables later migrations add), the failing one nothing.
+    assert "calls" in tables
+    assert "extra" not in tables
     assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION
 
 
@@ -601,7 +609,7 @@ async def test_a_version_2_database_gains_the_telephony_columns(tmp_path: Path, 
     finally:
         conn.close()
     async with await open_store(db_url) as opened:
-        assert _pragma(tmp_path / "calls.db", "user_version") == 3
+        assert _pragma(tmp_path / "calls.db", "user_version") == SCHEMA_VERSION
         assert await opened.get("acme", "v2-1") == before
         after = dataclasses.replace(before, call_id="v3-1", dtmf="4*", amd_result="machine")
         await opened.save(after)

@@ -37,9 +37,9 @@ from bridge.providers.base import (
     ProviderEvent,
     ProviderUnavailable,
 )
+from bridge.providers.brief import AgentBrief
 from bridge.providers.openai.dialect import Dialect
 from bridge.providers.openai.events import ProtocolNote, RealtimeProtocol, SessionExpired
-from bridge.providers.openai.session_config import AgentBrief
 from bridge.settings_agents import RealtimeProviderSettings
 
 RECONNECT_DELAYS = (0.1, 0.25, 0.5, 1.0)  # then 1 s apart until the give-up time

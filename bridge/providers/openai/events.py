@@ -31,17 +31,11 @@ from bridge.providers.base import (
     ToolCall,
     TranscriptLine,
 )
+from bridge.providers.brief import AgentBrief, ResolvedBrief, opening_instructions, resolve, say_instructions
 from bridge.providers.openai.conversation import ConversationHistory, text_item
 from bridge.providers.openai.dialect import Dialect
 from bridge.providers.openai.responses import ResponseRequest, ResponseSchedule
-from bridge.providers.openai.session_config import (
-    AgentBrief,
-    ResolvedBrief,
-    opening_instructions,
-    resolve,
-    say_instructions,
-    session_body,
-)
+from bridge.providers.openai.session_config import session_body
 from bridge.providers.openai.usage import response_usage, transcription_usage
 
 # The session cannot go on: end the call as failed with this code.

@@ -59,6 +59,7 @@ class FakeRealtimeServer:
             raise ValueError(f"unknown variant {variant!r}")
         self.variant: Variant = variant
         self.api_key = api_key
+        self.refuse_new = False  # set by a test: later connections get 503 (a service that is down)
         self._script = script if script is not None else Script()
         self.host = host
         self._port = port
@@ -175,6 +176,9 @@ class FakeRealtimeServer:
             return self._refuse(
                 HTTPStatus.NOT_FOUND, "not_found", f"Unknown path {parts.path!r}.", parts.path
             )
+        if self.refuse_new:
+            msg = "The server is temporarily unavailable."
+            return self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "server_error", msg, parts.path)
         if not self._authorized(request.headers):
             how = "an 'api-key' header" if self.variant == "azure" else "'Authorization: Bearer <key>'"
             msg = f"Incorrect API key provided. Send {how}."

@@ -1,0 +1,1 @@
+"""Company integrations: live event hub, post-call reports (and the webhook outbox, WhatsApp)."""

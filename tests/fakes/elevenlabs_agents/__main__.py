@@ -1,0 +1,73 @@
+"""Run the fake as its own process (for the benchmark).
+
+    python -m tests.fakes.elevenlabs_agents --port 0 [--api-key KEY] [--speed 4] [--reply-ms 1200]
+        [--greeting-ms 1500] [--seed 1234] [--agent-id ID] [--public] [--format ulaw_8000]
+
+Prints one JSON line {"url": ..., "agent_id": ..., "pid": ...} once listening, runs until SIGTERM/SIGINT,
+then prints one JSON line of stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+
+from .script import AGENT_FORMATS, Script, Turn
+from .server import FakeElevenLabsServer
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tests.fakes.elevenlabs_agents", description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--api-key", default="xi-test-key")
+    p.add_argument("--agent-id", default="agent_test")
+    p.add_argument("--public", action="store_true", help="join with ?agent_id= alone, no signed URL")
+    p.add_argument("--format", choices=AGENT_FORMATS, default="ulaw_8000", help="the agent's audio formats")
+    p.add_argument("--speed", type=float, default=4.0, help="times faster than real time; 0 = no pauses")
+    p.add_argument("--reply-ms", type=int, default=1200)
+    p.add_argument("--greeting-ms", type=int, default=1500)
+    p.add_argument("--seed", type=int, default=1234)
+    return p.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> dict[str, object]:
+    script = Script(
+        input_format=args.format,
+        output_format=args.format,
+        turns=tuple(Turn(reply_ms=args.reply_ms) for _ in range(1000)),
+        greeting_ms=args.greeting_ms,
+        speed=args.speed,
+        seed=args.seed,
+    )
+    server = FakeElevenLabsServer(
+        api_key=args.api_key,
+        agent_id=args.agent_id,
+        private=not args.public,
+        script=script,
+        host=args.host,
+        port=args.port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        print(json.dumps({"url": server.url, "agent_id": args.agent_id, "pid": os.getpid()}), flush=True)
+        await stop.wait()
+    return server.stats()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stats = asyncio.run(serve(args))
+    print(json.dumps({"stats": stats}), flush=True)
+    return 1 if stats.get("failures") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
