@@ -16,7 +16,13 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from bridge.api import routes_live, routes_report
+from bridge.agents.catalog import AgentCatalog
+from bridge.agents.scheduler import TaskScheduler
+from bridge.agents.service import AgentService
+from bridge.agents.store import AgentStore
+from bridge.agents.task_store import TaskStore
+from bridge.agents.templating import call_facts, template_variables
+from bridge.api import routes_agents, routes_live, routes_report, routes_tasks, routes_webhooks
 from bridge.api.appkeys import DIRECTORY, RECORDINGS, DirectoryHolder
 from bridge.api.factory import create_app
 from bridge.api.http_server import HeaderTimeoutAppRunner
@@ -30,9 +36,14 @@ from bridge.asterisk.ari import AriController
 from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
 from bridge.asterisk.media_ws import MediaEndpoint
 from bridge.directory import Directory
+from bridge.errors import BridgeError
 from bridge.fdlimit import descriptor_problem, raise_descriptor_limit
 from bridge.integrations.live import LiveHub, LiveTokens
+from bridge.integrations.outbox import Outbox
 from bridge.integrations.report import ReportService
+from bridge.integrations.sender import WebhookSender
+from bridge.integrations.webhook_store import WebhookStore
+from bridge.integrations.webhooks import WebhookService
 from bridge.logging import get_logger
 from bridge.providers.base import Provider, ProviderUnavailable
 from bridge.providers.factory import CallBrief, provider_for
@@ -46,9 +57,9 @@ from bridge.session.manager import SessionManager
 from bridge.session.plan import CallPlan, Fallback, ModelBuilder
 from bridge.session.policy import call_policy
 from bridge.session.records import CallRecorder
-from bridge.session.session import Session
+from bridge.session.session import CallInfo, Session
 from bridge.session.tools import ToolBox
-from bridge.settings import AgentSettings, ConfigError, Settings, load_settings
+from bridge.settings import ConfigError, Settings, load_settings
 from bridge.settings_agents import MODEL_PROVIDERS, REALTIME_PROVIDERS
 from bridge.store import SqliteCallStore, open_store
 from bridge.store.reports import ReportStore
@@ -85,6 +96,9 @@ class Services:
     recordings: Recordings | None = None
     reports: ReportService | None = None
     live: LiveHub | None = None
+    agents: AgentService | None = None
+    tasks: TaskScheduler | None = None
+    webhooks: WebhookSender | None = None
 
     @property
     def audiosocket_port(self) -> int | None:
@@ -93,6 +107,8 @@ class Services:
     async def close(self) -> None:
         if self.audiosocket is not None:
             self.audiosocket.close()
+        if self.tasks is not None:
+            await self.tasks.close()  # no new task dials; one still calling is resolved at the next start
         await self.runner.cleanup()
         await self.calls.close()
         if self.controller is not None:
@@ -102,6 +118,8 @@ class Services:
             await self.recordings.close()
         if self.reports is not None:
             await self.reports.close()  # a report still pending is asked again at the next start
+        if self.webhooks is not None:
+            await self.webhooks.close()  # undelivered events stay pending in the store
         await self.store.close()
         await self.http.close()
 
@@ -158,15 +176,26 @@ def make_call_planner(
     http: aiohttp.ClientSession,
     controller: CallController | None = None,
     recordings: Recordings | None = None,
+    *,
+    agents: AgentCatalog | None = None,
 ) -> Callable[[Session], CallPlan]:
-    """What each call gets: its company's agent (read at call time, so SIGHUP applies to new calls)."""
+    """What each call gets: its agent (read at call time, so an edit or a SIGHUP applies to new calls)."""
+    catalog = agents or AgentCatalog(directory)
 
     def plan_call(session: Session) -> CallPlan:
-        company = directory().companies.get(session.company_id)
-        agent = company.settings.agent if company is not None else AgentSettings()
         info = session.info
+        if not info.agent_id and info.direction == "inbound":
+            # A call no webhook chose an agent for (ARI, a credentialed media socket): the number's own.
+            chosen = catalog.for_number(info.company_id, info.called)
+            if chosen:
+                info = session.info = dataclasses.replace(info, agent_id=chosen)
+        try:
+            agent = catalog.resolve(info.company_id, info.agent_id)
+        except BridgeError as exc:  # deleted or disabled since the call was requested
+            raise ProviderUnavailable(exc.message, code=exc.code) from exc
         tools = ToolBox(agent, controller=controller, http=http, outbound=info.direction == "outbound")
-        brief = CallBrief(info.call_objective, info.first_message, info.variables)
+        variables = call_variables(info, directory())
+        brief = CallBrief(info.call_objective, info.first_message, variables)
         specs = tools.specs()
 
         def builder(name: str) -> ModelBuilder:
@@ -198,13 +227,27 @@ def make_call_planner(
             fallbacks=tuple(fallbacks),
             controller=controller,
             local_barge_in_ms=agent.local_barge_in_ms if agent.local_barge_in else None,
-            policy=call_policy(agent, info),
+            policy=call_policy(agent, dataclasses.replace(info, variables=variables)),
             tap=partial(recordings.open, session.company_id, session.call_id)
             if recordings is not None and agent.recording
             else None,
         )
 
     return plan_call
+
+
+def call_variables(info: CallInfo, directory: Directory) -> dict[str, str]:
+    """Every name the call's placeholders may use: its variables as `x` and `crm.x`, facts as `call.y`."""
+    company = directory.companies.get(info.company_id)
+    facts = call_facts(
+        call_id=info.call_id,
+        caller=info.caller,
+        called=info.called,
+        direction=info.direction,
+        caller_name=info.caller_name,
+        company=(company.settings.name or company.id) if company is not None else info.company_id,
+    )
+    return template_variables(info.variables, facts)
 
 
 def model_client() -> aiohttp.ClientSession:
@@ -240,19 +283,50 @@ async def start_services(settings: Settings) -> Services:
     if controller is not None:
         await controller.start()
     holder = DirectoryHolder(Directory.from_settings(settings))
+    # Agents: loaded before any call, so the first one already runs the agent it names.
+    agent_catalog = AgentCatalog(lambda: holder.current)
+    agents = AgentService(AgentStore(store), agent_catalog, lambda: holder.current)
+    await agents.load()
     http = model_client()
     # Recordings: half-written files repaired before any call, then the retention sweeper.
     recordings = Recordings(settings.storage.recordings_dir, settings.storage.recording_retention_days)
     await recordings.start()
-    reports = ReportService(
-        ReportStore(store), store, lambda: holder.current, settings.analysis, http, saved=recorder.flush
+    # Webhooks: events written in the transaction of the state change that causes them (the outbox),
+    # sent by a background task; call_completed waits for the post-call report when there is one.
+    webhook_store = WebhookStore(store)
+    webhook_sender = WebhookSender(webhook_store, http, lambda: holder.current, settings.webhook_delivery)
+    outbox = Outbox(
+        lambda: holder.current,
+        has_recording=lambda company_id, call_id: recordings.path_for(company_id, call_id).is_file(),
+        retry_for_seconds=settings.webhook_delivery.retry_for_seconds,
+        written=webhook_sender.wake,
     )
+    recorder.companion = outbox.on_save
+    if interrupted:  # their call_failed, which the killed process could not write
+        since = time.time() - settings.webhook_delivery.retry_for_seconds
+        try:
+            await store.run(outbox.write_interrupted, since)
+        except Exception as exc:  # the calls are safe; only their announcement is lost
+            log.error("webhook_interrupted_events_failed", error=type(exc).__name__)
+    reports = ReportService(
+        ReportStore(store),
+        store,
+        lambda: holder.current,
+        settings.analysis,
+        http,
+        saved=recorder.flush,
+        agents=agent_catalog.profile,
+        finished=outbox.report_finished,
+    )
+    outbox.awaits_report = reports.will_report
     session_hooks.append(reports.track)
     admission = Admission(
         manager,
         store,
         directory=lambda: holder.current,
-        plan_call=make_call_planner(lambda: holder.current, settings, http, controller, recordings),
+        plan_call=make_call_planner(
+            lambda: holder.current, settings, http, controller, recordings, agents=agent_catalog
+        ),
         policy=AdmissionPolicy(
             allow_unauthenticated_media=settings.connector.allow_unauthenticated_media,
             webhookless_audiosocket_company=settings.audiosocket.webhookless_company,
@@ -261,7 +335,11 @@ async def start_services(settings: Settings) -> Services:
     if isinstance(controller, AriController):
         controller.on_inbound = stasis_admitter(admission)
     calls = CallService(
-        admission, store, controller, dial_timeout_seconds=settings.asterisk.originate.timeout_seconds
+        admission,
+        store,
+        controller,
+        dial_timeout_seconds=settings.asterisk.originate.timeout_seconds,
+        agents=agent_catalog,
     )
     app = create_app(settings, admission, calls, holder)
     register(app, [media_operation(MediaEndpoint(admission).handle)])
@@ -270,6 +348,13 @@ async def start_services(settings: Settings) -> Services:
     live = LiveHub()
     routes_live.setup_routes(app, live, LiveTokens())
     routes_report.setup_routes(app, reports)
+    routes_webhooks.setup_routes(
+        app, WebhookService(webhook_store, webhook_sender, settings.webhook_delivery.retry_for_seconds)
+    )
+    routes_agents.setup_routes(app, agents)
+    # Tasks: the store is the queue; the scheduler starts once everything it dials through listens.
+    tasks = TaskScheduler(TaskStore(store), calls, settings.tasks, settings.server.max_calls)
+    routes_tasks.setup_routes(app, tasks)
     runner = HeaderTimeoutAppRunner(
         app,
         header_timeout_seconds=settings.server.header_timeout_seconds,
@@ -291,6 +376,8 @@ async def start_services(settings: Settings) -> Services:
         controller=controller,
         reports=reports,
         live=live,
+        webhooks=webhook_sender,
+        agents=agents,
         recordings=recordings,
     )
     try:
@@ -305,6 +392,9 @@ async def start_services(settings: Settings) -> Services:
     except OSError:
         await services.close()
         raise
+    services.tasks = tasks
+    await tasks.start()
+    webhook_sender.start()  # what a previous process left pending goes out now
     resumed = await reports.resume()
     if resumed:
         log.info("reports_resumed", reports=resumed)

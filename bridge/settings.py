@@ -22,6 +22,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from bridge.integrations import keymap
 from bridge.keys import digest_of, is_e164
 from bridge.settings_agents import (
     AgentSettings,
@@ -115,6 +116,15 @@ class AnalysisSettings(Section):
     timeout_seconds: float = Field(30.0, gt=0, le=300)
 
 
+class TaskSettings(Section):
+    """The scheduler of tasks (scheduled outbound calls)."""
+
+    poll_seconds: float = Field(0.5, gt=0, le=60)  # how often due tasks are looked for
+    max_concurrent_per_company: int = Field(5, ge=1, le=10_000)
+    # Task calls never hold more than this share of [server] max_calls, so inbound calls find room.
+    max_share_of_calls: float = Field(0.5, gt=0, le=1)
+
+
 class AmiSettings(Section):
     host: str = "127.0.0.1"
     port: int = Field(5038, ge=1, le=65535)
@@ -171,6 +181,41 @@ class WhatsAppNumber(Section):
     verification_status: str = "verified"
 
 
+WebhookEvent = Literal["call_started", "call_completed", "call_failed", "balance_low"]
+DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("call_started", "call_completed", "call_failed")
+
+
+def _known_key_map(key_map: dict[str, str]) -> dict[str, str]:
+    unknown = keymap.unknown_names(key_map)
+    if unknown:
+        listed = ", ".join("{{" + name + "}}" for name in unknown)
+        raise ValueError(f"unknown placeholder(s) {listed}: use {{{{call.<field>}}}} of the call result")
+    return key_map
+
+
+KeyMap = Annotated[dict[str, str], AfterValidator(_known_key_map)]
+
+
+class WebhookSettings(Section):
+    """Where a company's webhook events go (POST JSON, signed with `secret`; README shows the check)."""
+
+    url: str = Field("", pattern=r"^(https?://\S+)?$")  # "": no webhooks
+    secret: Secret = SecretStr("")  # HMAC-SHA256 key of X-Bridge-Signature
+    events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
+    # The post-call push's `mapped`: CRM field -> "{{call.x}}" template (bridge/integrations/keymap.py).
+    key_map: KeyMap = Field(default_factory=dict)
+
+
+class WebhookDeliverySettings(Section):
+    """How webhook deliveries are sent and retried (every company's alike)."""
+
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    retry_base_seconds: float = Field(10.0, gt=0, le=3600)  # doubled per failed attempt, with jitter
+    retry_max_seconds: float = Field(3600.0, gt=0, le=86_400)
+    retry_for_seconds: float = Field(86_400.0, gt=0, le=30 * 86_400)  # then the delivery is dead
+    poll_seconds: float = Field(1.0, gt=0, le=60)
+
+
 class CompanySettings(Section):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
@@ -180,6 +225,7 @@ class CompanySettings(Section):
     allowed_callers: list[E164Phone] = Field(default_factory=list)
     whatsapp_numbers: list[WhatsAppNumber] = Field(default_factory=list)
     agent: AgentSettings = AgentSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
 
 class Settings(BaseSettings):
@@ -199,6 +245,8 @@ class Settings(BaseSettings):
     asterisk: AsteriskSettings = AsteriskSettings()
     providers: ProvidersSettings = ProvidersSettings()
     analysis: AnalysisSettings = AnalysisSettings()
+    webhook_delivery: WebhookDeliverySettings = WebhookDeliverySettings()
+    tasks: TaskSettings = TaskSettings()
     logging: LoggingSettings = LoggingSettings()
     companies: list[CompanySettings] = Field(default_factory=list)
 

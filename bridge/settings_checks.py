@@ -187,6 +187,11 @@ def missing_secrets(settings: Settings) -> list[str]:
         for tool_index, tool in enumerate(company.agent.tools):
             for header, value in tool.headers.items():
                 problems += _unset(f"companies[{index}].agent.tools[{tool_index}].headers.{header}", value)
+        # A webhook secret is used once the company's webhooks have a url to sign for.
+        if company.webhooks.url:
+            problems += _unset(
+                f"companies[{index}].webhooks.secret", company.webhooks.secret, " (webhooks.url is set)"
+            )
     return problems
 
 

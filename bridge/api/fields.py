@@ -84,3 +84,8 @@ Instant = Annotated[
         }
     ),
 ]
+
+
+# Ids of a company's agents and tasks (the bridge makes UUIDs; config agents are named by the operator).
+RESOURCE_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+ResourceId = Annotated[str, Field(min_length=1, max_length=128, pattern=RESOURCE_ID_PATTERN)]

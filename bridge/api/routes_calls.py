@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from bridge.api.appkeys import CALLS, COMPANY, RECORDINGS
 from bridge.api.envelope import ok, parse_body, parse_query
-from bridge.api.fields import E164, NO_CONTROL_PATTERN, Instant
+from bridge.api.fields import E164, NO_CONTROL_PATTERN, Instant, ResourceId
 from bridge.api.openapi import Operation, register
 from bridge.errors import BadRequest, Forbidden
 from bridge.session.admission import valid_call_id
@@ -72,6 +72,12 @@ class OutboundRequest(BaseModel):
         description="Answering-machine detection (on as well when the company's agent has amd = true); "
         "on a machine the bot leaves the agent's voicemail_message, or hangs up",
     )
+    agent_id: ResourceId | None = Field(
+        None,
+        description="The company's agent for this call (GET /api/agents); default: the config's agent. "
+        "400 unknown_agent, 409 agent_disabled; a {{placeholder}} it uses that variables and call facts "
+        "cannot fill is 400 unknown_placeholder",
+    )
 
 
 class CallListQuery(BaseModel):
@@ -83,6 +89,8 @@ class CallListQuery(BaseModel):
     status: Status | None = None
     direction: Direction | None = None
     amd_result: AmdResult | None = None
+    agent_id: ResourceId | None = Field(None, description="Calls run by this agent")
+    task_id: ResourceId | None = Field(None, description="Calls placed by this task")
     from_: Instant | None = Field(None, alias="from", description="Created at or after (inclusive)")
     to: Instant | None = Field(None, description="Created before (exclusive)")
     start_date: Instant | None = Field(None, description="Same as `from`")
@@ -180,6 +188,8 @@ class CallOut(BaseModel):
     )
     amd_result: AmdResult | None = Field(description="Answering-machine detection; null when none ran")
     ended_by_guard: Guard | None = Field(description="The guard that ended the call, if one did")
+    agent_id: str | None = Field(description="The agent that ran the call; null: the company's default")
+    task_id: str | None = Field(description="The scheduled task that placed the call, if one did")
     models: list[ModelSegmentOut] = Field(
         description="Which model served which part of the call (several after a failover), in order"
     )
@@ -283,6 +293,7 @@ async def originate(request: web.Request) -> web.Response:
             variables=body.variables,
             ring_timeout_seconds=body.ring_timeout_seconds,
             amd=body.amd,
+            agent_id=body.agent_id or "",
         )
     )
     return ok(Dialing(call_id=session.call_id, status=session.state.value))
@@ -295,6 +306,8 @@ async def list_calls(request: web.Request) -> web.Response:
         status=query.status,
         direction=query.direction,
         amd_result=query.amd_result,
+        agent_id=query.agent_id,
+        task_id=query.task_id,
         since=query.since,
         until=query.until,
         limit=query.limit,
@@ -360,7 +373,7 @@ OPERATIONS = (
         "calls",
         body=OutboundRequest,
         response=Dialing,
-        errors=(403, 503),
+        errors=(403, 409, 503),
     ),
     Operation(
         "GET",

@@ -7,15 +7,19 @@ Which company the call belongs to, who may call and whether the call id is new a
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, model_validator
 
-from bridge.api.appkeys import ADMISSION
+from bridge.agents.catalog import AgentCatalog
+from bridge.agents.templating import call_facts
+from bridge.api.appkeys import ADMISSION, DIRECTORY
 from bridge.api.envelope import ok, parse_body
-from bridge.api.fields import CalledNumber, NoControlChars, PhoneNumber
+from bridge.api.fields import CalledNumber, NoControlChars, PhoneNumber, ResourceId
 from bridge.api.openapi import Operation, register
+from bridge.api.routes_agents import AGENTS
 from bridge.session.admission import CALL_ID_PATTERN, Announcement
 
 WS_URL_PATTERN = r"^wss?://[^\x00-\x20\x7f-\x9f]+$"
@@ -57,8 +61,11 @@ class _Webhook(BaseModel):
 
 
 class ConnectWebhook(_Webhook):
+    """Any other field (string, number or boolean; or the entries of a `variables` object) is a variable
+    of the call, filled into the agent's `{{name}}` / `{{crm.name}}` placeholders."""
+
     model_config = ConfigDict(
-        extra="ignore",
+        extra="allow",
         json_schema_extra={"allOf": [_COMPANY_KEYS, _one_of_given("callerPhone", "caller_number")]},
     )
 
@@ -69,6 +76,11 @@ class ConnectWebhook(_Webhook):
     websocketUrl: Annotated[
         str, Field(max_length=2048, json_schema_extra={"pattern": WS_URL_PATTERN}), AfterValidator(_ws_url)
     ]
+    agentId: ResourceId | None = Field(
+        None,
+        description="The company's agent to answer (400 unknown_agent); default: the agent listing "
+        "b_number in its phones, else the company's default agent",
+    )
 
     @model_validator(mode="after")
     def _caller_given(self) -> ConnectWebhook:
@@ -97,6 +109,33 @@ class WebhookResult(BaseModel):
     created: bool = Field(description="This request created the call (a repeated connect is 409)")
 
 
+MAX_VARIABLES = 100
+MAX_VARIABLE_CHARS = 1000
+_VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
+def webhook_variables(extra: Mapping[str, Any]) -> dict[str, str]:
+    """The call's variables from the connect body's extra fields (and its `variables` object, if any).
+
+    Only scalars a placeholder could name are kept; anything else is skipped, not refused: a PBX's
+    own bookkeeping fields must not cost the caller the call."""
+    nested = extra.get("variables")
+    items = [*(nested.items() if isinstance(nested, dict) else ()), *extra.items()]
+    variables: dict[str, str] = {}
+    for name, value in items:
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str | int | float):
+            text = str(value)
+        else:
+            continue
+        if isinstance(name, str) and _VARIABLE_NAME.match(name) and len(text) <= MAX_VARIABLE_CHARS:
+            variables[name] = text
+            if len(variables) == MAX_VARIABLES:
+                break
+    return variables
+
+
 async def voip_webhook(request: web.Request) -> web.Response:
     body = (await parse_body(request, VoipWebhook)).root
     admission = request.app[ADMISSION]
@@ -105,14 +144,31 @@ async def voip_webhook(request: web.Request) -> web.Response:
         # Idempotent: an unknown or already finished call is not an error for a hangup.
         status = session.state.value if session is not None else "unknown"
         return ok(WebhookResult(callId=body.callId, status=status, created=False))
+    called = body.b_number or ""
+    company = admission.company_for_call(called, body.companyId or "")
+    agents = request.app.get(AGENTS)
+    catalog = agents.catalog if agents is not None else AgentCatalog(lambda: request.app[DIRECTORY].current)
+    agent_id = catalog.inbound_agent(company.id, body.agentId or "", called)
+    variables = webhook_variables(body.model_extra or {})
+    facts = call_facts(
+        call_id=body.callId,
+        caller=body.caller,
+        called=called,
+        direction="inbound",
+        caller_name=body.callerName or "",
+        company=company.settings.name or company.id,
+    )
+    catalog.check_call(company.id, agent_id, variables, facts)  # 400 unknown_placeholder: no call made
     session = await admission.announce(
         Announcement(
             call_id=body.callId,
             caller=body.caller,
-            called=body.b_number or "",
+            called=called,
             caller_name=body.callerName or "",
             company_id=body.companyId or "",
             websocket_url=body.websocketUrl,
+            agent_id=agent_id,
+            variables=variables,
         )
     )
     return ok(WebhookResult(callId=session.call_id, status=session.state.value, created=True))
@@ -130,7 +186,9 @@ OPERATIONS = (
         response=WebhookResult,
         errors=(403, 404, 409, 503),
         description="The company is the owner of b_number; a companyId that disagrees is 403 "
-        "company_mismatch. A call id is used once: a repeated connect is 409 duplicate_call.",
+        "company_mismatch. A call id is used once: a repeated connect is 409 duplicate_call. "
+        "agentId chooses the agent (400 unknown_agent, 409 agent_disabled); extra fields are the "
+        "call's variables, and a placeholder the agent uses that none fills is 400 unknown_placeholder.",
     ),
 )
 

@@ -23,7 +23,7 @@ from bridge.directory import Directory
 from bridge.logging import get_logger
 from bridge.session.session import Session
 from bridge.settings import AgentSettings, AnalysisSettings
-from bridge.store.records import CallRecord, CallStore
+from bridge.store.records import CallRecord, CallStore, StoreWrite
 from bridge.store.reports import AnalysisValue, ReportStore, StoredReport
 
 ATTEMPTS: Final = 3
@@ -122,6 +122,8 @@ class ReportService:
         http: aiohttp.ClientSession,
         *,
         saved: Callable[[], Awaitable[None]] | None = None,
+        agents: Callable[[str, str], AgentSettings | None] | None = None,
+        finished: Callable[[str, str], StoreWrite] | None = None,
         attempts: int = ATTEMPTS,
         retry_delay_seconds: float = RETRY_DELAY_SECONDS,
     ) -> None:
@@ -131,18 +133,24 @@ class ReportService:
         self.settings = settings
         self.http = http
         self._saved = saved  # waits for the record saves issued so far (the call's final one)
+        self._agents = agents  # (company_id, agent_id) -> the profile of the agent that ran the call
+        # (call_id, company_id): rows to commit with the final report (the webhook outbox's call_completed)
+        self._finished = finished
         self.attempts = attempts
         self.retry_delay_seconds = retry_delay_seconds
         self._running: dict[str, asyncio.Task[None]] = {}
         self._log = get_logger("reports")
 
-    def agent_of(self, company_id: str) -> AgentSettings | None:
+    def agent_of(self, company_id: str, agent_id: str = "") -> AgentSettings | None:
+        """The agent that ran the call ("": the company's default); None when it no longer exists."""
+        if self._agents is not None:
+            return self._agents(company_id, agent_id)
         company = self.directory().companies.get(company_id)
         return company.settings.agent if company is not None else None
 
-    def requested(self, company_id: str) -> bool:
-        """Whether this company's calls get an analysis (its agent has a prompt)."""
-        agent = self.agent_of(company_id)
+    def requested(self, company_id: str, agent_id: str = "") -> bool:
+        """Whether the call gets an analysis (its agent has a prompt)."""
+        agent = self.agent_of(company_id, agent_id)
         return agent is not None and bool(agent.analysis_prompt.strip())
 
     def in_progress(self, call_id: str) -> bool:
@@ -151,9 +159,16 @@ class ReportService:
     def track(self, session: Session) -> None:
         session.on_end(self._ended)
 
-    def _ended(self, session: Session) -> None:
+    def will_report(self, session: Session) -> bool:
+        """Whether this call gets an analysis once it is over (the webhook outbox's call_completed waits)."""
         # A call that never had media said nothing: there is nothing to analyse.
-        if session.connected_at is not None and self.requested(session.company_id):
+        return session.connected_at is not None and self.requested(session.company_id, session.info.agent_id)
+
+    def _also(self, call_id: str, company_id: str) -> StoreWrite | None:
+        return None if self._finished is None else self._finished(call_id, company_id)
+
+    def _ended(self, session: Session) -> None:
+        if self.will_report(session):
             self._start(session.call_id, session.company_id)
 
     async def resume(self) -> int:
@@ -181,9 +196,14 @@ class ReportService:
             if record is None:
                 return
             await self.reports.pending(call_id, company_id, time.time())
-            agent = self.agent_of(company_id)
+            agent = self.agent_of(company_id, record.agent_id or "")
             if agent is None or not agent.analysis_prompt.strip():
-                await self.reports.failed(call_id, "the agent no longer has an analysis_prompt", time.time())
+                await self.reports.failed(
+                    call_id,
+                    "the agent no longer has an analysis_prompt",
+                    time.time(),
+                    self._also(call_id, company_id),
+                )
                 return
             await self._analyse(record, agent)
         except asyncio.CancelledError:
@@ -199,13 +219,21 @@ class ReportService:
             except AnalysisFailed as exc:
                 await self.reports.attempted(call_id, str(exc), time.time())
                 if not exc.retryable or attempt == self.attempts:
-                    await self.reports.failed(call_id, str(exc), time.time())
+                    await self.reports.failed(
+                        call_id, str(exc), time.time(), self._also(call_id, record.company_id)
+                    )
                     self._log.warning("report_failed", call_id=call_id, attempts=attempt, error=str(exc))
                     return
                 await asyncio.sleep(self.retry_delay_seconds * 2 ** (attempt - 1))
                 continue
             await self.reports.attempted(call_id, None, time.time())
-            await self.reports.done(call_id, analysis.summary, analysis.fields, time.time())
+            await self.reports.done(
+                call_id,
+                analysis.summary,
+                analysis.fields,
+                time.time(),
+                self._also(call_id, record.company_id),
+            )
             self._log.info("report_done", call_id=call_id, attempts=attempt)
             return
 

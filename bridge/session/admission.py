@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from bridge.directory import Company, Directory
@@ -59,6 +59,8 @@ class Announcement:
     caller_name: str = ""
     company_id: str = ""
     websocket_url: str = ""
+    agent_id: str = ""  # the company's agent to answer ("": its default); chosen and checked by the route
+    variables: Mapping[str, str] = field(default_factory=dict)  # the webhook's extra fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,8 @@ class Admission:
                     called=stored_number(announcement.called, "b_number") if announcement.called else "",
                     caller_name=announcement.caller_name,
                     websocket_url=announcement.websocket_url,
+                    variables=dict(announcement.variables),
+                    agent_id=announcement.agent_id,
                 )
                 return self.manager.create_pending(info)
 

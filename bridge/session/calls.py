@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bridge.agents.catalog import DEFAULT_AGENT_ID, AgentCatalog
+from bridge.agents.templating import call_facts
 from bridge.errors import BadRequest, BridgeError, Conflict, NotFound, Unavailable
 from bridge.logging import get_logger
 from bridge.session.admission import Admission
@@ -43,6 +45,10 @@ class OutboundCall:
     variables: Mapping[str, str] | None = None
     ring_timeout_seconds: float | None = None  # None: [asterisk.originate] timeout_seconds
     amd: bool = False  # answering-machine detection (also on when the company's agent asks for it)
+    agent_id: str = ""  # "": the company's default agent
+    task_id: str = ""
+    webhook_url: str = ""
+    webhook_events: tuple[str, ...] = ()
 
 
 def control_failure(exc: ControlError) -> BridgeError:
@@ -60,8 +66,11 @@ class CallService:
         controller: CallController | None,
         *,
         dial_timeout_seconds: float,
+        agents: AgentCatalog | None = None,
     ) -> None:
         self.admission = admission
+        # The company's agents; None (tests building a bare service): only the config's default agent.
+        self.agents = agents or AgentCatalog(admission.directory)
         self.manager = admission.manager
         self.store = store
         self.controller = controller
@@ -77,22 +86,45 @@ class CallService:
 
     def originate(self, request: OutboundCall) -> Session:
         """Create the call (dialing) and start dialing; the outcome arrives later on the session."""
+        company = self.admission.directory().companies.get(request.company_id)
+        call_id = str(uuid.uuid4())
+        variables = dict(request.variables or {})
+        facts = call_facts(
+            call_id=call_id,
+            caller=request.from_number,
+            called=request.to_number,
+            direction="outbound",
+            caller_name="",
+            company=(company.settings.name or company.id) if company is not None else request.company_id,
+        )
+        # Every path that dials (the API, tasks) is checked here: the agent exists and is enabled, and
+        # no placeholder would be heard as "{{crm.name}}" (400 before any call exists).
+        agent = self.agents.check_call(
+            request.company_id,
+            request.agent_id,
+            variables,
+            facts,
+            request.call_objective,
+            request.first_message,
+        )
         controller = self.controller
         if controller is None or controller.health is ControllerHealth.DOWN:
             raise Unavailable("Asterisk call control is not available", code="asterisk_unavailable")
-        company = self.admission.directory().companies.get(request.company_id)
-        agent_amd = company is not None and company.settings.agent.amd
         ring_seconds = request.ring_timeout_seconds or self.dial_timeout_seconds
         info = CallInfo(
-            call_id=str(uuid.uuid4()),
+            call_id=call_id,
             company_id=request.company_id,
             direction="outbound",
             caller=request.from_number,
             called=request.to_number,
             call_objective=request.call_objective,
             first_message=request.first_message,
-            variables=dict(request.variables or {}),
-            amd=request.amd or agent_amd,
+            variables=variables,
+            amd=request.amd or agent.amd,
+            agent_id="" if request.agent_id == DEFAULT_AGENT_ID else request.agent_id,
+            task_id=request.task_id,
+            webhook_url=request.webhook_url,
+            webhook_events=request.webhook_events,
         )
         session = self.admission.outbound(info, ring_seconds + ANSWER_TO_MEDIA_SECONDS)
         dial = asyncio.ensure_future(self._dial(controller, session, request.ring_timeout_seconds))

@@ -11,21 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable
 from typing import Final
 
 from bridge.logging import get_logger
 from bridge.session.session import Session
-from bridge.store.records import CallStore
+from bridge.store.records import CallRecord, CallStore, StoreWrite
 
 # Snapshots taken per turn of the event loop: with many calls, media still runs between batches.
 CHECKPOINT_BATCH: Final = 50
 
 
 class CallRecorder:
-    def __init__(self, store: CallStore, *, checkpoint_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        store: CallStore,
+        *,
+        checkpoint_seconds: float = 5.0,
+        companion: Callable[[Session, CallRecord], StoreWrite | None] | None = None,
+    ) -> None:
         if checkpoint_seconds <= 0:
             raise ValueError("checkpoint_seconds must be positive")
         self.store = store
+        # Asked at each save: rows that must commit with this version of the record (the webhook
+        # outbox's events when the call became active, ended or failed), or None.
+        self.companion = companion
         self.checkpoint_seconds = checkpoint_seconds
         self.failures = 0
         self._saving: set[asyncio.Task[None]] = set()
@@ -66,7 +76,9 @@ class CallRecorder:
 
     async def _save(self, session: Session) -> None:
         try:
-            await self.store.save(session.record())
+            record = session.record()
+            also = self.companion(session, record) if self.companion is not None else None
+            await self.store.save(record, also=also)
         except Exception as exc:  # a full disk must not take calls down; it is logged and counted
             self.failures += 1
             self._log.error("record_save_failed", call_id=session.call_id, error=type(exc).__name__)

@@ -39,6 +39,11 @@ class CallInfo:
     first_message: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)
     amd: bool = False  # the outbound request asked for answering-machine detection
+    agent_id: str = ""  # the company's agent running the call ("": the company's default agent)
+    task_id: str = ""  # the scheduled task that placed this outbound call
+    # Where this call's webhook events go besides the company's own (a task's `webhook_url`/`webhook_events`).
+    webhook_url: str = ""
+    webhook_events: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -316,5 +321,7 @@ class Session:
             dtmf=self.dtmf_digits,
             amd_result=self.amd_result,
             ended_by_guard=self.ended_by_guard,
+            agent_id=info.agent_id or None,
+            task_id=info.task_id or None,
             model_segments=tuple(self._segments_at()),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, cast
@@ -208,6 +208,8 @@ class CallRecord:
     dtmf: str = ""  # the caller's keys, as pressed (masked as * when the agent marks them sensitive)
     amd_result: str | None = None  # human | machine | unknown; None: no answering-machine detection
     ended_by_guard: str | None = None  # max_call_seconds | caller_silence
+    agent_id: str | None = None  # None: the company's default agent
+    task_id: str | None = None  # the scheduled task that placed the call
     # Which model served which part of the call (more than one after a failover), in order.
     model_segments: tuple[ModelSegment, ...] = ()
 
@@ -274,6 +276,8 @@ class CallRecord:
             "dtmf": self.dtmf,
             "amd_result": self.amd_result,
             "ended_by_guard": self.ended_by_guard,
+            "agent_id": self.agent_id,
+            "task_id": self.task_id,
             "models": [segment.to_api() for segment in self.model_segments],
         }
 
@@ -292,6 +296,8 @@ class CallQuery:
     status: str | None = None
     direction: str | None = None
     amd_result: str | None = None
+    agent_id: str | None = None
+    task_id: str | None = None
     since: float | None = None
     until: float | None = None
     limit: int = 50
@@ -314,10 +320,15 @@ class CallQuery:
         _check_finite("until", self.until)
 
 
+# Run on the store's writer thread with its connection, inside the transaction that saves a record:
+# rows that must commit with the record (the webhook outbox's events) or not at all.
+StoreWrite = Callable[[Any], None]
+
+
 class CallStore(Protocol):
     """What the session layer needs from a store; `SqliteCallStore` is the implementation."""
 
-    async def save(self, record: CallRecord) -> None: ...
+    async def save(self, record: CallRecord, *, also: StoreWrite | None = None) -> None: ...
 
     async def get(self, company_id: str, call_id: str) -> CallRecord | None: ...
 

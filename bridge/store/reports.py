@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from bridge.store.records import StoreWrite
 from bridge.store.schema import stored_text
 from bridge.store.sqlite import SqliteCallStore
 
@@ -64,12 +65,25 @@ def _finish(  # noqa: PLR0917  (called positionally through SqliteCallStore.run)
     analysis: str | None,
     error: str | None,
     now: float,
+    also: StoreWrite | None = None,
 ) -> None:
-    conn.execute(
+    update = (
         "UPDATE call_reports SET status = ?, summary = ?, post_call_analysis = ?, error = ?, updated_at = ? "
-        "WHERE call_id = ?",
-        (status, summary, analysis, error, now, stored_text(call_id)),
+        "WHERE call_id = ?"
     )
+    values = (status, summary, analysis, error, now, stored_text(call_id))
+    if also is None:
+        conn.execute(update, values)
+        return
+    # The final report and what waited for it (the call_completed webhook event) commit together.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(update, values)
+        also(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _get(conn: sqlite3.Connection, company_id: str, call_id: str) -> StoredReport | None:
@@ -98,13 +112,18 @@ class ReportStore:
         await self._store.run(_attempted, call_id, error, now)
 
     async def done(
-        self, call_id: str, summary: str, analysis: Mapping[str, AnalysisValue], now: float
+        self,
+        call_id: str,
+        summary: str,
+        analysis: Mapping[str, AnalysisValue],
+        now: float,
+        also: StoreWrite | None = None,
     ) -> None:
         encoded = json.dumps(dict(analysis), separators=(",", ":"), allow_nan=False)
-        await self._store.run(_finish, call_id, "done", summary, encoded, None, now)
+        await self._store.run(_finish, call_id, "done", summary, encoded, None, now, also)
 
-    async def failed(self, call_id: str, error: str, now: float) -> None:
-        await self._store.run(_finish, call_id, "failed", None, None, error, now)
+    async def failed(self, call_id: str, error: str, now: float, also: StoreWrite | None = None) -> None:
+        await self._store.run(_finish, call_id, "failed", None, None, error, now, also)
 
     async def get(self, company_id: str, call_id: str) -> StoredReport | None:
         return await self._store.run(_get, company_id, call_id)

@@ -75,6 +75,115 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         """,
         "CREATE INDEX call_reports_status ON call_reports (status)",
     ),
+    # 6: calls name the agent that ran them and the task that placed them.
+    (
+        "ALTER TABLE calls ADD COLUMN agent_id TEXT",
+        "ALTER TABLE calls ADD COLUMN task_id TEXT",
+        "CREATE INDEX calls_company_agent ON calls (company_id, agent_id)",
+        "CREATE INDEX calls_company_task ON calls (company_id, task_id)",
+    ),
+    # 7: agents as data (bridge/agents/store.py): the profile is the JSON as accepted (env: secrets kept
+    # unresolved), validated again when loaded.
+    (
+        """
+        CREATE TABLE agents (
+            company_id TEXT NOT NULL,
+            id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            enabled INTEGER NOT NULL,
+            phones TEXT NOT NULL DEFAULT '[]',
+            profile TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (company_id, id)
+        )
+        """,
+    ),
+    # 8: scheduled outbound calls (bridge/agents/task_store.py): the store is the scheduler's queue.
+    (
+        """
+        CREATE TABLE tasks (
+            task_id TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            agent_id TEXT NOT NULL DEFAULT '',
+            to_number TEXT NOT NULL,
+            from_number TEXT NOT NULL,
+            starting_message TEXT NOT NULL DEFAULT '',
+            call_objective TEXT NOT NULL DEFAULT '',
+            context_data TEXT NOT NULL DEFAULT '{}',
+            priority INTEGER NOT NULL DEFAULT 0,
+            scheduled_at REAL NOT NULL,
+            webhook_url TEXT NOT NULL DEFAULT '',
+            webhook_events TEXT NOT NULL DEFAULT '[]',
+            max_attempts INTEGER NOT NULL,
+            retry_delay_seconds REAL NOT NULL,
+            retry_on TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_call_id TEXT,
+            last_error TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX tasks_due ON tasks (status, priority DESC, scheduled_at)",
+        "CREATE INDEX tasks_company_created ON tasks (company_id, created_at DESC)",
+    ),
+    # 9: the webhook outbox (bridge/integrations/webhook_store.py): events written in the transaction
+    # of the state change that causes them, one delivery per destination, the API's settings override,
+    # and the task destination of each call (a report finished after a restart still reaches it).
+    (
+        """
+        CREATE TABLE webhook_events (
+            id TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            body TEXT NOT NULL
+        )
+        """,
+        "CREATE UNIQUE INDEX webhook_events_call_type ON webhook_events (call_id, type)",
+        """
+        CREATE TABLE webhook_deliveries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL,
+            company_id TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            give_up_at REAL NOT NULL,
+            last_status INTEGER,
+            last_error TEXT,
+            delivered_at REAL,
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_attempt_at)",
+        "CREATE INDEX webhook_deliveries_call ON webhook_deliveries (call_id, url, seq)",
+        "CREATE INDEX webhook_deliveries_company ON webhook_deliveries (company_id, seq)",
+        """
+        CREATE TABLE webhook_settings (
+            company_id TEXT PRIMARY KEY,
+            url TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            events TEXT NOT NULL,
+            key_map TEXT NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE webhook_call_targets (
+            call_id TEXT PRIMARY KEY,
+            company_id TEXT NOT NULL,
+            url TEXT NOT NULL,
+            events TEXT NOT NULL
+        )
+        """,
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -111,6 +220,8 @@ COLUMNS: Final = (
     "amd_result",
     "ended_by_guard",
     "model_segments",
+    "agent_id",
+    "task_id",
 )
 SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM calls"  # noqa: S608  (constant column names)
 # The WHERE keeps a call id owned by one company from being taken over by another's save.
@@ -182,6 +293,8 @@ def record_to_row(record: CallRecord) -> tuple[object, ...]:
         record.amd_result,
         record.ended_by_guard,
         _json([segment.to_dict() for segment in record.model_segments]),
+        record.agent_id,
+        record.task_id,
     )
 
 
@@ -221,4 +334,6 @@ def row_to_record(row: Sequence[Any]) -> CallRecord:
         amd_result=values["amd_result"],
         ended_by_guard=values["ended_by_guard"],
         model_segments=tuple(ModelSegment.from_dict(s) for s in json.loads(values["model_segments"])),
+        agent_id=values["agent_id"],
+        task_id=values["task_id"],
     )

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from bridge.errors import BridgeError
-from bridge.store.records import CallQuery, CallRecord
+from bridge.store.records import CallQuery, CallRecord, StoreWrite
 from bridge.store.schema import (
     EXISTS,
     INTERRUPT,
@@ -52,6 +52,12 @@ class StoreClosed(StoreError):
 
 class SchemaTooNew(StoreError):
     code = "store_schema_too_new"
+
+
+class AlsoFailed(StoreError):
+    """The record was saved; the rows meant to commit with it (`save(also=...)`) were not."""
+
+    code = "store_companion_failed"
 
 
 # --- the synchronous side, run only on the worker thread -----------------------------------------
@@ -115,10 +121,35 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             raise
 
 
-def _save(conn: sqlite3.Connection, record: CallRecord) -> None:
+def _save(conn: sqlite3.Connection, record: CallRecord, also: StoreWrite | None = None) -> None:
     # The row (JSON for the transcript and usage) is built here, not on the event loop: records are
     # immutable, and a long transcript's encoding is no business of the thread that carries audio.
     # The first save inserts; later ones update, and never a row another company owns.
+    if also is None:
+        _upsert(conn, record)
+        return
+    # The record and what must commit with it (webhook events) in one transaction. A failing `also`
+    # is rolled back to its savepoint: the record still lands, and the failure is raised after.
+    failed: Exception | None = None
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        _upsert(conn, record)
+        conn.execute("SAVEPOINT also")
+        try:
+            also(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO also")
+            failed = exc
+        conn.execute("RELEASE also")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    if failed is not None:
+        raise AlsoFailed(f"saved call {record.call_id!r} without its companion rows") from failed
+
+
+def _upsert(conn: sqlite3.Connection, record: CallRecord) -> None:
     cursor = conn.execute(UPSERT, record_to_row(record))
     if cursor.rowcount != 1:
         raise StoreError(f"call {record.call_id!r} already belongs to another company; not saved")
@@ -146,6 +177,12 @@ def _where(query: CallQuery) -> tuple[str, list[object]]:
     if query.amd_result is not None:
         clauses.append("amd_result = ?")
         params.append(query.amd_result)
+    if query.agent_id is not None:
+        clauses.append("agent_id = ?")
+        params.append(query.agent_id)
+    if query.task_id is not None:
+        clauses.append("task_id = ?")
+        params.append(query.task_id)
     if query.since is not None:
         clauses.append("created_at >= ?")
         params.append(query.since)
@@ -246,12 +283,13 @@ class SqliteCallStore:
         tables other modules own (e.g. `store.reports`). Shielded like a save: once issued it lands."""
         return await asyncio.shield(self._submit(fn, *args))
 
-    async def save(self, record: CallRecord) -> None:
-        """Insert or update the record with this call id (cheap: one row, one statement).
+    async def save(self, record: CallRecord, *, also: StoreWrite | None = None) -> None:
+        """Insert or update the record with this call id (cheap: one row, one statement); `also`
+        runs in the same transaction (rows that must commit with this version of the record).
 
         Raises StoreError if the call id belongs to another company (whose row stays as it was).
         """
-        saving = self._submit(_save, record)
+        saving = self._submit(_save, record, also)
         call_id = record.call_id
         self._unsaved[call_id] += 1
         saving.add_done_callback(lambda _: self._saved(call_id))

@@ -124,6 +124,7 @@ class ReceivedAction:
     headers: Headers  # every header as sent; repeated ones as lists
     connection: int  # 1-based connection counter
     username: str | None  # logged-in user, None before login
+    at: float = field(default_factory=time.time)  # when it arrived (epoch seconds)
 
     def get(self, key: str) -> str:
         """The first value of a header (case-insensitive), '' when absent."""

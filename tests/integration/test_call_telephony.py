@@ -268,7 +268,10 @@ async def test_max_call_seconds_plays_the_closing_line_then_hangs_up(
     bridge_factory: StartBridge, fake_factory: Callable[..., Any]
 ) -> None:
     fake = await fake_factory(script=Script(greeting_reply_ms=400, greeting_transcript="Hello."))
-    agent: dict[str, Any] = {"max_call_seconds": 2, "closing_message": "Time is up, {{who}}. Goodbye."}
+    agent: dict[str, Any] = {
+        "max_call_seconds": 2,
+        "closing_message": "Time is up at {{call.company}}. Goodbye.",
+    }
     services = await bridge_factory(settings=relay_settings(fake, **agent))
     summary = await run_simulated_call(
         call_options(services, audio=SILENCE, seconds=15.0, wait_for_bridge_hangup=True)
@@ -276,7 +279,7 @@ async def test_max_call_seconds_plays_the_closing_line_then_hangs_up(
     assert summary.ok, summary.errors
     fake.assert_clean()
     _greeting, closing = instructions(fake)
-    assert "Time is up, {{who}}. Goodbye." in closing  # unknown placeholders stay visible
+    assert "Time is up at Acme Ltd. Goodbye." in closing  # a call fact filled in (an unknown one is a 400)
     assert hung_up_drained(summary)
     hangup = hangup_time(summary)
     assert played_between(summary, 1.5, hangup) >= 300  # the closing line was heard before the hang-up

@@ -117,7 +117,11 @@ def test_check_config_exit_codes(tmp_path: Path, env: dict[str, str]) -> None:
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "bridge.example.toml"
 # The ones the example's header says it needs as written.
-EXAMPLE_NEEDS = {"BRIDGE_AMI_SECRET": "ami-secret-value", "ACME_CRM_TOKEN": "crm-token-value"}
+EXAMPLE_NEEDS = {
+    "BRIDGE_AMI_SECRET": "ami-secret-value",
+    "ACME_CRM_TOKEN": "crm-token-value",
+    "ACME_WEBHOOK_SECRET": "webhook-secret-value",
+}
 
 
 def check_config(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -34,6 +34,15 @@ EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
     "TransferRequest": {"to": "+34911222333"},
     "DtmfRequest": {"digits": "1"},
     "SayRequest": {"text": "Your order ships today.", "interrupt": False},
+    "AgentCreate": {"name": "Sales", "system_prompt": "You sell.", "voice": "marin"},
+    "AgentFields": {"starting_message": "Hello from sales."},
+    "WebhookSettingsIn": {"url": "https://crm.example/hooks", "secret": "s3cret-s3cret-s3cret"},
+    "TaskCreate": {
+        "to_number": "+15550001111",
+        "call_objective": "x",
+        "scheduled_at": "2200-01-01T00:00:00Z",
+    },
+    "TaskPatch": {"priority": 3},
 }
 
 
@@ -263,3 +272,32 @@ async def test_every_control_route_answers_409_on_a_finished_call(
             path = op.path.replace("{call_id}", tenant.finished[0])
             status, reply, _ = await bridge.call("POST", path, KEYS[name], example_body(op))
             assert (status, reply["code"]) == (409, "call_finished"), (path, reply)
+
+
+async def test_no_task_route_reaches_another_companys_task(world: tuple[Bridge, dict[str, Tenant]]) -> None:
+    bridge, _ = world
+    tasks: dict[str, str] = {}
+    for name, key in KEYS.items():  # one task each, due far in the future: nothing dials
+        status, reply, _text = await bridge.call("POST", "/api/tasks", key, EXAMPLE_BODIES["TaskCreate"])
+        assert status == 201, reply
+        tasks[name] = reply["data"]["task"]["id"]
+    task_routes = [op for op in company_routes(bridge.services) if "{task_id}" in op.path]
+    assert {op.method for op in task_routes} == {"GET", "PATCH", "DELETE", "POST"}
+    for viewer, owner in (("acme", "globex"), ("globex", "acme")):
+        for op in task_routes:
+            path = op.path.replace("{task_id}", tasks[owner])
+            status, reply, _text = await bridge.call(op.method, path, KEYS[viewer], example_body(op))
+            assert (status, reply["code"]) == (404, "unknown_task"), (viewer, op.method, path, reply)
+            never = op.path.replace("{task_id}", "never")
+            unknown = await bridge.call(op.method, never, KEYS[viewer], example_body(op))
+            assert (unknown[0], unknown[1]["code"]) == (404, "unknown_task")
+        status, reply, text = await bridge.call("GET", "/api/tasks", KEYS[viewer])
+        assert status == 200
+        assert tasks[owner] not in text
+    for name, task_id in tasks.items():  # untouched
+        status, reply, _text = await bridge.call("GET", f"/api/tasks/{task_id}", KEYS[name])
+        assert (status, reply["data"]["task"]["status"], reply["data"]["task"]["priority"]) == (
+            200,
+            "pending",
+            0,
+        )

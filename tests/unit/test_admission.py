@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -56,9 +57,8 @@ async def refused(work: Any) -> tuple[int, str]:
     return info.value.status, info.value.code
 
 
-def announcement(**overrides: str) -> Announcement:
-    fields = {"call_id": "c-1", "caller": "+34600111222", "called": ACME_PHONE} | overrides
-    return Announcement(**fields)
+def announcement(**overrides: Any) -> Announcement:
+    return dataclasses.replace(Announcement("c-1", "+34600111222", ACME_PHONE), **overrides)
 
 
 # -- the ownership rule -----------------------------------------------------------------------

@@ -23,6 +23,8 @@ PURE = (
     "bridge.providers.openai.responses",
     "bridge.providers.openai.conversation",
     "bridge.providers.brief",
+    "bridge.agents.templating",
+    "bridge.agents.tasks",
     "bridge.providers.gemini.events",
     "bridge.providers.elevenlabs.events",
     "bridge.providers.deepgram.events",

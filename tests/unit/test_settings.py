@@ -157,7 +157,7 @@ def only_documented_variables(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_example_config_documents_exactly_the_variables_it_needs() -> None:
-    assert documented_variables() == ["BRIDGE_AMI_SECRET", "ACME_CRM_TOKEN"]
+    assert documented_variables() == ["BRIDGE_AMI_SECRET", "ACME_CRM_TOKEN", "ACME_WEBHOOK_SECRET"]
 
 
 @pytest.mark.usefixtures("only_documented_variables")
@@ -186,7 +186,7 @@ def test_example_config_is_valid_and_covers_every_key() -> None:
     assert not missing, f"example config lacks: {missing}"
 
 
-@pytest.mark.parametrize("missing", ["BRIDGE_AMI_SECRET", "ACME_CRM_TOKEN"])
+@pytest.mark.parametrize("missing", ["BRIDGE_AMI_SECRET", "ACME_CRM_TOKEN", "ACME_WEBHOOK_SECRET"])
 def test_example_config_fails_naming_a_missing_variable(
     only_documented_variables: list[str], missing: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -91,6 +91,8 @@ FULL = make_record(
     dtmf="12#",
     amd_result="human",
     ended_by_guard="max_call_seconds",
+    agent_id="sales-es",
+    task_id="3f2b9c1e-task",
     model_segments=(
         ModelSegment("openai", "gpt-realtime", T0 + 4.5, ended_at=T0 + 30.0, ended_because="timeout"),
         ModelSegment("gemini", "gemini-live", T0 + 30.5),
@@ -103,6 +105,8 @@ TELEPHONY_DEFAULTS: dict[str, Any] = {
     "amd_result": None,
     "ended_by_guard": None,
     "model_segments": (),
+    "agent_id": None,
+    "task_id": None,
 }
 
 
@@ -137,7 +141,7 @@ def test_to_api_shows_iso_times_and_counts_lines() -> None:
         *("disconnected_by", "error_code", "dial_outcome", "created_at", "answered_at", "ended_at"),
         *("duration_seconds", "usage", "cost_usd", "provider", "model", "frames_in", "frames_out"),
         *("drops", "barge_ins", "played_ms_estimated", "transcript_lines"),
-        *("transferred_to", "dtmf", "amd_result", "ended_by_guard", "models"),
+        *("transferred_to", "dtmf", "amd_result", "ended_by_guard", "agent_id", "task_id", "models"),
     }
     assert (shown["transferred_to"], shown["dtmf"]) == ("+34911222333", "12#")
     assert (shown["amd_result"], shown["ended_by_guard"]) == ("human", "max_call_seconds")
@@ -369,19 +373,19 @@ async def test_lone_surrogates_do_not_lose_the_record(store: SqliteCallStore) ->
 
 async def _seed(store: SqliteCallStore) -> None:
     rows = [
-        ("c1", "inbound", "ended", T0 + 1, None),
-        ("c2", "outbound", "failed", T0 + 2, "machine"),
-        ("c3", "inbound", "active", T0 + 3, None),
-        ("c4", "outbound", "ended", T0 + 4, "human"),
-        ("c5", "inbound", "ended", T0 + 5, None),
+        ("c1", "inbound", "ended", T0 + 1, None, "support", None),
+        ("c2", "outbound", "failed", T0 + 2, "machine", "sales", "t1"),
+        ("c3", "inbound", "active", T0 + 3, None, None, None),
+        ("c4", "outbound", "ended", T0 + 4, "human", "sales", "t1"),
+        ("c5", "inbound", "ended", T0 + 5, None, "support", None),
     ]
-    for call_id, direction, status, created_at, amd in rows:
-        await store.save(
-            make_record(
-                call_id=call_id, direction=direction, status=status, created_at=created_at, amd_result=amd
-            )
+    for call_id, direction, status, created_at, amd, agent, task in rows:
+        record = make_record(
+            call_id=call_id, direction=direction, status=status, created_at=created_at, amd_result=amd
         )
-    await store.save(make_record(call_id="g1", company_id="globex", status="ended", created_at=T0 + 3.5))
+        await store.save(dataclasses.replace(record, agent_id=agent, task_id=task))
+    globex = make_record(call_id="g1", company_id="globex", status="ended", created_at=T0 + 3.5)
+    await store.save(dataclasses.replace(globex, agent_id="sales", task_id="t1"))
 
 
 @pytest.mark.parametrize(
@@ -398,6 +402,10 @@ async def _seed(store: SqliteCallStore) -> None:
         ({"amd_result": "machine"}, ["c2"]),
         ({"amd_result": "human", "status": "ended"}, ["c4"]),
         ({"amd_result": "unknown"}, []),
+        ({"agent_id": "sales"}, ["c4", "c2"]),
+        ({"agent_id": "support", "direction": "inbound"}, ["c5", "c1"]),
+        ({"task_id": "t1", "status": "ended"}, ["c4"]),
+        ({"task_id": "t2"}, []),
     ],
 )
 async def test_list_filters_newest_first(
