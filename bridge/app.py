@@ -22,7 +22,16 @@ from bridge.agents.service import AgentService
 from bridge.agents.store import AgentStore
 from bridge.agents.task_store import TaskStore
 from bridge.agents.templating import call_facts, template_variables
-from bridge.api import routes_agents, routes_live, routes_report, routes_tasks, routes_webhooks
+from bridge.api import (
+    routes_admin,
+    routes_agents,
+    routes_balance,
+    routes_live,
+    routes_report,
+    routes_tasks,
+    routes_usage,
+    routes_webhooks,
+)
 from bridge.api.appkeys import DIRECTORY, RECORDINGS, DirectoryHolder
 from bridge.api.factory import create_app
 from bridge.api.http_server import HeaderTimeoutAppRunner
@@ -35,6 +44,9 @@ from bridge.asterisk.ami import AmiController
 from bridge.asterisk.ari import AriController
 from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
 from bridge.asterisk.media_ws import MediaEndpoint
+from bridge.companies.admin import AdminService
+from bridge.companies.balance import Balances
+from bridge.companies.usage import UsageStore, usage_companion
 from bridge.directory import Directory
 from bridge.errors import BridgeError
 from bridge.fdlimit import descriptor_problem, raise_descriptor_limit
@@ -283,6 +295,11 @@ async def start_services(settings: Settings) -> Services:
     if controller is not None:
         await controller.start()
     holder = DirectoryHolder(Directory.from_settings(settings))
+    # Admin API: stored companies and keys join the config's before anything reads the directory.
+    admin = AdminService(store, settings, publish=lambda directory: setattr(holder, "current", directory))
+    await admin.load()
+    holder.rebuild = admin.directory_for  # SIGHUP keeps the stored ones
+    holder.on_key_used = admin.key_used
     # Agents: loaded before any call, so the first one already runs the agent it names.
     agent_catalog = AgentCatalog(lambda: holder.current)
     agents = AgentService(AgentStore(store), agent_catalog, lambda: holder.current)
@@ -301,7 +318,7 @@ async def start_services(settings: Settings) -> Services:
         retry_for_seconds=settings.webhook_delivery.retry_for_seconds,
         written=webhook_sender.wake,
     )
-    recorder.companion = outbox.on_save
+    recorder.companions.append(outbox.on_save)
     if interrupted:  # their call_failed, which the killed process could not write
         since = time.time() - settings.webhook_delivery.retry_for_seconds
         try:
@@ -355,6 +372,24 @@ async def start_services(settings: Settings) -> Services:
     # Tasks: the store is the queue; the scheduler starts once everything it dials through listens.
     tasks = TaskScheduler(TaskStore(store), calls, settings.tasks, settings.server.max_calls)
     routes_tasks.setup_routes(app, tasks)
+    routes_admin.setup_routes(app, admin)
+    admin.start()  # key last-use flushes; the final one runs at cleanup, before the store closes
+    app.on_cleanup.append(lambda _: admin.close())
+    # Balances: prepaid credit as a ledger, loaded before the listeners start; a call is charged in
+    # its final save's transaction, and balance_low goes out through the webhook outbox.
+    balances = Balances(store, lambda: holder.current, write_event=outbox.write_company_event)
+    await balances.load()
+    admission.funds = balances
+    recorder.companions.append(balances.on_save)
+    routes_balance.setup_routes(app, balances)
+    # Usage: one row per call and model, committed with the call's final record; read by /api/usage.
+    recorder.companions.append(usage_companion)
+    usage = UsageStore(store)
+    try:  # calls a crash cut short (and older ones) get their rows from their last record
+        await usage.backfill()
+    except Exception as exc:  # the records are safe; only their usage rows are missing
+        log.error("usage_backfill_failed", error=type(exc).__name__)
+    routes_usage.setup_routes(app, usage)
     runner = HeaderTimeoutAppRunner(
         app,
         header_timeout_seconds=settings.server.header_timeout_seconds,
@@ -477,7 +512,8 @@ def _reload(app: web.Application, reload_settings: Reloader, notifier: Notifier)
         status.failed(time.time(), len(exc.problems))
         log.error("reload_failed", problems=exc.problems, failures=status.failures)
         return
-    app[DIRECTORY].current = Directory.from_settings(fresh)
+    holder = app[DIRECTORY]
+    holder.current = holder.rebuild(fresh)  # stored companies and keys stay (the admin API's)
     status.succeeded(time.time())
     log.info("reloaded", companies=len(fresh.companies), note="other sections need a restart")
     notifier.ready("reloaded")

@@ -51,6 +51,11 @@ class Conflict(BridgeError):
     code = "conflict"
 
 
+class PaymentRequired(BridgeError):
+    status = 402
+    code = "insufficient_balance"
+
+
 class PayloadTooLarge(BridgeError):
     status = 413
     code = "payload_too_large"
@@ -60,6 +65,11 @@ class RateLimited(BridgeError):
     status = 429
     code = "rate_limited"
     retry_after_seconds: ClassVar[int] = 1
+
+
+class TooManyCalls(RateLimited):
+    code = "too_many_calls"  # a company's [companies.limits] max_live_calls
+    retry_after_seconds = 5
 
 
 class Unavailable(BridgeError):

@@ -90,6 +90,11 @@ class ConnectorSettings(Section):
     allow_unauthenticated_media: bool = False
 
 
+class AdminSettings(Section):
+    # The operator's keys for /api/admin/... (hashed like the others); a company key never works there.
+    api_keys: list[ConfiguredKey] = Field(default_factory=list)
+
+
 class AudioSocketSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -199,7 +204,7 @@ KeyMap = Annotated[dict[str, str], AfterValidator(_known_key_map)]
 class WebhookSettings(Section):
     """Where a company's webhook events go (POST JSON, signed with `secret`; README shows the check)."""
 
-    url: str = Field("", pattern=r"^(https?://\S+)?$")  # "": no webhooks
+    url: str = Field("", pattern=r"^(https?://[!-~]+)?$")  # "": no webhooks
     secret: Secret = SecretStr("")  # HMAC-SHA256 key of X-Bridge-Signature
     events: list[WebhookEvent] = Field(default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS))
     # The post-call push's `mapped`: CRM field -> "{{call.x}}" template (bridge/integrations/keymap.py).
@@ -216,6 +221,39 @@ class WebhookDeliverySettings(Section):
     poll_seconds: float = Field(1.0, gt=0, le=60)
 
 
+class CompanyWhatsAppSettings(Section):
+    # Meta Graph API token for this company's whatsapp_numbers (`env:NAME`); empty: template sends
+    # answer 503 whatsapp_not_configured (check-config warns, it does not refuse to start).
+    access_token: Secret = SecretStr("")
+
+
+class WhatsAppSettings(Section):
+    """Meta's Graph API, for POST /api/whatsapp/template (tests point graph_url at a fake)."""
+
+    graph_url: str = Field("https://graph.facebook.com", pattern=r"^https?://[^\s/]+(/\S*)?$")
+    graph_version: str = Field("v21.0", pattern=r"^v[0-9]{1,3}\.[0-9]{1,3}$")
+    timeout_seconds: float = Field(10.0, gt=0, le=120)  # then 503 whatsapp_unavailable
+
+
+class RateLimitSettings(Section):
+    """Request rates other than a company key's (`[companies.limits] requests_per_minute`), per minute."""
+
+    failed_auths_per_address: int = Field(30, ge=1)  # 401s per client address; then 429 before any key check
+    admin_requests_per_minute: int = Field(1000, ge=1)  # per admin key
+    connector_requests_per_minute: int = Field(6000, ge=1)  # per connector key (the PBX's webhooks)
+    public_requests_per_minute: int = Field(1200, ge=1)  # per client address, on routes that take no key
+
+
+class LimitsSettings(Section):
+    """A company's limits: request rate per API key, live calls, and prepaid credit."""
+
+    requests_per_minute: int = Field(1000, ge=1)  # per API key of the company; 429 past it
+    max_live_calls: int = Field(0, ge=0)  # 0: only the server's max_calls applies
+    # Prepaid: calls are refused with 402 insufficient_balance once the ledger's sum is <= 0.
+    prepaid: bool = False
+    low_balance_usd: float = Field(5.0, ge=0)  # crossing it downward emits a balance_low webhook event
+
+
 class CompanySettings(Section):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = ""
@@ -226,6 +264,8 @@ class CompanySettings(Section):
     whatsapp_numbers: list[WhatsAppNumber] = Field(default_factory=list)
     agent: AgentSettings = AgentSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    limits: LimitsSettings = LimitsSettings()
+    whatsapp: CompanyWhatsAppSettings = CompanyWhatsAppSettings()
 
 
 class Settings(BaseSettings):
@@ -240,6 +280,7 @@ class Settings(BaseSettings):
 
     server: ServerSettings = ServerSettings()
     connector: ConnectorSettings = ConnectorSettings()
+    admin: AdminSettings = AdminSettings()
     audiosocket: AudioSocketSettings = AudioSocketSettings()
     storage: StorageSettings = StorageSettings()
     asterisk: AsteriskSettings = AsteriskSettings()
@@ -248,6 +289,8 @@ class Settings(BaseSettings):
     webhook_delivery: WebhookDeliverySettings = WebhookDeliverySettings()
     tasks: TaskSettings = TaskSettings()
     logging: LoggingSettings = LoggingSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    whatsapp: WhatsAppSettings = WhatsAppSettings()
     companies: list[CompanySettings] = Field(default_factory=list)
 
     @classmethod

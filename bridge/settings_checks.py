@@ -76,6 +76,11 @@ def _shared_keys(raw: Mapping[str, Any], companies: list[Any]) -> list[str]:
                 problems.append(f"{where}: the same API key is already used by {owner[digest]}")
             else:
                 owner[digest] = where
+    # An admin key that also opens a company or the connector would blur who is acting.
+    for index, key in enumerate(_entries(raw.get("admin"), "api_keys")):
+        digest = _raw_key_digest(key)
+        if digest is not None and digest in owner:
+            problems.append(f"admin.api_keys[{index}]: the same API key is already used by {owner[digest]}")
     return problems
 
 
@@ -222,4 +227,14 @@ def warnings_for(settings: Settings) -> list[str]:
                 notes.append(
                     f'providers.{provider}.prices."{section.model}": no price; its calls show no cost'
                 )
+    # A warning, not an error: WhatsApp is a side channel; without a token its sends answer 503.
+    for ci, company in enumerate(settings.companies):
+        if company.whatsapp_numbers and not company.whatsapp.access_token.get_secret_value():
+            token = company.whatsapp.access_token
+            why = (
+                f"environment variable {token.variable} is not set"
+                if isinstance(token, UnresolvedSecret)
+                else "empty"
+            )
+            notes.append(f"companies[{ci}].whatsapp.access_token: {why}; WhatsApp template sends answer 503")
     return notes

@@ -14,6 +14,7 @@ ACME_KEY = "acme-key-0123456789"
 ACME_KEY_2 = "acme-key-second-9876"
 GLOBEX_KEY = "globex-key-abcdef"
 CONNECTOR_KEY = "connector-key-xyz"
+ADMIN_KEY = "admin-key-operator-42"
 ACME_PHONE = "+34987654321"
 GLOBEX_PHONE = "+442071234567"
 # Every environment variable config/bridge.example.toml names; tests start with none of them set.
@@ -28,6 +29,7 @@ EXAMPLE_VARIABLES = (
     "DEEPGRAM_API_KEY",
     "ULTRAVOX_API_KEY",
     "ACME_CRM_TOKEN",
+    "ACME_WHATSAPP_TOKEN",
     "ACME_WEBHOOK_SECRET",
 )
 
@@ -37,6 +39,7 @@ def raw_config(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> d
         "server": {"host": "127.0.0.1", "port": 0, **server},
         "storage": {"url": "sqlite://:memory:"},
         "connector": {"api_keys": [hash_key(CONNECTOR_KEY)]},
+        "admin": {"api_keys": [hash_key(ADMIN_KEY)]},
         "audiosocket": {"enabled": True, "port": 0, **audiosocket}
         if audiosocket is not None
         else {"enabled": False},

@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge.agents.templating import agent_texts, check_placeholders, template_variables
 from bridge.directory import Directory
-from bridge.errors import BadRequest, Conflict
+from bridge.errors import Conflict, NotFound
 from bridge.keys import phone_digits
 from bridge.settings_agents import AgentSettings
 
@@ -73,13 +73,14 @@ class AgentCatalog:
     def resolve(self, company_id: str, agent_id: str) -> AgentSettings:
         """The profile a call of `company_id` runs with; "" (or "default"): the company's default agent.
 
-        Raises BadRequest `unknown_agent` (also for another company's agent) and Conflict `agent_disabled`.
+        Raises NotFound `unknown_agent` (also for another company's agent) and Conflict `agent_disabled`.
         """
         if agent_id in ("", DEFAULT_AGENT_ID):
             return self.default_agent(company_id)
         agent = self._agents.get((company_id, agent_id))
         if agent is None:
-            raise BadRequest(f"agent_id: no agent {agent_id!r}", code="unknown_agent")
+            # 404, as for any id that names nothing of the company's (a well-formed id is not a bad request).
+            raise NotFound(f"agent_id: no agent {agent_id!r}", code="unknown_agent")
         if not agent.enabled:
             raise Conflict(f"agent {agent_id!r} is disabled", code="agent_disabled")
         return agent.settings
@@ -108,7 +109,7 @@ class AgentCatalog:
     def inbound_agent(self, company_id: str, agent_id: str, called: str) -> str:
         """The agent of an inbound call: the one named (checked), else the called number's, else ""."""
         if agent_id:
-            self.resolve(company_id, agent_id)  # 400 unknown_agent, 409 agent_disabled
+            self.resolve(company_id, agent_id)  # 404 unknown_agent, 409 agent_disabled
             return "" if agent_id == DEFAULT_AGENT_ID else agent_id
         return self.for_number(company_id, called)
 

@@ -26,7 +26,7 @@ from bridge.agents.tasks import (
     refusal_attempt,
 )
 from bridge.agents.templating import call_facts
-from bridge.errors import BadRequest, BridgeError, Conflict, NotFound
+from bridge.errors import BridgeError, Conflict, NotFound
 from bridge.logging import get_logger
 from bridge.session.calls import CallService, OutboundCall
 from bridge.session.session import Session
@@ -193,7 +193,7 @@ class TaskScheduler:
                 task.call_objective,
                 task.starting_message,
             )
-        except BadRequest as exc:
+        except NotFound as exc:
             if exc.code != "unknown_agent":
                 raise
 

@@ -81,9 +81,10 @@ def call_attempt(dial_outcome: str | None, call_state: str, error_code: str | No
 
 
 def refusal_attempt(code: str, status: int) -> Attempt:
-    """The call could not even be placed: a server-side refusal (503: Asterisk down, at capacity)
-    retries while attempts remain; a client-side one (4xx: unknown agent, bad placeholder) never will."""
-    return Attempt(completed=False, reason="failed", error=code, retryable=status >= 500)
+    """The call could not even be placed: a server-side refusal (503: Asterisk down, at capacity) or the
+    company's own live-call cap (429 too_many_calls) retries while attempts remain; a client-side one
+    (4xx: unknown agent, bad placeholder) never will."""
+    return Attempt(completed=False, reason="failed", error=code, retryable=status >= 500 or status == 429)
 
 
 def after_attempt(task: Task, attempt: Attempt, now: float) -> Next:

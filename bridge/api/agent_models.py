@@ -250,3 +250,16 @@ class AgentList(BaseModel):
 class AgentDeleted(BaseModel):
     id: str
     deleted: bool
+
+
+# A whole `[companies.agent]` under the config's own names (the admin API's company default agent), with
+# the same documented constraints as the agents API; absent fields take the config's defaults.
+_SETTINGS_FIELDS: dict[str, Any] = {
+    name: (_profile_field(name) | None, Field(None)) for name in AgentSettings.model_fields
+}
+AgentSettingsIn: type[BaseModel] = create_model(
+    "AgentSettingsIn",
+    __config__=_FORBID,
+    __doc__="The company's default agent, as [companies.agent] takes it (null is the same as absent).",
+    **_SETTINGS_FIELDS,
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -19,6 +20,15 @@ class DirectoryHolder:
     """The current companies and keys; replaced whole on SIGHUP (the app's state is frozen)."""
 
     current: Directory
+    # How SIGHUP builds the new one from fresh settings (the admin service adds its stored companies).
+    rebuild: Callable[[Settings], Directory] = Directory.from_settings
+    # Told of every key that authenticated a request (the admin service keeps last_used_at).
+    on_key_used: Callable[[str], None] | None = None
+
+    def key_used(self, keys: Iterable[str]) -> None:
+        if self.on_key_used is not None:
+            for key in keys:
+                self.on_key_used(key)
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -60,7 +60,8 @@ def parse_instant(raw: str) -> float:
 def _instant(value: object) -> object:
     if isinstance(value, str):
         return parse_instant(value)
-    return value  # pydantic refuses anything else
+    # As documented, a string: a JSON number or boolean (true would read as 1970) is refused.
+    raise ValueError("must be a string: epoch seconds or ISO-8601 with a time zone")
 
 
 # Patterns the OpenAPI document shows (ECMA-262 and Rust-regex compatible); the validators say why.

@@ -57,6 +57,11 @@ def company_keys_of(request: web.Request) -> list[str]:
     return _presented(request.query.get("api_key"), _bearer(request), header_text(request, "X-API-Key"))
 
 
+def admin_keys_of(request: web.Request) -> list[str]:
+    """Every admin key the request presents: Authorization: Bearer, X-Admin-Key."""
+    return _presented(_bearer(request), header_text(request, "X-Admin-Key"))
+
+
 def connector_keys_of(request: web.Request) -> list[str]:
     """Every connector key the request presents: x-connector-api-key, Authorization: Bearer."""
     return _presented(header_text(request, "x-connector-api-key"), _bearer(request))
@@ -99,6 +104,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         directory = request.app[DIRECTORY].current
         if not all([directory.is_connector_key(key) for key in keys]):  # no short cut: constant time
             raise Unauthorized("invalid connector key")
+        request.app[DIRECTORY].key_used(keys)
     elif auth == "company":
         keys = company_keys_of(request)
         if not keys:
@@ -109,6 +115,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if company is None or any(other is None or other.id != company.id for other in companies):
             raise Unauthorized("invalid API key")
         request[COMPANY] = company
+        request.app[DIRECTORY].key_used(keys)
+    elif auth == "admin":
+        keys = admin_keys_of(request)
+        if not keys:
+            raise Unauthorized("an admin key is required (Bearer or X-Admin-Key)")
+        directory = request.app[DIRECTORY].current
+        if not all([directory.is_admin_key(key) for key in keys]):  # a company key is refused here
+            raise Unauthorized("invalid admin key")
     return await handler(request)
 
 

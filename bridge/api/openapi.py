@@ -21,7 +21,7 @@ from bridge.session.admission import CALL_ID_PATTERN
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # "live_token": the live event socket, authenticated by the token `GET /api/calls/{id}/live` gave.
-Auth = Literal["none", "company", "connector", "media", "live_token"]
+Auth = Literal["none", "company", "connector", "media", "live_token", "admin"]
 
 _REF_TEMPLATE: Final = "#/components/schemas/{model}"
 _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -29,6 +29,7 @@ _PATH_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _STATUS_TEXT: Final = {
     400: "Bad request: the message names the field",
     401: "Missing or invalid key",
+    402: "Insufficient balance: a prepaid company without credit (insufficient_balance)",
     403: "Not allowed",
     404: "Unknown resource, or another company's",
     408: "The request body did not arrive in time",
@@ -43,6 +44,7 @@ _SECURITY: Final[dict[Auth, list[dict[str, list[str]]]]] = {
     "connector": [{"connectorKey": []}, {"bearer": []}],
     "media": [{"basic": []}, {"bearer": []}, {"connectorKey": []}],
     "live_token": [{"liveToken": []}],
+    "admin": [{"adminBearer": []}, {"adminKeyHeader": []}],
 }
 _SECURITY_SCHEMES: Final = {
     "apiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key", "description": "A company key"},
@@ -50,6 +52,13 @@ _SECURITY_SCHEMES: Final = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "A company key (or a connector key)"},
     "connectorKey": {"type": "apiKey", "in": "header", "name": "x-connector-api-key"},
     "basic": {"type": "http", "scheme": "basic", "description": "The password is a connector key"},
+    "adminBearer": {"type": "http", "scheme": "bearer", "description": "An admin key ([admin] api_keys)"},
+    "adminKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Admin-Key",
+        "description": "An admin key",
+    },
     "liveToken": {
         "type": "apiKey",
         "in": "query",
@@ -58,6 +67,19 @@ _SECURITY_SCHEMES: Final = {
     },
 }
 _HEADER_BYTES: Final = {"schema": {"const": "bytes"}}
+# Every HTTP answer but a WebSocket's says where its rate-limit bucket stands (bridge/api/ratelimits.py).
+_NOT_RATE_LIMITED: Final = ("media", "live_token")
+_RATE_LIMIT_HEADERS: Final = {
+    "X-RateLimit-Limit": {
+        "description": "Requests a minute this bucket allows",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {"description": "Requests left now", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {
+        "description": "Seconds until the bucket is full again",
+        "schema": {"type": "integer"},
+    },
+}
 _ERROR_SCHEMA: Final = {
     "type": "object",
     "required": ["success", "error", "code"],
@@ -81,7 +103,7 @@ class Operation:
     body: type[BaseModel] | None = None
     response: type[BaseModel] | None = None  # the `data` of the success envelope
     plain_response: type[BaseModel] | None = None  # a JSON body outside the envelope (health probes)
-    text_response: str | None = None  # a non-JSON body's content type (Prometheus)
+    text_response: str | None = None  # a non-JSON body's content type (Prometheus; CSV beside `response`)
     ranges: bool = False  # a file download: byte ranges (206, 416) as well
     errors: tuple[int, ...] = ()
     success_status: int = 200
@@ -118,12 +140,14 @@ def register(app: web.Application, operations: Iterable[Operation]) -> None:
 
 def _statuses(operation: Operation) -> list[int]:
     statuses = set(operation.errors)
-    if operation.auth in ("company", "connector", "media", "live_token"):
+    if operation.auth in ("company", "connector", "media", "live_token", "admin"):
         statuses.add(401)
     if operation.query is not None or _PATH_PARAM.search(operation.path):
         statuses.add(400)
     if operation.body is not None:
         statuses |= {400, 408, 413}
+    if operation.auth not in _NOT_RATE_LIMITED:
+        statuses.add(429)
     return sorted(statuses)
 
 
@@ -173,6 +197,8 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
             "properties": {"success": {"const": True}, "data": refs[(op.response, "serialization")]},
         }
         content: dict[str, Any] = {"application/json": {"schema": envelope}}
+        if op.text_response is not None:  # the same data in another form on request (format=csv)
+            content[op.text_response] = {"schema": {"type": "string"}}
         responses[str(op.success_status)] = {"description": "Success", "content": content}
     elif op.plain_response is not None:
         plain = {"application/json": {"schema": refs[(op.plain_response, "serialization")]}}
@@ -205,6 +231,9 @@ def _responses(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
                 "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
             }
         responses[str(status)] = entry
+    if op.auth not in _NOT_RATE_LIMITED:
+        for each in responses.values():
+            each.setdefault("headers", {}).update(_RATE_LIMIT_HEADERS)
     return responses
 
 

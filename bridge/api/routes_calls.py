@@ -75,7 +75,7 @@ class OutboundRequest(BaseModel):
     agent_id: ResourceId | None = Field(
         None,
         description="The company's agent for this call (GET /api/agents); default: the config's agent. "
-        "400 unknown_agent, 409 agent_disabled; a {{placeholder}} it uses that variables and call facts "
+        "404 unknown_agent, 409 agent_disabled; a {{placeholder}} it uses that variables and call facts "
         "cannot fill is 400 unknown_placeholder",
     )
 
@@ -124,7 +124,10 @@ class DtmfRequest(BaseModel):
 class SayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="Said word for word")
+    # Something besides ASCII white space (a class both Python and the document's ECMA regexes read alike).
+    text: str = Field(
+        min_length=1, max_length=2000, pattern=r"[^ \t\n\r\f\v]", description="Said word for word"
+    )
     interrupt: bool = Field(
         False, strict=True, description="true: cut what the bot is saying and speak at once; false: after it"
     )
@@ -373,7 +376,7 @@ OPERATIONS = (
         "calls",
         body=OutboundRequest,
         response=Dialing,
-        errors=(403, 409, 503),
+        errors=(402, 403, 404, 409, 429, 503),
     ),
     Operation(
         "GET",

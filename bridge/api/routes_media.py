@@ -56,7 +56,7 @@ def media_operation(handler: Handler) -> Operation:
         query=MediaQuery,
         headers=HANDSHAKE_HEADERS,
         success_status=101,
-        errors=(403, 404, 409, 503),
+        errors=(402, 403, 404, 409, 429, 503),  # 429: the company's max_live_calls
         description="Asterisk dials out to this WebSocket (websocket_client.conf). The upgrade needs "
         "connector credentials (HTTP Basic password, Bearer or x-connector-api-key) unless "
         "`[connector] allow_unauthenticated_media` lets a pending call's socket attach without them. "

@@ -49,7 +49,7 @@ RetryOn = Literal["busy", "no_answer", "failed"]
 Priority = Annotated[int, Field(ge=-1000, le=1000), BeforeValidator(_json_number)]
 MaxAttempts = Annotated[int, Field(ge=1, le=20), BeforeValidator(_json_number)]
 RetryDelay = Annotated[int, Field(ge=0, le=7 * 86400), BeforeValidator(_json_number)]
-WebhookUrl = Annotated[str, Field(max_length=2000, pattern=r"^(https?://\S+)?$")]
+WebhookUrl = Annotated[str, Field(max_length=2000, pattern=r"^(https?://[!-~]+)?$")]
 AgentRef = Annotated[str, Field(max_length=128, pattern=r"^([A-Za-z0-9._:-]{1,128})?$")]
 ContextData = Annotated[
     dict[VariableName, VariableValue],

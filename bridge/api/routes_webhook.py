@@ -78,7 +78,7 @@ class ConnectWebhook(_Webhook):
     ]
     agentId: ResourceId | None = Field(
         None,
-        description="The company's agent to answer (400 unknown_agent); default: the agent listing "
+        description="The company's agent to answer (404 unknown_agent); default: the agent listing "
         "b_number in its phones, else the company's default agent",
     )
 
@@ -184,10 +184,10 @@ OPERATIONS = (
         auth="connector",
         body=VoipWebhook,
         response=WebhookResult,
-        errors=(403, 404, 409, 503),
+        errors=(402, 403, 404, 409, 503),
         description="The company is the owner of b_number; a companyId that disagrees is 403 "
         "company_mismatch. A call id is used once: a repeated connect is 409 duplicate_call. "
-        "agentId chooses the agent (400 unknown_agent, 409 agent_disabled); extra fields are the "
+        "agentId chooses the agent (404 unknown_agent, 409 agent_disabled); extra fields are the "
         "call's variables, and a placeholder the agent uses that none fills is 400 unknown_placeholder.",
     ),
 )

@@ -167,6 +167,36 @@ class Outbox:
         """Written with the report's final row: the `call_completed` that waited for it."""
         return self._writer([COMPLETED], company_id, call_id, None, None)
 
+    def write_company_event(  # noqa: PLR0917  (a StoreWrite's context, on the writer thread)
+        self,
+        conn: sqlite3.Connection,
+        loop: asyncio.AbstractEventLoop,
+        kind: str,
+        company_id: str,
+        call_id: str,
+        data: Mapping[str, Any],
+    ) -> bool:
+        """An event about the company rather than the call's state (`balance_low`), in the caller's
+        transaction: to the company's webhook when it subscribes to `kind` (once per call and kind)."""
+        company = self._company(company_id)
+        override = get_override(conn, company_id)
+        if override is not None:
+            company = Destinations(override.url, override.events, override.key_map)
+        if not company.url or kind not in company.events:
+            return False
+        now = time.time()
+        event_id = new_id("evt")
+        payload = {"id": event_id, "type": kind, "created_at": iso_utc(now), "call_id": call_id, "data": data}
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        if not insert_event(conn, event_id, company_id, call_id, kind, now, body):
+            return False
+        insert_delivery(
+            conn, new_id("dlv"), event_id, company_id, call_id, company.url, now, now + self.retry_for_seconds
+        )
+        with contextlib.suppress(RuntimeError):  # a closed loop: the next start sends it
+            loop.call_soon_threadsafe(self._written)
+        return True
+
     def _recorded(self, company_id: str, call_id: str) -> bool:
         try:
             return self.has_recording(company_id, call_id)

@@ -33,7 +33,7 @@ class StereoTimeline:
         origin: float,
         *,
         hold_s: float = 0.4,
-        gap_s: float = 0.2,
+        gap_s: float = 1.0,  # Asterisk sends caller audio without pause: a shorter gap is our stall
         max_ahead_s: float = 120.0,
     ) -> None:
         self.fmt = fmt

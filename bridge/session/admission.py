@@ -22,10 +22,19 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from bridge.directory import Company, Directory
-from bridge.errors import BadRequest, BridgeError, Conflict, Forbidden, NotFound, ShuttingDown, Unauthorized
+from bridge.errors import (
+    BadRequest,
+    BridgeError,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ShuttingDown,
+    TooManyCalls,
+    Unauthorized,
+)
 from bridge.keys import canonical_number
 from bridge.logging import get_logger
 from bridge.session.call import CallPlan, CallRunner, ProviderFactory, provider_or_refuse
@@ -40,6 +49,13 @@ Transport = Literal["chan_websocket", "audiosocket"]
 CALL_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 _CALL_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
 MAX_CALL_ID = 128
+
+
+class FundsCheck(Protocol):
+    """Raises 402 insufficient_balance for a prepaid company without credit (bridge/companies/balance.py);
+    answers from memory, so admission never waits on the store for it."""
+
+    def refuse_if_exhausted(self, company_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +139,7 @@ class Admission:
         self.plan_call = plan_call
         self.policy = policy or AdmissionPolicy()
         self._claiming: set[str] = set()  # call ids between the duplicate check and registration
+        self.funds: FundsCheck | None = None  # prepaid balances; None: no company is ever refused for it
         self._log = get_logger("admission")
 
     # -- the one ownership rule --------------------------------------------------------------------
@@ -154,6 +171,7 @@ class Admission:
             company = self.company_for_call(announcement.called, announcement.company_id)
             caller = stored_number(announcement.caller, "callerPhone")
             self._check_caller(company, caller)
+            self._check_funds(company.id)
             async with self._new_call_id(announcement.call_id):
                 info = CallInfo(
                     call_id=announcement.call_id,
@@ -166,6 +184,7 @@ class Admission:
                     variables=dict(announcement.variables),
                     agent_id=announcement.agent_id,
                 )
+                self._check_live_calls(company.id)
                 return self.manager.create_pending(info)
 
     def terminate(self, call_id: str, called: str, company_id: str = "") -> Session | None:
@@ -182,6 +201,8 @@ class Admission:
     def outbound(self, info: CallInfo, ttl_seconds: float) -> Session:
         """A call the API dials out (the route already checked the company owns `from`)."""
         with self._counting("outbound"):
+            self._check_funds(info.company_id)
+            self._check_live_calls(info.company_id)
             return self.manager.create_pending(info, dialing=True, ttl_seconds=ttl_seconds)
 
     # -- media sockets -------------------------------------------------------------------------
@@ -208,11 +229,13 @@ class Admission:
                 raise NotFound(f"no pending call {claim.call_id}", code="unknown_call")
             raise Unauthorized("connector credentials are required")
         company, caller, called = self._webhookless_company(claim)
+        self._check_funds(company.id)
         call_id = claim.call_id or str(uuid.uuid4())
         async with self._new_call_id(call_id):
             info = CallInfo(
                 call_id=call_id, company_id=company.id, direction="inbound", caller=caller, called=called
             )
+            self._check_live_calls(company.id)
             return self.manager.create_attached(info)
 
     def _media_trusted(self, claim: MediaClaim) -> bool:
@@ -260,6 +283,24 @@ class Admission:
         return company, caller, called
 
     # -- shared checks ----------------------------------------------------------------------------
+
+    def check_funds(self, company_id: str) -> None:
+        """402 insufficient_balance when a prepaid company has no credit left (counted as a refusal)."""
+        with self._counting("funds"):
+            self._check_funds(company_id)
+
+    def _check_funds(self, company_id: str) -> None:
+        if self.funds is not None:
+            self.funds.refuse_if_exhausted(company_id)
+
+    def _check_live_calls(self, company_id: str) -> None:
+        """429 too_many_calls at the company's `[companies.limits] max_live_calls` (0: only the server's
+        max_calls). Called right before the call is registered, with no await between, so calls that
+        arrive together cannot overshoot the cap."""
+        company = self.directory().companies.get(company_id)
+        cap = company.settings.limits.max_live_calls if company is not None else 0
+        if cap and self.manager.live_for(company_id) >= cap:
+            raise TooManyCalls(f"{company_id} already has {cap} live calls")
 
     @staticmethod
     def _check_caller(company: Company, caller: str) -> None:

@@ -86,6 +86,7 @@ class CallService:
 
     def originate(self, request: OutboundCall) -> Session:
         """Create the call (dialing) and start dialing; the outcome arrives later on the session."""
+        self.admission.check_funds(request.company_id)  # 402 before anything else is asked of it
         company = self.admission.directory().companies.get(request.company_id)
         call_id = str(uuid.uuid4())
         variables = dict(request.variables or {})

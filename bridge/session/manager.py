@@ -81,6 +81,10 @@ class SessionManager:
         available = 0 if self._draining else max(0, self.max_calls - active)
         return Capacity(self.max_calls, active, available, self._draining)
 
+    def live_for(self, company_id: str) -> int:
+        """The company's calls holding a slot: pending, dialing or connected (O(live calls))."""
+        return sum(1 for session in self._live.values() if session.company_id == company_id)
+
     def _live_calls(self) -> LiveCalls:
         capacity = self.capacity()
         sessions = self._live.values()

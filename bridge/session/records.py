@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from bridge.logging import get_logger
 from bridge.session.session import Session
@@ -22,20 +22,32 @@ from bridge.store.records import CallRecord, CallStore, StoreWrite
 CHECKPOINT_BATCH: Final = 50
 
 
+Companion = Callable[[Session, CallRecord], StoreWrite | None]
+
+
+def _together(writes: list[StoreWrite]) -> StoreWrite:
+    def write(conn: Any) -> None:
+        for each in writes:
+            each(conn)
+
+    return write
+
+
 class CallRecorder:
     def __init__(
         self,
         store: CallStore,
         *,
         checkpoint_seconds: float = 5.0,
-        companion: Callable[[Session, CallRecord], StoreWrite | None] | None = None,
+        companions: Sequence[Companion] = (),
     ) -> None:
         if checkpoint_seconds <= 0:
             raise ValueError("checkpoint_seconds must be positive")
         self.store = store
-        # Asked at each save: rows that must commit with this version of the record (the webhook
-        # outbox's events when the call became active, ended or failed), or None.
-        self.companion = companion
+        # Asked at each save, in order: rows that must commit with this version of the record (the
+        # webhook outbox's events when the call became active, ended or failed; usage rows at the end),
+        # or None. Append to add one.
+        self.companions: list[Companion] = list(companions)
         self.checkpoint_seconds = checkpoint_seconds
         self.failures = 0
         self._saving: set[asyncio.Task[None]] = set()
@@ -77,8 +89,8 @@ class CallRecorder:
     async def _save(self, session: Session) -> None:
         try:
             record = session.record()
-            also = self.companion(session, record) if self.companion is not None else None
-            await self.store.save(record, also=also)
+            writes = [w for w in (companion(session, record) for companion in self.companions) if w]
+            await self.store.save(record, also=_together(writes) if writes else None)
         except Exception as exc:  # a full disk must not take calls down; it is logged and counted
             self.failures += 1
             self._log.error("record_save_failed", call_id=session.call_id, error=type(exc).__name__)

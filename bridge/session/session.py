@@ -108,6 +108,8 @@ class Session:
     transcript: list[TranscriptLine] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     cost_usd: float | None = None
+    # The same usage per (provider, model) that served the call (a failover adds one): the usage rows.
+    usage_by_model: dict[tuple[str, str], tuple[Usage, float | None]] = field(default_factory=dict)
     dial_outcome: str | None = None
     transferred_to: str | None = None
     model_reconnects: int = 0
@@ -197,6 +199,11 @@ class Session:
         self.usage = self.usage + usage
         if cost_usd is not None:
             self.cost_usd = round((self.cost_usd or 0.0) + cost_usd, 6)
+        key = (self.provider, self.model)
+        so_far, cost = self.usage_by_model.get(key, (Usage(), None))
+        if cost_usd is not None:
+            cost = round((cost or 0.0) + cost_usd, 6)
+        self.usage_by_model[key] = (so_far + usage, cost)
 
     def add_response_latency(self, seconds: float) -> None:
         if len(self.response_latencies_s) < MAX_RESPONSE_LATENCIES:

@@ -184,6 +184,78 @@ MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
         )
         """,
     ),
+    # 10: companies and keys as data (bridge/companies/admin_store.py). A company's settings are one
+    # JSON document (the config's shape, so it validates as CompanySettings); keys only as digests.
+    (
+        """
+        CREATE TABLE admin_companies (
+            id TEXT PRIMARY KEY,
+            settings TEXT NOT NULL,
+            limits TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE admin_keys (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            company_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,
+            digest BLOB NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        )
+        """,
+        "CREATE INDEX admin_keys_owner ON admin_keys (kind, company_id, created_at)",
+    ),
+    # 11: usage rows a query can sum (bridge/companies/usage.py): one per call and model that served it,
+    # written with the call's final record; `day` is the UTC date of the call's start (created_at).
+    (
+        """
+        CREATE TABLE usage_rows (
+            call_id TEXT NOT NULL,
+            company_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            day TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            input_text INTEGER NOT NULL DEFAULT 0,
+            input_audio INTEGER NOT NULL DEFAULT 0,
+            cached INTEGER NOT NULL DEFAULT 0,
+            output_text INTEGER NOT NULL DEFAULT 0,
+            output_audio INTEGER NOT NULL DEFAULT 0,
+            model_seconds REAL NOT NULL DEFAULT 0,
+            cost_usd REAL,
+            PRIMARY KEY (call_id, provider, model)
+        )
+        """,
+        "CREATE INDEX usage_company_started ON usage_rows (company_id, started_at)",
+        "CREATE INDEX usage_company_day ON usage_rows (company_id, day)",
+        "CREATE INDEX usage_started ON usage_rows (started_at)",
+    ),
+    # 12: the balance ledger (bridge/companies/balance.py): a company's balance is the SUM of its
+    # entries, never a number overwritten. Credits are positive, call costs negative; a call is
+    # charged once (the partial unique index), whichever of its saves gets there.
+    (
+        """
+        CREATE TABLE ledger (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT NOT NULL UNIQUE,
+            company_id TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('credit', 'call', 'adjustment')),
+            amount_usd REAL NOT NULL,
+            call_id TEXT,
+            note TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL
+        )
+        """,
+        "CREATE UNIQUE INDEX ledger_call ON ledger (call_id) WHERE kind = 'call'",
+        "CREATE INDEX ledger_company ON ledger (company_id, seq)",
+    ),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

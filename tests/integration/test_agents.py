@@ -200,7 +200,7 @@ async def test_another_companys_agent_is_unknown_on_every_route(bridge_factory: 
             "agentId": agent["id"],
         },
     )
-    assert (status, reply["code"]) == (400, "unknown_agent")
+    assert (status, reply["code"]) == (404, "unknown_agent")
     # Acme's agent is untouched.
     status, reply = await api(services, "GET", f"/api/agents/{agent['id']}")
     assert (status, reply["data"]["agent"]["name"]) == (200, "Acme sales")
@@ -322,7 +322,7 @@ async def test_an_unknown_placeholder_refuses_the_inbound_call(bridge_factory: S
     assert "{{call.nope}}" in reply["error"]
     assert "customer" not in reply["error"]
     status, reply = await webhook(services, connect(call_id, agentId="no-such-agent"))
-    assert (status, reply["code"]) == (400, "unknown_agent")
+    assert (status, reply["code"]) == (404, "unknown_agent")
 
 
 # -- outbound -------------------------------------------------------------------------------------
@@ -373,7 +373,7 @@ async def test_an_outbound_call_names_its_agent_and_its_placeholders_are_checked
     assert services.manager.capacity().active_calls == 0
 
     status, reply = await api(services, "POST", "/api/calls/outbound", outbound(agent_id="nope"))
-    assert (status, reply["code"]) == (400, "unknown_agent")
+    assert (status, reply["code"]) == (404, "unknown_agent")
     status, reply = await api(
         services, "POST", "/api/calls/outbound", outbound(agent_id=agent["id"]), key=GLOBEX_KEY
     )

@@ -16,11 +16,14 @@ import aiohttp
 import pytest
 
 from bridge.api.openapi import OPERATIONS, Operation
+from bridge.api.routes_usage import USAGE
 from bridge.app import Services, start_services
 from bridge.asterisk.audiosocket import Kind, encode_audio
+from bridge.companies.usage import UsageRow
 from bridge.session.state import CallState, EndedBy
 from bridge.settings import build_settings
 from bridge.simulate import AudioSource, CallSummary, SimulatedCallOptions, run_simulated_call
+from bridge.store.records import Usage
 from tests.fakes.ami_server import FakeAmiServer
 from tests.helpers import ACME_KEY, ACME_PHONE, CONNECTOR_KEY, GLOBEX_KEY, GLOBEX_PHONE, raw_config
 
@@ -43,6 +46,13 @@ EXAMPLE_BODIES: dict[str, dict[str, Any]] = {
         "scheduled_at": "2200-01-01T00:00:00Z",
     },
     "TaskPatch": {"priority": 3},
+    "TemplateSend": {
+        "phone_number_id": "123456789",
+        "to": "+34600111222",
+        "template_name": "order_update",
+        "language_code": "en_US",
+        "components": [],
+    },
 }
 
 
@@ -301,3 +311,23 @@ async def test_no_task_route_reaches_another_companys_task(world: tuple[Bridge, 
             "pending",
             0,
         )
+
+
+async def test_usage_never_shows_another_companys_rows(world: tuple[Bridge, dict[str, Tenant]]) -> None:
+    bridge, tenants = world
+    usage = bridge.services.app[USAGE]
+    for name, tenant in tenants.items():  # each finished call used a model (a model named after it)
+        record = await bridge.services.calls.record(name, tenant.finished[0])
+        row = UsageRow("openai", f"model-of-{name}", Usage(input_text_tokens=7, output_audio_tokens=9), 0.5)
+        await usage.replace(record, [row])
+    for viewer, owner in (("acme", "globex"), ("globex", "acme")):
+        foreign = [owner, f"model-of-{owner}", *tenants[owner].calls]
+        for group_by in ("company", "conversation", "model", "day"):
+            for fmt in ("json", "csv"):
+                path = f"/api/usage?group_by={group_by}&breakdown=model&format={fmt}&company_id={owner}"
+                async with bridge.http.get(bridge.base + path, headers={"X-API-Key": KEYS[viewer]}) as got:
+                    text = await got.text()
+                    assert got.status == 200, text
+                assert f"model-of-{viewer}" in text
+                for value in foreign:
+                    assert value not in text, (viewer, group_by, fmt, value)

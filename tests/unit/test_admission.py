@@ -16,6 +16,7 @@ from bridge.session.admission import Admission, AdmissionPolicy, Announcement, M
 from bridge.session.call import CallPlan
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, Session
+from bridge.session.state import EndedBy
 from bridge.settings import build_settings
 from bridge.store import SqliteCallStore, open_store
 from bridge.store.records import CallRecord
@@ -269,3 +270,46 @@ async def test_capacity_refusals_are_counted(store: SqliteCallStore) -> None:
     assert (info.value.status, info.value.code, info.value.retry_after_seconds) == (503, "at_capacity", 5)
     assert await refused(admission.announce(announcement())) == (503, "at_capacity")
     assert rejected(admission) == {"at_capacity": 2}
+
+
+# -- a company's live-call cap ([companies.limits] max_live_calls) -----------------------------
+
+
+def capped(store: SqliteCallStore, cap: int) -> Admission:
+    raw = raw_config()
+    raw["companies"][0]["limits"] = {"max_live_calls": cap}
+    directory = Directory.from_settings(build_settings(raw))
+    return Admission(SessionManager(max_calls=10), store, lambda: directory, plan, AdmissionPolicy())
+
+
+async def test_max_live_calls_refuses_on_every_path_with_429(store: SqliteCallStore) -> None:
+    admission = capped(store, 1)
+    first = await admission.announce(announcement(call_id="cap-1"))
+    assert await refused(admission.announce(announcement(call_id="cap-2"))) == (429, "too_many_calls")
+    outbound = CallInfo("cap-out", "acme", "outbound", ACME_PHONE, "+34600111222")
+    with pytest.raises(BridgeError) as info:
+        admission.outbound(outbound, 30)
+    assert (info.value.status, info.value.code) == (429, "too_many_calls")
+    assert info.value.retry_after_seconds is not None
+    claim = MediaClaim("chan_websocket", "cap-3", "+34600111222", ACME_PHONE, credentials=(CONNECTOR_KEY,))
+    assert await refused(admission.admit_media(claim)) == (429, "too_many_calls")
+    # Another company is not affected, and the pending call's own socket still attaches.
+    globex = await admission.announce(announcement(call_id="g-1", caller=GLOBEX_CALLER, called=GLOBEX_PHONE))
+    assert globex.company_id == "globex"
+    admitted = await admission.admit_media(
+        MediaClaim("chan_websocket", "cap-1", credentials=(CONNECTOR_KEY,))
+    )
+    assert admitted.session is first
+    assert rejected(admission)["too_many_calls"] == 3
+
+
+async def test_a_slot_frees_when_the_call_ends(store: SqliteCallStore) -> None:
+    admission = capped(store, 1)
+    first = await admission.announce(announcement(call_id="cap-a"))
+    first.request_end(EndedBy.CALLER)
+    for _ in range(100):
+        if admission.manager.get("cap-a") is None:
+            break
+        await asyncio.sleep(0.01)
+    second = await admission.announce(announcement(call_id="cap-b"))
+    assert second.company_id == "acme"

@@ -9,7 +9,7 @@ from bridge.agents.catalog import AgentCatalog, StoredAgent
 from bridge.agents.templating import call_facts
 from bridge.api.routes_webhook import webhook_variables
 from bridge.directory import Directory
-from bridge.errors import BadRequest, Conflict
+from bridge.errors import BadRequest, Conflict, NotFound
 from bridge.settings_agents import AgentSettings
 from tests.helpers import ACME_PHONE, make_settings
 
@@ -59,10 +59,10 @@ def test_resolve_gives_the_named_agent_or_the_config_default(catalog: AgentCatal
 
 
 def test_unknown_disabled_and_other_companies_agents_are_refused(catalog: AgentCatalog) -> None:
-    with pytest.raises(BadRequest) as unknown:
+    with pytest.raises(NotFound) as unknown:
         catalog.resolve("acme", "nope")
     assert unknown.value.code == "unknown_agent"
-    with pytest.raises(BadRequest):
+    with pytest.raises(NotFound):
         catalog.resolve("acme", "theirs")  # globex's agent does not exist for acme
     with pytest.raises(Conflict) as disabled:
         catalog.resolve("acme", "off")

@@ -18,7 +18,7 @@ from bridge.keys import hash_key
 from bridge.logging import REDACTED, Redactor, configure_logging, get_logger
 from bridge.settings import build_settings
 from bridge.settings_secrets import secret_digests, secret_values
-from tests.helpers import raw_config
+from tests.helpers import ADMIN_KEY, raw_config
 
 KEY = "Xk3v_9-QpL2mZ8rT"
 HASHED_KEY = "stored-as-sha256-Yw4p"
@@ -274,6 +274,7 @@ def test_every_secret_of_the_settings_is_collected() -> None:
     assert "" not in values  # unset secrets (azure_openai's key here) are left out
     assert not any(value.startswith("sha256:") for value in values)
     digests = secret_digests(settings)
-    # The hashed connector key and the helpers' two hashed company keys.
+    # The hashed connector key, the helpers' two hashed company keys and their hashed admin key.
     assert hashlib.sha256(b"hashed-connector-key").digest() in digests
-    assert len(digests) == 3
+    assert hashlib.sha256(ADMIN_KEY.encode()).digest() in digests
+    assert len(digests) == 4

@@ -33,13 +33,13 @@ def test_caller_frames_land_in_order_and_a_real_gap_is_silence() -> None:
     tl = StereoTimeline(SLIN16, origin=100.0, hold_s=0.0)
     for k in range(5):  # 100 ms of caller audio, read on time
         tl.caller(frame(1000), 100.0 + (k + 1) * 0.02)
-    tl.caller(frame(2000), 100.0 + 0.1 + 0.5 + 0.02)  # then nothing for 500 ms
-    block = tl.commit(100.7)
+    tl.caller(frame(2000), 100.0 + 0.1 + 1.5 + 0.02)  # then nothing for 1.5 s (over the 1 s gap_s)
+    block = tl.commit(101.7)
     assert block is not None
     left = samples(block.left)
     assert (left[: 5 * FRAME] == 1000).all()
-    assert (left[5 * FRAME : 5 * FRAME + 8000] == 0).all()  # the 500 ms gap
-    assert (left[5 * FRAME + 8000 : 6 * FRAME + 8000] == 2000).all()
+    assert (left[5 * FRAME : 5 * FRAME + 24000] == 0).all()  # the 1.5 s gap
+    assert (left[5 * FRAME + 24000 : 6 * FRAME + 24000] == 2000).all()
 
 
 def test_a_short_stall_does_not_shift_the_caller_track() -> None:
@@ -48,6 +48,8 @@ def test_a_short_stall_does_not_shift_the_caller_track() -> None:
     for _ in range(5):  # the loop stalled 100 ms, then read a burst of frames at once
         tl.caller(frame(1), 0.12)
     assert tl.left_end == 6 * FRAME
+    tl.caller(frame(1), 0.12 + 0.6)  # a 600 ms stall on a loaded machine: still no silence inserted
+    assert tl.left_end == 7 * FRAME
 
 
 def test_bot_audio_queues_after_itself_and_a_barge_in_cuts_what_was_not_heard() -> None:

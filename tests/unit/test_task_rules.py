@@ -66,5 +66,5 @@ def test_a_refusal_retries_when_the_server_refused_and_never_when_the_request_wa
     assert after_attempt(task(1, retry_on=()), refusal_attempt("asterisk_unavailable", 503), NOW).status == (
         "pending"
     )
-    assert after_attempt(task(1), refusal_attempt("unknown_agent", 400), NOW).status == "failed"
+    assert after_attempt(task(1), refusal_attempt("unknown_agent", 404), NOW).status == "failed"
     assert after_attempt(task(3), refusal_attempt("asterisk_unavailable", 503), NOW).status == "failed"

@@ -102,7 +102,7 @@ def rows(store: SqliteCallStore) -> list[tuple[str, str, str]]:
 
 async def test_events_are_written_with_the_transitions_to_company_and_task(store: SqliteCallStore) -> None:
     outbox = outbox_for()
-    recorder = CallRecorder(store, companion=outbox.on_save)
+    recorder = CallRecorder(store, companions=[outbox.on_save])
     info = CallInfo(
         "c1",
         "acme",
@@ -139,7 +139,7 @@ async def test_events_are_written_with_the_transitions_to_company_and_task(store
 
 async def test_a_call_that_never_became_active_gets_call_failed_only(store: SqliteCallStore) -> None:
     outbox = outbox_for(["call_started", "call_failed"])
-    recorder = CallRecorder(store, companion=outbox.on_save)
+    recorder = CallRecorder(store, companions=[outbox.on_save])
     session = Session(CallInfo("c2", "acme", "inbound", "+15551230001", "+34987654321"))
     recorder.track(session)
     session.finish(EndedBy.ERROR, "provider_unavailable", failed=True)
