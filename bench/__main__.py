@@ -6,6 +6,9 @@ For each step of the ramp: start a fresh `bridge serve` pinned to core 0 (and th
 /proc and scraping its /metrics meanwhile. Prints a table, then one JSON line with everything.
 `--burst` places each step's calls within `--burst-window` seconds and reports setup against Asterisk's
 500 ms line; `--compare A,B` runs the same steps against two revisions and prints the ratio B / A.
+`--fleet` runs each step three ways on a private Redis and PostgreSQL (one plain SQLite bridge; one
+`[cluster]` node; `--nodes` nodes with every call's webhook on one node and its media on another) and
+prints setup latency and calls, CPU and RSS per node for each (bench/fleet.py).
 See bench/RESULTS.md for the method.
 """
 
@@ -85,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the steps against two revisions (A,B or A B; '.' = this working tree) and print B/A",
     )
     p.add_argument("--repeat", type=int, default=1, help="with --compare: runs per side, alternating A,B")
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="single process vs fleet path (webhook on one node, media on another) on private Redis, "
+        "PostgreSQL",
+    )
+    p.add_argument("--nodes", type=int, default=2, help="with --fleet: bridge nodes in the fleet path")
     p.add_argument("--venv-cache", type=Path, default=None, help="where --compare keeps venvs it makes")
     p.add_argument("--no-pin", action="store_true", help="do not pin processes with taskset")
     p.add_argument(
@@ -268,6 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.compare is not None:
             return main_compare(args, meta, root)
+        if args.fleet:
+            from bench.fleet import main_fleet  # noqa: PLC0415  (needs the fleet extra: redis, psycopg)
+
+            return main_fleet(args, meta, root)
         steps, profile = run_ramp(args, root)
     finally:
         if args.keep:

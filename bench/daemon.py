@@ -80,8 +80,11 @@ def bridge_config(
     provider: Provider,
     model_url: str | None = None,
     log_level: str = "info",
+    store_url: str | None = None,
+    extra: str = "",
 ) -> str:
-    """A complete config: HTTP and AudioSocket on free ports (port 0), one company on `provider`."""
+    """A complete config: HTTP and AudioSocket on free ports (port 0), one company on `provider`;
+    `store_url` replaces the SQLite file, `extra` adds sections (a fleet node's `[cluster]`)."""
     fake = FAKE_MODELS.get(provider)
     agent = "echo" if fake is None else fake.provider
     lines = [
@@ -100,7 +103,7 @@ def bridge_config(
         "port = 0",
         "",
         "[storage]",
-        f"url = {toml_str('sqlite:///' + str(db_path))}",
+        f"url = {toml_str(store_url or 'sqlite:///' + str(db_path))}",
         "",
         "[logging]",
         f"level = {toml_str(log_level)}",
@@ -126,6 +129,7 @@ def bridge_config(
         f"provider = {toml_str(agent)}",
         'greeting = ""',
         "",
+        extra,
     ]
     return "\n".join(lines)
 
@@ -325,10 +329,14 @@ def start_bridge(
     profile: Literal["none", "cprofile"] = "none",
     log_level: str = "info",
     code: BridgeCode | None = None,
+    connector_key: str | None = None,
+    store_url: str | None = None,
+    extra_config: str = "",
 ) -> Bridge:
-    """Write the config and start `bridge serve` (under cProfile if asked); wait for `listening`."""
+    """Write the config and start `bridge serve` (under cProfile if asked); wait for `listening`.
+    The nodes of a fleet share `connector_key` and `store_url`; `extra_config` is their `[cluster]`."""
     code = code or BridgeCode()
-    connector_key = secrets.token_urlsafe(24)
+    connector_key = connector_key or secrets.token_urlsafe(24)
     extra: list[subprocess.Popen[bytes]] = []
     model_url = None
     fake_model = FAKE_MODELS.get(provider)
@@ -345,6 +353,8 @@ def start_bridge(
             provider=provider,
             model_url=model_url,
             log_level=log_level,
+            store_url=store_url,
+            extra=extra_config,
         )
     )
     log_path = workdir / "bridge.log"

@@ -70,10 +70,21 @@ class LoadSpec:
     index_base: int = 0  # distinct caller numbers across generator processes
     seed: int = 1
     allowance_s: float = SETUP_ALLOWANCE_S  # added to `seconds`: time for every call to be set up
+    # Fleet: call i posts its webhook to routes[i % n][0] and opens its media socket on routes[i % n][1]
+    # (base URLs of two nodes); empty: both on `url`.
+    routes: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_json(cls, text: str) -> LoadSpec:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        data["routes"] = tuple((str(w), str(m)) for w, m in data.get("routes", ()))
+        return cls(**data)
+
+    def route(self, index: int) -> tuple[str, str]:
+        """(webhook base URL, media base URL) of this generator's call `index`."""
+        if not self.routes:
+            return self.url, self.url
+        return self.routes[index % len(self.routes)]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -154,9 +165,12 @@ def webhook_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S))
 
 
-async def post_connect(http: aiohttp.ClientSession, opts: SimulatedCallOptions) -> None:
+async def post_connect(
+    http: aiohttp.ClientSession, opts: SimulatedCallOptions, webhook_base: str | None = None
+) -> None:
     """The PBX's `connect` webhook, as `bridge.simulate.runtime.post_webhook` sends it; returns when the
-    status line is in (the body is read after, outside the timing)."""
+    status line is in (the body is read after, outside the timing). `webhook_base`: another node's
+    URL than the media socket's (the fleet path)."""
     body = {
         "callId": opts.call_id,
         "callerPhone": opts.caller,
@@ -166,7 +180,8 @@ async def post_connect(http: aiohttp.ClientSession, opts: SimulatedCallOptions) 
     }
     headers = {"x-connector-api-key": opts.connector_key} if opts.connector_key else {}
     try:
-        async with http.post(opts.http_base + WEBHOOK_PATH, json=body, headers=headers) as resp:
+        base = (webhook_base or opts.http_base).rstrip("/")
+        async with http.post(base + WEBHOOK_PATH, json=body, headers=headers) as resp:
             if resp.status // 100 != 2:
                 text = await resp.text()
                 raise SetupFailed(f"webhook: HTTP {resp.status}: {text[:200]}")
@@ -209,8 +224,9 @@ async def place_call(
     offset = random.Random(spec.seed * 100003 + index).randrange(len(frames))
     out = CallOutcome(index, time.monotonic(), probe, offset)
     seconds = spec.seconds + spec.allowance_s
+    webhook_base, media_base = spec.route(index)
     opts = SimulatedCallOptions(
-        url=spec.url,
+        url=media_base,
         connector_key=spec.connector_key,
         transport=spec.transport,
         format=spec.format,
@@ -225,7 +241,7 @@ async def place_call(
     )
     audio = StampedAudio(frames, silence_frame(fmt), seconds, probe, offset)
     try:
-        await post_connect(http, opts)
+        await post_connect(http, opts, webhook_base)
         out.webhook_done = time.monotonic()
         if spec.transport == "audiosocket":
             out.summary = await ObservedAudioSocketCall(opts, audio, probe).run()

@@ -63,8 +63,10 @@ def run_generators(
     seconds: float,
     tag: str,
     allowance_s: float | None = None,
+    routes: tuple[tuple[str, str], ...] = (),
 ) -> list[dict[str, Any]]:
-    """Start `--generators` processes sharing `calls`, all starting at one instant; wait; read outputs."""
+    """Start `--generators` processes sharing `calls`, all starting at one instant; wait; read outputs.
+    `routes`: (webhook URL, media URL) pairs the calls take in turn (the fleet path)."""
     _, load_core = cores(args.no_pin)
     count = max(1, min(args.generators, calls))
     rate = launch_rate(args, calls) if tag == "load" else 0.0
@@ -89,6 +91,7 @@ def run_generators(
             index_base=g * 100000,
             seed=g + 1,
             allowance_s=allowance,
+            routes=routes,
         )
         spec_path = workdir / f"{tag}-gen{g}.spec.json"
         out_path = workdir / f"{tag}-gen{g}.out.json"

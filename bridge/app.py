@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -21,18 +19,18 @@ from bridge.agents.scheduler import TaskScheduler
 from bridge.agents.service import AgentService
 from bridge.agents.store import AgentStore
 from bridge.agents.task_store import TaskStore
-from bridge.agents.templating import call_facts, template_variables
 from bridge.api import (
     routes_admin,
     routes_agents,
     routes_balance,
+    routes_dashboard,
     routes_live,
     routes_report,
     routes_tasks,
     routes_usage,
     routes_webhooks,
 )
-from bridge.api.appkeys import DIRECTORY, RECORDINGS, DirectoryHolder
+from bridge.api.appkeys import DIRECTORY, FLEET, RECORDINGS, DirectoryHolder
 from bridge.api.factory import create_app
 from bridge.api.http_server import HeaderTimeoutAppRunner
 from bridge.api.listener import DrainingTCPSite
@@ -40,6 +38,8 @@ from bridge.api.openapi import register
 from bridge.api.reload_status import CONFIG_RELOAD
 from bridge.api.routes_media import media_operation
 from bridge.api.routes_recording import recording_operations
+from bridge.app_fleet import link_fleet, lost_call_writer, share_changes
+from bridge.app_planner import make_call_planner
 from bridge.asterisk.ami import AmiController
 from bridge.asterisk.ari import AriController
 from bridge.asterisk.audiosocket_server import AudioSocketEndpoint
@@ -48,7 +48,6 @@ from bridge.companies.admin import AdminService
 from bridge.companies.balance import Balances
 from bridge.companies.usage import UsageStore, usage_companion
 from bridge.directory import Directory
-from bridge.errors import BridgeError
 from bridge.fdlimit import descriptor_problem, raise_descriptor_limit
 from bridge.integrations.live import LiveHub, LiveTokens
 from bridge.integrations.outbox import Outbox
@@ -57,28 +56,24 @@ from bridge.integrations.sender import WebhookSender
 from bridge.integrations.webhook_store import WebhookStore
 from bridge.integrations.webhooks import WebhookService
 from bridge.logging import get_logger
-from bridge.providers.base import Provider, ProviderUnavailable
-from bridge.providers.factory import CallBrief, provider_for
 from bridge.recording.service import Recordings
 from bridge.sdnotify import Notifier
 from bridge.session.admission import Admission, AdmissionPolicy, Announcement
 from bridge.session.calls import CallService
 from bridge.session.control import CallController, InboundCall, InboundHandler
-from bridge.session.costs import PriceTable
+from bridge.session.fleet import FleetLink
 from bridge.session.manager import SessionManager
-from bridge.session.plan import CallPlan, Fallback, ModelBuilder
-from bridge.session.policy import call_policy
 from bridge.session.records import CallRecorder
-from bridge.session.session import CallInfo, Session
-from bridge.session.tools import ToolBox
+from bridge.session.session import Session
 from bridge.settings import ConfigError, Settings, load_settings
-from bridge.settings_agents import MODEL_PROVIDERS, REALTIME_PROVIDERS
-from bridge.store import SqliteCallStore, open_store
+from bridge.store import Store, open_store
 from bridge.store.reports import ReportStore
 
 Reloader = Callable[[], Settings]
 # An idle keep-alive connection is closed after this (aiohttp's default is an hour); nginx uses 75 s.
 KEEPALIVE_SECONDS = 75.0
+# A fleet: a post-call report still pending after this long is resumed by whichever node looks.
+REPORT_ABANDONED_SECONDS = 600.0
 
 
 def _each(hooks: Sequence[Callable[[Session], None]], session: Session) -> None:
@@ -102,7 +97,7 @@ class Services:
     http: aiohttp.ClientSession
     calls: CallService
     recorder: CallRecorder
-    store: SqliteCallStore
+    store: Store
     controller: CallController | None = None
     audiosocket: asyncio.Server | None = None
     recordings: Recordings | None = None
@@ -111,6 +106,7 @@ class Services:
     agents: AgentService | None = None
     tasks: TaskScheduler | None = None
     webhooks: WebhookSender | None = None
+    fleet: FleetLink | None = None
 
     @property
     def audiosocket_port(self) -> int | None:
@@ -123,6 +119,8 @@ class Services:
             await self.tasks.close()  # no new task dials; one still calling is resolved at the next start
         await self.runner.cleanup()
         await self.calls.close()
+        if self.fleet is not None:
+            await self.fleet.close()  # after the calls: what is left of ours leaves the registry
         if self.controller is not None:
             await self.controller.close()
         await self.recorder.close()
@@ -166,102 +164,6 @@ def stasis_admitter(admission: Admission) -> InboundHandler:
     return admit
 
 
-def model_of(provider: str, settings: Settings) -> str:
-    return settings.providers.section(provider).model if provider in MODEL_PROVIDERS else ""
-
-
-def prices_for(provider: str, settings: Settings) -> PriceTable | None:
-    """What `provider`'s configured model costs (None: echo, which costs nothing)."""
-    if provider not in MODEL_PROVIDERS:
-        return None
-    section = settings.providers.section(provider)
-    transcription = None
-    if provider in REALTIME_PROVIDERS:
-        realtime = settings.providers.realtime(provider)
-        transcription = realtime.transcription_prices.get(realtime.transcription_model)
-    return PriceTable(section.price(), transcription)
-
-
-def make_call_planner(
-    directory: Callable[[], Directory],
-    settings: Settings,
-    http: aiohttp.ClientSession,
-    controller: CallController | None = None,
-    recordings: Recordings | None = None,
-    *,
-    agents: AgentCatalog | None = None,
-) -> Callable[[Session], CallPlan]:
-    """What each call gets: its agent (read at call time, so an edit or a SIGHUP applies to new calls)."""
-    catalog = agents or AgentCatalog(directory)
-
-    def plan_call(session: Session) -> CallPlan:
-        info = session.info
-        if not info.agent_id and info.direction == "inbound":
-            # A call no webhook chose an agent for (ARI, a credentialed media socket): the number's own.
-            chosen = catalog.for_number(info.company_id, info.called)
-            if chosen:
-                info = session.info = dataclasses.replace(info, agent_id=chosen)
-        try:
-            agent = catalog.resolve(info.company_id, info.agent_id)
-        except BridgeError as exc:  # deleted or disabled since the call was requested
-            raise ProviderUnavailable(exc.message, code=exc.code) from exc
-        tools = ToolBox(agent, controller=controller, http=http, outbound=info.direction == "outbound")
-        variables = call_variables(info, directory())
-        brief = CallBrief(info.call_objective, info.first_message, variables)
-        specs = tools.specs()
-
-        def builder(name: str) -> ModelBuilder:
-            def build(history: Sequence[tuple[str, str]]) -> Provider:
-                call = dataclasses.replace(brief, history=tuple(history))
-                return provider_for(agent, settings, name=name, call=call, tools=specs, http=http)
-
-            return build
-
-        fallbacks = [
-            Fallback(name, model_of(name, settings), builder(name), prices_for(name, settings))
-            for name in agent.fallback_providers
-        ]
-        name: str = agent.provider
-        while True:  # a provider that cannot even be built (e.g. no key) hands over at once
-            try:
-                provider = builder(name)(())
-                break
-            except ProviderUnavailable as exc:
-                if not fallbacks:
-                    raise
-                session.model_refused(name, model_of(name, settings), exc.code)
-                name = fallbacks.pop(0).name
-        session.model = model_of(name, settings)
-        return CallPlan(
-            provider,
-            tools=tools,
-            prices=prices_for(name, settings),
-            fallbacks=tuple(fallbacks),
-            controller=controller,
-            local_barge_in_ms=agent.local_barge_in_ms if agent.local_barge_in else None,
-            policy=call_policy(agent, dataclasses.replace(info, variables=variables)),
-            tap=partial(recordings.open, session.company_id, session.call_id)
-            if recordings is not None and agent.recording
-            else None,
-        )
-
-    return plan_call
-
-
-def call_variables(info: CallInfo, directory: Directory) -> dict[str, str]:
-    """Every name the call's placeholders may use: its variables as `x` and `crm.x`, facts as `call.y`."""
-    company = directory.companies.get(info.company_id)
-    facts = call_facts(
-        call_id=info.call_id,
-        caller=info.caller,
-        called=info.called,
-        direction=info.direction,
-        caller_name=info.caller_name,
-        company=(company.settings.name or company.id) if company is not None else info.company_id,
-    )
-    return template_variables(info.variables, facts)
-
-
 def model_client() -> aiohttp.ClientSession:
     """One HTTP client for every model socket and tool call: shared connection pool, no per-call setup.
 
@@ -275,11 +177,16 @@ def model_client() -> aiohttp.ClientSession:
     )
 
 
-async def start_services(settings: Settings) -> Services:
-    """Build and start the HTTP API with the media socket (raises OSError if a port is taken)."""
+async def start_services(settings: Settings, *, reuse_port: bool = False) -> Services:
+    """Build and start the HTTP API with the media socket (raises OSError if a port is taken).
+
+    `reuse_port`: bind with SO_REUSEPORT, so `--workers N` (or several instances) share the ports.
+    """
     log = get_logger("app")
     store = await open_store(settings.storage.url)
-    interrupted = await store.mark_interrupted(time.time())
+    # One process: every unfinished call is a previous life's. A fleet shares the store with nodes still
+    # running theirs: a node's own leftovers come back from the registry (FleetLink's lost handler).
+    interrupted = await store.mark_interrupted(time.time()) if settings.cluster is None else 0
     if interrupted:
         log.warning("calls_interrupted_by_restart", calls=interrupted)
     recorder = CallRecorder(store, checkpoint_seconds=settings.storage.checkpoint_seconds)
@@ -358,7 +265,11 @@ async def start_services(settings: Settings) -> Services:
         dial_timeout_seconds=settings.asterisk.originate.timeout_seconds,
         agents=agent_catalog,
     )
+    link = link_fleet(settings, manager, admission, calls, lambda: holder.current)
+    session_hooks.append(link.track)
     app = create_app(settings, admission, calls, holder)
+    app[FLEET] = link
+    link.serve("live_calls", routes_dashboard.fleet_live_calls(manager))
     register(app, [media_operation(MediaEndpoint(admission).handle)])
     app[RECORDINGS] = recordings
     register(app, recording_operations(recordings))
@@ -370,7 +281,9 @@ async def start_services(settings: Settings) -> Services:
     )
     routes_agents.setup_routes(app, agents)
     # Tasks: the store is the queue; the scheduler starts once everything it dials through listens.
-    tasks = TaskScheduler(TaskStore(store), calls, settings.tasks, settings.server.max_calls)
+    tasks = TaskScheduler(
+        TaskStore(store), calls, settings.tasks, settings.server.max_calls, fleet=settings.cluster is not None
+    )
     routes_tasks.setup_routes(app, tasks)
     routes_admin.setup_routes(app, admin)
     admin.start()  # key last-use flushes; the final one runs at cleanup, before the store closes
@@ -390,6 +303,16 @@ async def start_services(settings: Settings) -> Services:
     except Exception as exc:  # the records are safe; only their usage rows are missing
         log.error("usage_backfill_failed", error=type(exc).__name__)
     routes_usage.setup_routes(app, usage)
+    share_changes(link, admin, balances)
+    link.write_lost = lost_call_writer(
+        store, outbox, settings.webhook_delivery.retry_for_seconds, usage.backfill
+    )
+    try:
+        await link.start()  # joins the fleet: claims, control for our calls, lost nodes
+    except Exception:
+        await store.close()
+        await http.close()
+        raise
     runner = HeaderTimeoutAppRunner(
         app,
         header_timeout_seconds=settings.server.header_timeout_seconds,
@@ -414,15 +337,22 @@ async def start_services(settings: Settings) -> Services:
         webhooks=webhook_sender,
         agents=agents,
         recordings=recordings,
+        fleet=link,
     )
     try:
-        site = DrainingTCPSite(runner, settings.server.host, settings.server.port)  # see api/listener.py
+        site = DrainingTCPSite(  # see api/listener.py
+            runner, settings.server.host, settings.server.port, reuse_port=reuse_port or None
+        )
         await site.start()
         services.http_port = runner.addresses[0][1]
         if settings.audiosocket.enabled:
             endpoint = AudioSocketEndpoint(admission)
             services.audiosocket = await asyncio.start_server(
-                endpoint.handle, settings.audiosocket.host, settings.audiosocket.port, reuse_address=True
+                endpoint.handle,
+                settings.audiosocket.host,
+                settings.audiosocket.port,
+                reuse_address=True,
+                reuse_port=reuse_port or None,
             )
     except OSError:
         await services.close()
@@ -430,13 +360,20 @@ async def start_services(settings: Settings) -> Services:
     services.tasks = tasks
     await tasks.start()
     webhook_sender.start()  # what a previous process left pending goes out now
-    resumed = await reports.resume()
-    if resumed:
-        log.info("reports_resumed", reports=resumed)
+    if settings.cluster is None:
+        resumed = await reports.resume()
+        if resumed:
+            log.info("reports_resumed", reports=resumed)
+    else:  # a report pending this long has lost its node (one attempt is bounded by the text model's timeout)
+        link.every(
+            REPORT_ABANDONED_SECONDS / 5, lambda: reports.resume(time.time() - REPORT_ABANDONED_SECONDS)
+        )
     return services
 
 
-async def serve(settings: Settings, *, reload_settings: Reloader | None = None) -> int:
+async def serve(
+    settings: Settings, *, reload_settings: Reloader | None = None, reuse_port: bool = False
+) -> int:
     """Run the daemon until SIGTERM/SIGINT, then drain and exit 0 (2: max_calls above the fd limit)."""
     log = get_logger("app")
     # The descriptor limit is the process's, not the file's: checked here, not by check-config.
@@ -451,7 +388,7 @@ async def serve(settings: Settings, *, reload_settings: Reloader | None = None) 
     # SIGHUP is always handled, from before anything listens: its default action kills the process.
     loop.add_signal_handler(signal.SIGHUP, _ignore_reload, "still starting")
     try:
-        services = await start_services(settings)
+        services = await start_services(settings, reuse_port=reuse_port)
     except OSError as exc:
         loop.remove_signal_handler(signal.SIGHUP)
         log.error("cannot_listen", host=settings.server.host, error=exc.strerror)

@@ -61,6 +61,7 @@ def _print_problems(header: str, problems: Sequence[str]) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridge.app import serve, settings_reloader  # noqa: PLC0415  (keeps `hash-key` light)
+    from bridge.workers.entry import as_worker, run_supervisor, worker_settings, workers_problem  # noqa: PLC0415
 
     path = _config_path(args.config)
     try:
@@ -79,6 +80,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         _print_problems("configuration is invalid:", exc.problems)
         return 2
+    problem = workers_problem(args.workers, settings, path)
+    if problem is not None:
+        print(f"serve: {problem}", file=sys.stderr)
+        return 2
     from bridge.settings_secrets import secret_digests, secret_values  # noqa: PLC0415
 
     configure_logging(
@@ -87,7 +92,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         secrets=secret_values(settings),
         secret_digests=secret_digests(settings),
     )
-    return run_loop(serve(settings, reload_settings=settings_reloader(path)))
+    reloader = settings_reloader(path)
+    if args.workers > 1 and path is not None:
+        return run_supervisor(args.workers, path)
+    if args.worker_index is None:
+        return run_loop(serve(settings, reload_settings=reloader, reuse_port=args.reuse_port))
+    # A worker of `--workers N`: its own node of the fleet, sharing the ports with its siblings.
+    settings = worker_settings(settings, args.worker_index)
+    return run_loop(as_worker(serve(settings, reload_settings=reloader, reuse_port=True)))
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -124,6 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the daemon in the foreground")
     serve.add_argument("--config", help="TOML config file (default: $BRIDGE_CONFIG, else a demo setup)")
+    serve.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="N processes sharing the HTTP and AudioSocket ports, each a node of the fleet (needs [cluster])",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="bind with SO_REUSEPORT, so several `bridge serve` (e.g. bridge@.service) share the ports",
+    )
+    serve.add_argument("--worker-index", type=_positive_int, help=argparse.SUPPRESS)  # set by --workers
     serve.set_defaults(handler=cmd_serve)
 
     check = commands.add_parser("check-config", help="validate a config file; exit 2 when invalid")

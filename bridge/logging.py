@@ -170,7 +170,8 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redactor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line (print() makes two): `--workers` share one stderr, and lines must not mix.
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)

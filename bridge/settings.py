@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -110,6 +111,24 @@ class StorageSettings(Section):
     checkpoint_seconds: float = Field(5.0, gt=0, le=300)
     recordings_dir: str = "var/recordings"  # stereo WAVs of calls whose agent has `recording = true`
     recording_retention_days: int = Field(30, ge=1, le=3650)
+
+
+class ClusterSettings(Section):
+    """A fleet of bridges sharing a Redis (registry and bus); absent: one process, embedded registry."""
+
+    redis_url: str = Field(pattern=r"^(redis|rediss|unix)://")
+    # This process's name in the fleet; `bridge serve --workers N` appends "-<n>" for each worker.
+    node_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    max_calls: int = Field(0, ge=0)  # fleet-wide cap; 0: none beyond each node's [server] max_calls
+    heartbeat_seconds: float = Field(2.0, gt=0, le=60)
+    node_ttl_seconds: float = Field(10.0, gt=0, le=600)  # silent this long: lost, its calls node_lost
+    control_timeout_seconds: float = Field(3.0, gt=0, le=30)  # a control request routed to a call's owner
+
+    @model_validator(mode="after")
+    def _ttl_covers_beats(self) -> ClusterSettings:
+        if self.node_ttl_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("node_ttl_seconds must be at least twice heartbeat_seconds")
+        return self
 
 
 class AnalysisSettings(Section):
@@ -283,6 +302,7 @@ class Settings(BaseSettings):
     admin: AdminSettings = AdminSettings()
     audiosocket: AudioSocketSettings = AudioSocketSettings()
     storage: StorageSettings = StorageSettings()
+    cluster: ClusterSettings | None = None
     asterisk: AsteriskSettings = AsteriskSettings()
     providers: ProvidersSettings = ProvidersSettings()
     analysis: AnalysisSettings = AnalysisSettings()

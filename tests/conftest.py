@@ -11,14 +11,17 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.api.appkeys import DirectoryHolder
 from bridge.api.factory import create_app
-from bridge.app import Services, make_call_planner, start_services
+from bridge.app import Services, start_services
+from bridge.app_planner import make_call_planner
 from bridge.directory import Directory
 from bridge.session.admission import Admission, AdmissionPolicy
 from bridge.session.calls import CallService
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
-from bridge.store import SqliteCallStore, open_store
+from bridge.store import Store, open_store
 from tests.helpers import make_settings
+from tests.services_postgres import postgres_server, postgres_url, store_url  # noqa: F401
+from tests.services_redis import redis_db, redis_server  # noqa: F401
 
 ApiFactory = Callable[..., Any]
 
@@ -41,7 +44,7 @@ def settings() -> Settings:
 async def api_client_factory() -> AsyncIterator[ApiFactory]:
     """Start the real HTTP API on a loopback port; returns (client, manager)."""
     clients: list[TestClient[Any, Any]] = []
-    stores: list[SqliteCallStore] = []
+    stores: list[Store] = []
     http = aiohttp.ClientSession()
 
     async def start(

@@ -31,13 +31,31 @@ from bridge.logging import get_logger
 from bridge.session.calls import CallService, OutboundCall
 from bridge.session.session import Session
 from bridge.settings import TaskSettings
+from bridge.store.lost import NODE_LOST
+from bridge.store.records import TERMINAL_STATUSES as FINISHED_CALLS
 
 RESTARTED = Attempt(completed=False, reason="failed", error="bridge_restarted", retryable=True)
+# A fleet: how long a task may sit in progress with a finished call (or no call at all) before another
+# node settles it from the store; the node that dialed it settles it well before, unless it is gone.
+FLEET_SETTLE_GRACE_SECONDS = 10.0
+FLEET_UNDIALED_SECONDS = 60.0  # claimed and never dialed: its node died between the two
+FLEET_SWEEP_SECONDS = 5.0
 
 
 class TaskScheduler:
-    def __init__(self, store: TaskStore, calls: CallService, settings: TaskSettings, max_calls: int) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        calls: CallService,
+        settings: TaskSettings,
+        max_calls: int,
+        *,
+        fleet: bool = False,
+    ) -> None:
         self._store = store
+        # A fleet shares the queue: tasks in progress at start may be other live nodes' (see _sweep).
+        self._fleet = fleet
+        self._swept_at = 0.0
         self._calls = calls
         self._poll_seconds = settings.poll_seconds
         self._per_company = settings.max_concurrent_per_company
@@ -55,8 +73,9 @@ class TaskScheduler:
 
     async def start(self) -> None:
         """Resolve what a previous process left in progress (its call is gone), then run the queue."""
-        for task in await self._store.in_progress():
-            await self._settle(task, RESTARTED)
+        if not self._fleet:
+            for task in await self._store.in_progress():
+                await self._settle(task, RESTARTED)
         self._loop_task = asyncio.create_task(self._run(), name="task-scheduler")
 
     async def close(self) -> None:
@@ -88,7 +107,32 @@ class TaskScheduler:
             return False
         return sum(1 for owner in self._running.values() if owner == company_id) < self._per_company
 
+    async def _sweep(self) -> None:
+        """A fleet's tasks in progress that no live node will settle: their call is over (it ran on
+        another node, or its node was lost and the call failed node_lost) or they were never dialed.
+        Settled from the store; the settle is conditional on `in_progress`, so two nodes settle once."""
+        now = time.time()
+        for task in await self._store.in_progress():
+            if task.id in self._running:
+                continue
+            if not task.last_call_id:
+                if now - task.updated_at > FLEET_UNDIALED_SECONDS:
+                    await self._settle(task, RESTARTED)
+                continue
+            record = await self._calls.store.get(task.company_id, task.last_call_id)
+            ended_at = record.ended_at if record is not None else None
+            if record is None or ended_at is None or record.status not in FINISHED_CALLS:
+                continue
+            if now - ended_at > FLEET_SETTLE_GRACE_SECONDS:
+                attempt = call_attempt(record.dial_outcome, record.status, record.error_code)
+                if record.error_code == NODE_LOST:  # the bridge's loss, not the callee's: retried
+                    attempt = dataclasses.replace(attempt, retryable=True)
+                await self._settle(task, attempt, record.call_id)
+
     async def _tick(self) -> None:
+        if self._fleet and time.monotonic() - self._swept_at > FLEET_SWEEP_SECONDS:
+            self._swept_at = time.monotonic()
+            await self._sweep()
         if len(self._running) >= self._overall:
             return
         # More than the free slots: some due tasks may belong to companies already at their bound.
@@ -116,7 +160,7 @@ class TaskScheduler:
             await self._settle(task, refusal_attempt("from_not_allowed", 403))
             return
         try:
-            session = self._calls.originate(
+            session = await self._calls.originate(
                 OutboundCall(
                     company_id=task.company_id,
                     from_number=task.from_number,
@@ -143,6 +187,9 @@ class TaskScheduler:
 
     def _ended(self, task: Task, session: Session) -> None:
         if self._closed:  # shutting down: the task stays in progress and the next start resolves it
+            return
+        if session.handed_off:  # its media went to another node of the fleet: the sweep settles it
+            self._running.pop(task.id, None)
             return
         attempt = call_attempt(session.dial_outcome, session.state.value, session.error_code)
         settling = asyncio.ensure_future(self._settle(task, attempt, session.call_id))

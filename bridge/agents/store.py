@@ -1,5 +1,5 @@
 """Agents in the `agents` table (migration 7). The functions here run on the store's writer thread
-(`SqliteCallStore.run`); `AgentStore` is their asyncio face."""
+(`Store.run`); `AgentStore` is their asyncio face."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pydantic import ValidationError
 from bridge.agents.catalog import StoredAgent
 from bridge.logging import get_logger
 from bridge.settings_agents import AgentSettings
+from bridge.store.base import Store
 from bridge.store.schema import stored_text
-from bridge.store.sqlite import SqliteCallStore
 
 _COLUMNS = "company_id, id, name, enabled, phones, profile, created_at, updated_at"
 
@@ -59,7 +59,7 @@ def _agent(row: tuple[Any, ...]) -> StoredAgent:
 
 
 class AgentStore:
-    def __init__(self, store: SqliteCallStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     async def save(self, agent: StoredAgent) -> None:

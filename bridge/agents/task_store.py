@@ -1,6 +1,6 @@
 """Tasks in the `tasks` table (migration 8): the scheduler's queue, so a restart loses none.
 
-The functions here run on the store's writer thread (`SqliteCallStore.run`), each one statement or one
+The functions here run on the store's writer thread (`Store.run`), each one statement or one
 transaction, so a state change is atomic (a claim cannot be taken twice); `TaskStore` is their
 asyncio face. Every lookup by id also names the company: another company's task is not found.
 """
@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from typing import Any, Final, cast
 
 from bridge.agents.tasks import FINISHED, RetryPolicy, RetryReason, Task, TaskStatus
+from bridge.store.base import Store
+from bridge.store.dialect import claim_begin, skip_locked
 from bridge.store.schema import stored_text
-from bridge.store.sqlite import SqliteCallStore
 
 _COLUMNS: Final = (
     "task_id, company_id, agent_id, to_number, from_number, starting_message, call_objective, "
@@ -173,15 +174,26 @@ def _due(conn: sqlite3.Connection, now: float, limit: int) -> list[Task]:
 def _claim(conn: sqlite3.Connection, task_id: str, now: float, due: bool) -> Task | None:
     """pending -> in_progress with one more attempt, committed before anything is dialed; None when
     another scheduler (or an edit, a delete) got there first. `due`: only if its time has come (an
-    edit may have moved it since it was found due)."""
-    conn.execute("BEGIN IMMEDIATE")
+    edit may have moved it since it was found due). The claim is the store's: two processes on one
+    database never both take a task (on PostgreSQL the row is locked with SKIP LOCKED, so a claimer
+    never waits for another; on SQLite BEGIN IMMEDIATE serialises them)."""
+    conn.execute(claim_begin(conn))
     try:
-        cursor = conn.execute(
-            "UPDATE tasks SET status = 'in_progress', attempts = attempts + 1, updated_at = ? "
-            "WHERE task_id = ? AND status = 'pending' AND (? = 0 OR scheduled_at <= ?)",
-            (now, task_id, int(due), now),
-        )
-        row = conn.execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone() if cursor.rowcount else None
+        free = conn.execute(
+            "SELECT task_id FROM tasks WHERE task_id = ? AND status = 'pending' "  # noqa: S608
+            f"AND (? = 0 OR scheduled_at <= ?){skip_locked(conn)}",
+            (task_id, int(due), now),
+        ).fetchone()
+        row = None
+        if (
+            free is not None
+            and conn.execute(
+                "UPDATE tasks SET status = 'in_progress', attempts = attempts + 1, updated_at = ? "
+                "WHERE task_id = ? AND status = 'pending' AND (? = 0 OR scheduled_at <= ?)",
+                (now, task_id, int(due), now),
+            ).rowcount
+        ):
+            row = conn.execute(f"{_SELECT} WHERE task_id = ?", (task_id,)).fetchone()
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -195,7 +207,7 @@ def _dialed(conn: sqlite3.Connection, task_id: str, call_id: str, now: float) ->
     )
 
 
-def _settle(  # noqa: PLR0917  (called positionally through SqliteCallStore.run)
+def _settle(  # noqa: PLR0917  (called positionally through Store.run)
     conn: sqlite3.Connection,
     task_id: str,
     status: TaskStatus,
@@ -228,7 +240,7 @@ def encode_change(name: str, value: object) -> object:
 
 
 class TaskStore:
-    def __init__(self, store: SqliteCallStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     async def insert(self, task: Task) -> None:

@@ -11,6 +11,7 @@ from bridge.directory import Company, Directory
 from bridge.recording.service import Recordings
 from bridge.session.admission import Admission
 from bridge.session.calls import CallService
+from bridge.session.fleet import FleetLink
 from bridge.session.manager import SessionManager
 from bridge.settings import Settings
 
@@ -37,5 +38,6 @@ MANAGER = web.AppKey("manager", SessionManager)
 CALLS = web.AppKey("calls", CallService)
 ADMISSION = web.AppKey("admission", Admission)
 RECORDINGS = web.AppKey("recordings", Recordings)  # absent in apps built without start_services
+FLEET = web.AppKey("fleet", FleetLink)  # absent in apps built without start_services
 
 COMPANY = web.RequestKey("company", Company)

@@ -7,6 +7,7 @@ from aiohttp import web
 from bridge.api import (
     routes_calls,
     routes_company,
+    routes_dashboard,
     routes_health,
     routes_openapi,
     routes_webhook,
@@ -51,4 +52,5 @@ def create_app(
     routes_webhook.setup_routes(app)
     routes_calls.setup_routes(app)
     routes_whatsapp.setup_routes(app)
+    routes_dashboard.setup_routes(app)
     return app

@@ -25,8 +25,14 @@ ACCEPT_RETRY_SECONDS = 1.0
 _log = get_logger("http")
 
 
-def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address `host` resolves to (all if empty)."""
+def listening_sockets(
+    host: str | None, port: int, backlog: int, *, reuse_port: bool = False
+) -> list[socket.socket]:
+    """Bound, listening, non-blocking sockets for every address `host` resolves to (all if empty).
+
+    `reuse_port`: SO_REUSEPORT, so several processes (`bridge serve --workers N`) bind the same port and
+    Linux spreads new connections across them.
+    """
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
@@ -34,6 +40,8 @@ def listening_sockets(host: str | None, port: int, backlog: int) -> list[socket.
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:  # as asyncio: "::" does not also take the IPv4 port
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -96,7 +104,7 @@ class DrainingTCPSite(web.TCPSite):
         # BaseSite.start registers the site with the runner; TCPSite.start would open libuv's listener.
         await super(web.TCPSite, self).start()
         loop = asyncio.get_running_loop()
-        sockets = listening_sockets(self._host, self._port, self._backlog)
+        sockets = listening_sockets(self._host, self._port, self._backlog, reuse_port=bool(self._reuse_port))
         self._server = _Listener(loop, sockets)
         self._bound_port = sockets[0].getsockname()[1]
         for sock in sockets:

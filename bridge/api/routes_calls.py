@@ -286,7 +286,7 @@ async def originate(request: web.Request) -> web.Response:
     body = await parse_body(request, OutboundRequest)
     if not company.owns_phone(body.from_number):
         raise Forbidden(f"{body.from_number} is not one of this company's numbers", code="from_not_allowed")
-    session = request.app[CALLS].originate(
+    session = await request.app[CALLS].originate(
         OutboundCall(
             company_id=company.id,
             from_number=body.from_number,
@@ -338,32 +338,32 @@ async def get_transcript(request: web.Request) -> web.Response:
 
 
 async def end_call(request: web.Request) -> web.Response:
-    session = await request.app[CALLS].end(request[COMPANY].id, _call_id(request))
-    return ok(Ending(call_id=session.call_id, status=session.state.value, ending=True))
+    outcome = await request.app[CALLS].end(request[COMPANY].id, _call_id(request))
+    return ok(Ending(call_id=outcome.call_id, status=outcome.status, ending=True))
 
 
 async def transfer_call(request: web.Request) -> web.Response:
     body = await parse_body(request, TransferRequest)
-    session = await request.app[CALLS].transfer(request[COMPANY].id, _call_id(request), body.to)
-    return ok(Transferred(call_id=session.call_id, transferred_to=body.to))
+    outcome = await request.app[CALLS].transfer(request[COMPANY].id, _call_id(request), body.to)
+    return ok(Transferred(call_id=outcome.call_id, transferred_to=body.to))
 
 
 async def send_dtmf(request: web.Request) -> web.Response:
     body = await parse_body(request, DtmfRequest)
-    session = await request.app[CALLS].send_dtmf(request[COMPANY].id, _call_id(request), body.digits)
-    return ok(DigitsSent(call_id=session.call_id, digits=body.digits))
+    outcome = await request.app[CALLS].send_dtmf(request[COMPANY].id, _call_id(request), body.digits)
+    return ok(DigitsSent(call_id=outcome.call_id, digits=body.digits))
 
 
 async def say(request: web.Request) -> web.Response:
     body = await parse_body(request, SayRequest)
     calls = request.app[CALLS]
-    session = await calls.say(request[COMPANY].id, _call_id(request), body.text, interrupt=body.interrupt)
-    return ok(Saying(call_id=session.call_id, interrupt=body.interrupt, queued=True))
+    outcome = await calls.say(request[COMPANY].id, _call_id(request), body.text, interrupt=body.interrupt)
+    return ok(Saying(call_id=outcome.call_id, interrupt=body.interrupt, queued=True))
 
 
 async def cancel_call(request: web.Request) -> web.Response:
-    session = await request.app[CALLS].cancel(request[COMPANY].id, _call_id(request))
-    return ok(Cancelled(call_id=session.call_id, status=session.state.value))
+    outcome = await request.app[CALLS].cancel(request[COMPANY].id, _call_id(request))
+    return ok(Cancelled(call_id=outcome.call_id, status=outcome.status))
 
 
 _CONTROL_ERRORS = (404, 409, 503)

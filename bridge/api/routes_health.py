@@ -11,9 +11,11 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, gener
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, Field
 
-from bridge.api.appkeys import CALLS, MANAGER
+from bridge.api.appkeys import CALLS, FLEET, MANAGER, SETTINGS
 from bridge.api.openapi import Operation, register
 from bridge.api.reload_status import CONFIG_RELOAD, ReloadStatus
+from bridge.cluster.base import ClusterUnavailable
+from bridge.errors import Unavailable
 
 # Each app's own registry (several apps can share a process, e.g. in tests): its calls and its reloads.
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -33,13 +35,43 @@ class Health(BaseModel):
         description="Call control (AMI or ARI): what outbound calls, transfers and DTMF need"
     )
     config: ConfigReload
+    node_id: str | None = Field(
+        None, description="This process's node of the fleet ([cluster] node_id; `-<n>` per worker)"
+    )
+
+
+class FleetNode(BaseModel):
+    node_id: str
+    alive: bool = Field(description="false: silent past node_ttl_seconds, its calls about to be node_lost")
+    live_calls: int
+    max_calls: int
+    draining: bool
+    started_at: str
+    last_seen: str
+
+
+class FleetTotals(BaseModel):
+    nodes: int
+    alive: int
+    live_calls: int = Field(description="Calls in the fleet's registry")
+    max_calls: int = Field(description="The sum of the alive nodes' max_calls")
+    fleet_max_calls: int = Field(description="[cluster] max_calls (0: no fleet-wide cap)")
 
 
 class Fleet(BaseModel):
+    """This node's capacity (top level, as one process reports it), and with [cluster] every node's."""
+
     max_calls: int
     active_calls: int
     available: int
     draining: bool
+    node_id: str | None = Field(None, description="Absent without [cluster]")
+    nodes: list[FleetNode] = Field(default_factory=list, description="Absent without [cluster]")
+    fleet: FleetTotals | None = Field(None, description="Absent without [cluster]")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -50,6 +82,7 @@ async def health(request: web.Request) -> web.Response:
         status="draining" if manager.draining else "ok",
         asterisk=controller.value if controller is not None else "disabled",
         config=reload_summary(request.app[CONFIG_RELOAD]),
+        node_id=cluster.node_id if (cluster := request.app[SETTINGS].cluster) is not None else None,
     )
     return web.json_response(body.model_dump(mode="json"))
 
@@ -100,7 +133,36 @@ async def fleet(request: web.Request) -> web.Response:
         available=capacity.available,
         draining=capacity.draining,
     )
-    return web.json_response(body.model_dump(mode="json"))
+    link = request.app.get(FLEET)
+    if link is not None and link.distributed:
+        try:
+            nodes = await link.fleet.nodes()
+            live_calls = await link.fleet.live_calls()
+        except ClusterUnavailable as exc:
+            raise Unavailable("the fleet's registry is unreachable", code="cluster_unavailable") from exc
+        body.node_id = link.node_id
+        body.nodes = [
+            FleetNode(
+                node_id=node.node_id,
+                alive=node.alive,
+                live_calls=node.live_calls,
+                max_calls=node.max_calls,
+                draining=node.draining,
+                started_at=_iso(node.started_at),
+                last_seen=_iso(node.last_seen),
+            )
+            for node in sorted(nodes, key=lambda each: each.node_id)
+        ]
+        alive = [node for node in nodes if node.alive]
+        body.fleet = FleetTotals(
+            nodes=len(nodes),
+            alive=len(alive),
+            live_calls=live_calls,
+            max_calls=sum(node.max_calls for node in alive if not node.draining),
+            fleet_max_calls=link.fleet_max_calls,
+        )
+    # Without [cluster] the body is what one process always said: the fleet's fields are left out.
+    return web.json_response(body.model_dump(mode="json", exclude_unset=True))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -134,10 +196,11 @@ OPERATIONS = (
         "GET",
         "/health/fleet",
         fleet,
-        "Capacity: how many more calls fit",
+        "Capacity: how many more calls fit, here and (with [cluster]) on every node of the fleet",
         "health",
         auth="none",
         plain_response=Fleet,
+        errors=(503,),
     ),
     Operation(
         "GET",

@@ -140,9 +140,9 @@ async def voip_webhook(request: web.Request) -> web.Response:
     body = (await parse_body(request, VoipWebhook)).root
     admission = request.app[ADMISSION]
     if isinstance(body, TerminateWebhook):
-        session = admission.terminate(body.callId, body.b_number or "", body.companyId or "")
+        ended = await admission.terminate(body.callId, body.b_number or "", body.companyId or "")
         # Idempotent: an unknown or already finished call is not an error for a hangup.
-        status = session.state.value if session is not None else "unknown"
+        status = ended or "unknown"
         return ok(WebhookResult(callId=body.callId, status=status, created=False))
     called = body.b_number or ""
     company = admission.company_for_call(called, body.companyId or "")

@@ -30,7 +30,7 @@ from bridge.keys import new_api_key, phone_digits
 from bridge.logging import get_logger
 from bridge.settings import CompanySettings, Settings
 from bridge.settings_agents import UnresolvedSecret
-from bridge.store.sqlite import SqliteCallStore
+from bridge.store.base import Store
 
 FLUSH_SECONDS: Final = 5.0
 PREFIX_CHARS: Final = 8
@@ -80,9 +80,7 @@ def _settings_of(stored: StoredCompany) -> CompanySettings:
 
 
 class AdminService:
-    def __init__(
-        self, store: SqliteCallStore, settings: Settings, publish: Callable[[Directory], None]
-    ) -> None:
+    def __init__(self, store: Store, settings: Settings, publish: Callable[[Directory], None]) -> None:
         self._store = store
         self._publish_directory = publish  # swaps the DirectoryHolder's current one
         self._settings = settings
@@ -93,6 +91,8 @@ class AdminService:
         self._lock = asyncio.Lock()  # one admin write at a time: checks and writes never interleave
         self._flusher: asyncio.Task[None] | None = None
         self._log = get_logger("admin")
+        # Called after each change this process made (the fleet tells the other nodes to `load` again).
+        self.changed: Callable[[], None] = lambda: None
 
     # -- life cycle --------------------------------------------------------------------------------
 
@@ -213,6 +213,7 @@ class AdminService:
             await self._store.run(db.put_company, stored)
             self._companies[stored.id] = stored
             self._publish()
+            self.changed()
         self._log.info("company_created", company=stored.id)
         return self.company(stored.id)
 
@@ -235,6 +236,7 @@ class AdminService:
             await self._store.run(db.put_company, stored)
             self._companies[company_id] = stored
             self._publish()
+            self.changed()
         return self.company(company_id)
 
     async def disable_company(self, company_id: str) -> CompanyView:
@@ -303,6 +305,7 @@ class AdminService:
                 del self._keys[replacing]
             self._keys[key.id] = key
             self._publish()
+            self.changed()
         self._log.info("key_created", kind=kind, company=company_id, key_id=key.id, rotated=replacing)
         return secret, KeyView(key.id, key.name, key.prefix, False, key.created_at, None)
 
@@ -323,4 +326,5 @@ class AdminService:
             del self._keys[key_id]
             self._used.pop(key_id, None)
             self._publish()
+            self.changed()
         self._log.info("key_revoked", kind=kind, company=company_id, key_id=key_id)

@@ -1,5 +1,5 @@
 """The admin API's tables (migration 10): companies and keys as data. The functions run on the store's
-writer thread (`SqliteCallStore.run`); `AdminService` (admin.py) is their asyncio face.
+writer thread (`Store.run`); `AdminService` (admin.py) is their asyncio face.
 
 A key is stored only as its SHA-256 digest plus an 8-character prefix shown in lists: the key itself is
 in the create response once and nowhere else.
@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bridge.store.dialect import greatest
 from bridge.store.schema import stored_text
 
 KeyKind = Literal["company", "connector"]
@@ -104,6 +105,7 @@ def record_last_used(conn: sqlite3.Connection, used: Iterable[tuple[str, float]]
     with conn:
         conn.execute("BEGIN")
         conn.executemany(
-            "UPDATE admin_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
+            f"UPDATE admin_keys SET last_used_at = {greatest(conn)}(COALESCE(last_used_at, 0), ?) "  # noqa: S608
+            "WHERE id = ?",
             [(at, key_id) for key_id, at in used],
         )

@@ -8,7 +8,7 @@ on the store. A prepaid company's call is charged by `on_save`, a `CallRecorder`
 index), and when the charge takes the balance across `low_balance_usd` downward a `balance_low`
 webhook event is written in the same transaction.
 
-The functions taking a connection run on the store's writer thread (`SqliteCallStore.run`).
+The functions taking a connection run on the store's writer thread (`Store.run`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from typing import Any, Final, Literal, Protocol
 from bridge.directory import Directory
 from bridge.errors import PaymentRequired
 from bridge.session.session import Session
+from bridge.store.base import Store
 from bridge.store.records import CallRecord, StoreWrite, iso_utc
 from bridge.store.schema import stored_text
-from bridge.store.sqlite import SqliteCallStore
 
 __all__ = ["Balances", "EntryKind", "LedgerEntry", "LedgerPage", "iso_utc"]
 
@@ -96,7 +96,7 @@ def _insert(  # noqa: PLR0917
     """None when the call was already charged."""
     entry = LedgerEntry(f"led_{secrets.token_hex(12)}", company_id, kind, _money(amount), call_id, note, now)
     cursor = conn.execute(
-        f"INSERT OR IGNORE INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+        f"INSERT INTO ledger ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",  # noqa: S608
         (
             entry.id,
             stored_text(company_id),
@@ -149,7 +149,7 @@ class Balances:
 
     def __init__(
         self,
-        store: SqliteCallStore,
+        store: Store,
         directory: Callable[[], Directory],
         *,
         write_event: EventWriter | None = None,
@@ -158,6 +158,8 @@ class Balances:
         self.directory = directory
         self.write_event = write_event  # balance_low through the webhook outbox; None: not announced
         self._cache: dict[str, float] = {}
+        # Called after a top-up here (the fleet tells the other nodes to `load` again).
+        self.changed: Callable[[], None] = lambda: None
         self._charged: OrderedDict[str, None] = OrderedDict()
 
     async def load(self) -> None:
@@ -221,6 +223,7 @@ class Balances:
         """A top-up: a credit entry and the new balance."""
         entry, balance = await self.store.run(_credit, company_id, amount_usd, note)
         self._set(company_id, balance)
+        self.changed()
         return entry, balance
 
     async def page(self, company_id: str, limit: int, offset: int) -> LedgerPage:

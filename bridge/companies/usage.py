@@ -2,7 +2,7 @@
 migration 11), written in the transaction of the call's final record, and the queries behind
 `GET /api/usage` and `GET /api/admin/usage` (by company, conversation, model or day).
 
-The row functions run on the store's writer thread (`SqliteCallStore.run` or a record's companion
+The row functions run on the store's writer thread (`Store.run` or a record's companion
 write); `UsageStore` is their asyncio face.
 """
 
@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from bridge.session.session import Session
+from bridge.store.base import Store
 from bridge.store.records import TERMINAL_STATUSES, CallRecord, StoreWrite, Usage, iso_utc
 from bridge.store.schema import SELECT, row_to_record, stored_text
-from bridge.store.sqlite import SqliteCallStore
 
 GroupBy = Literal["company", "conversation", "model", "day"]
 
@@ -36,7 +36,7 @@ _ORDER: Final[dict[GroupBy, str]] = {
 }
 _SUMS: Final = (
     "SUM(input_text), SUM(output_text), SUM(input_audio), SUM(output_audio), SUM(cached), "
-    "TOTAL(model_seconds), TOTAL(cost_usd), COUNT(DISTINCT call_id)"
+    "SUM(model_seconds), SUM(cost_usd), COUNT(DISTINCT call_id)"  # NULL sums read as 0 (_sums)
 )
 
 
@@ -211,7 +211,7 @@ def query_usage(conn: sqlite3.Connection, query: UsageQuery) -> UsagePage:
     columns = ", ".join(keys)
     # Only fixed column names are formatted in; every value is a parameter.
     total = conn.execute(
-        f"SELECT COUNT(*) FROM (SELECT 1 FROM usage_rows{where} GROUP BY {columns})",  # noqa: S608
+        f"SELECT COUNT(*) FROM (SELECT 1 FROM usage_rows{where} GROUP BY {columns}) AS g",  # noqa: S608
         params,
     ).fetchone()[0]
     found = conn.execute(
@@ -230,7 +230,7 @@ def query_usage(conn: sqlite3.Connection, query: UsageQuery) -> UsagePage:
 class UsageStore:
     """The usage rows, read through the store's writer thread (they are written there too)."""
 
-    def __init__(self, store: SqliteCallStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     async def query(self, query: UsageQuery) -> UsagePage:

@@ -203,14 +203,17 @@ class Outbox:
         except (ValueError, OSError):  # an id no recording could have, an unreadable directory
             return False
 
-    def write_interrupted(self, conn: sqlite3.Connection, since: float) -> int:
-        """On the store's thread at start, after `mark_interrupted`: `call_failed` for the calls a killed
-        process left unfinished (ended since `since`), which no save of theirs could announce."""
+    def write_interrupted(
+        self, conn: sqlite3.Connection, since: float, error_code: str = "bridge_restarted"
+    ) -> int:
+        """On the store's thread, after `mark_interrupted` at start (or `store.lost.mark_lost` for a lost
+        fleet node, error_code node_lost): `call_failed` for the calls a killed process left unfinished
+        (ended since `since`), which no save of theirs could announce. Once per call, whoever runs it."""
         rows = conn.execute(
             "SELECT call_id, company_id FROM calls WHERE status = 'failed' "
-            "AND error_code = 'bridge_restarted' AND ended_at >= ? "
+            "AND error_code = ? AND ended_at >= ? "
             "AND call_id NOT IN (SELECT call_id FROM webhook_events WHERE type = ?)",
-            (since, FAILED),
+            (error_code, since, FAILED),
         ).fetchall()
         written = 0
         conn.execute("BEGIN IMMEDIATE")

@@ -171,11 +171,14 @@ class ReportService:
         if self.will_report(session):
             self._start(session.call_id, session.company_id)
 
-    async def resume(self) -> int:
-        """Ask again for every report a previous process left pending; how many."""
+    async def resume(self, untouched_since: float | None = None) -> int:
+        """Ask again for every report a previous process left pending; how many. `untouched_since`
+        (a fleet, where other live nodes have reports of their own in hand): only those not updated
+        since then, whose node is gone."""
         pending = await self.reports.all_pending()
         for report in pending:
-            self._start(report.call_id, report.company_id)
+            if untouched_since is None or report.updated_at < untouched_since:
+                self._start(report.call_id, report.company_id)
         return len(pending)
 
     async def get(self, company_id: str, call_id: str) -> StoredReport | None:

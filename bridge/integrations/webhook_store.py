@@ -1,5 +1,5 @@
 """The webhook outbox's tables (migration 9). The functions run on the store's writer thread
-(`SqliteCallStore.run`, or inside a record's save transaction); `WebhookStore` is their asyncio face.
+(`Store.run`, or inside a record's save transaction); `WebhookStore` is their asyncio face.
 
 Deliveries go out in order per call and destination: only the oldest pending delivery of a
 (call, url) pair is ever due, so event n+1 waits until n is delivered or dead.
@@ -13,11 +13,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from bridge.store.base import Store
+from bridge.store.dialect import claim_begin, skip_locked
 from bridge.store.schema import stored_text
-from bridge.store.sqlite import SqliteCallStore
 
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 MAX_ERROR_CHARS: Final = 300
+# How long a claimed delivery is this process's alone; past it, another process may send it again.
+# Longer than any attempt: [webhook_delivery] timeout_seconds is at most 120.
+LEASE_SECONDS: Final = 180.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +115,8 @@ def set_call_target(
     conn: sqlite3.Connection, call_id: str, company_id: str, url: str, events: Sequence[str]
 ) -> None:
     conn.execute(
-        "INSERT OR IGNORE INTO webhook_call_targets (call_id, company_id, url, events) VALUES (?, ?, ?, ?)",
+        "INSERT INTO webhook_call_targets (call_id, company_id, url, events) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
         (stored_text(call_id), stored_text(company_id), stored_text(url), json.dumps(list(events))),
     )
 
@@ -128,8 +133,8 @@ def insert_event(  # noqa: PLR0917
 ) -> bool:
     """False when the call already has an event of this type (a repeat save writes nothing twice)."""
     cursor = conn.execute(
-        "INSERT OR IGNORE INTO webhook_events (id, company_id, call_id, type, created_at, body) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO webhook_events (id, company_id, call_id, type, created_at, body) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (event_id, stored_text(company_id), stored_text(call_id), kind, now, body),
     )
     return cursor.rowcount == 1
@@ -164,20 +169,39 @@ def insert_delivery(  # noqa: PLR0917
 # --- the sender's side ------------------------------------------------------------------------------
 
 
-def due(conn: sqlite3.Connection, now: float, busy: Sequence[str], limit: int) -> list[Due]:
-    """The deliveries to send now: each the oldest pending one of its call and url, not already in flight."""
-    rows = conn.execute(
-        f"SELECT {_DELIVERY}, e.body, s.secret FROM {_JOIN} "  # noqa: S608
-        "LEFT JOIN webhook_settings s ON s.company_id = d.company_id "
-        "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND NOT EXISTS ("
-        "SELECT 1 FROM webhook_deliveries p WHERE p.call_id = d.call_id AND p.url = d.url "
-        "AND p.status = 'pending' AND p.seq < d.seq) "
-        "ORDER BY d.next_attempt_at, d.seq LIMIT ?",
-        (now, limit + len(busy)),
-    ).fetchall()
-    taken = set(busy)
-    found = [Due(_delivery(row), row[14], row[15]) for row in rows if row[0] not in taken]
-    return found[:limit]
+def due(
+    conn: sqlite3.Connection, now: float, busy: Sequence[str], limit: int, lease_until: float
+) -> list[Due]:
+    """The deliveries to send now: each the oldest pending one of its call and url, not already in flight.
+
+    Claimed in the store, not only in this process's memory: in the same transaction each one's
+    next_attempt_at moves to `lease_until`, so no other process on the database sends it meanwhile
+    (on PostgreSQL the rows are locked with SKIP LOCKED: concurrent claimers take disjoint ones). The
+    attempt's outcome sets next_attempt_at again; a process lost mid-send leaves it due after the lease.
+    """
+    conn.execute(claim_begin(conn))
+    try:
+        rows = conn.execute(
+            f"SELECT {_DELIVERY}, e.body, s.secret FROM {_JOIN} "  # noqa: S608
+            "LEFT JOIN webhook_settings s ON s.company_id = d.company_id "
+            "WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND NOT EXISTS ("
+            "SELECT 1 FROM webhook_deliveries p WHERE p.call_id = d.call_id AND p.url = d.url "
+            "AND p.status = 'pending' AND p.seq < d.seq) "
+            f"ORDER BY d.next_attempt_at, d.seq LIMIT ?{skip_locked(conn, 'd')}",
+            (now, limit + len(busy)),
+        ).fetchall()
+        taken = set(busy)
+        found = [Due(_delivery(row), row[14], row[15]) for row in rows if row[0] not in taken][:limit]
+        if found:
+            conn.executemany(
+                "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ? AND status = 'pending'",
+                [(lease_until, each.delivery.id) for each in found],
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
 
 
 def next_due_at(conn: sqlite3.Connection) -> float | None:
@@ -201,7 +225,8 @@ def mark_failed(
     """One more failed attempt; `next_attempt_at` None: no more (the delivery is dead)."""
     conn.execute(
         "UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = ?, last_error = ?, "
-        "status = CASE WHEN ? IS NULL THEN 'dead' ELSE 'pending' END, "
+        # The CAST gives PostgreSQL the parameter's type (a bare NULL parameter has none).
+        "status = CASE WHEN CAST(? AS DOUBLE PRECISION) IS NULL THEN 'dead' ELSE 'pending' END, "
         "next_attempt_at = COALESCE(?, next_attempt_at) WHERE id = ?",
         (status, error[:MAX_ERROR_CHARS], next_attempt_at, next_attempt_at, delivery_id),
     )
@@ -255,7 +280,7 @@ def retry_now(conn: sqlite3.Connection, delivery_id: str, now: float, window: fl
 
 
 class WebhookStore:
-    def __init__(self, store: SqliteCallStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
 
     async def override(self, company_id: str) -> Override | None:
@@ -267,8 +292,11 @@ class WebhookStore:
     async def delete_override(self, company_id: str) -> bool:
         return await self.store.run(delete_override, company_id)
 
-    async def due(self, now: float, busy: Sequence[str], limit: int) -> list[Due]:
-        return await self.store.run(due, now, tuple(busy), limit)
+    async def due(
+        self, now: float, busy: Sequence[str], limit: int, lease_seconds: float = LEASE_SECONDS
+    ) -> list[Due]:
+        """Claim the deliveries due now for `lease_seconds` (longer than an attempt can take)."""
+        return await self.store.run(due, now, tuple(busy), limit, now + lease_seconds)
 
     async def next_due_at(self) -> float | None:
         return await self.store.run(next_due_at)

@@ -38,11 +38,12 @@ from bridge.errors import (
 from bridge.keys import canonical_number
 from bridge.logging import get_logger
 from bridge.session.call import CallPlan, CallRunner, ProviderFactory, provider_or_refuse
+from bridge.session.fleet import FleetLink
 from bridge.session.leg import MediaLeg
 from bridge.session.leg_tap import TappedLeg
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, Session
-from bridge.session.state import EndedBy
+from bridge.session.state import CallState, EndedBy
 from bridge.store.records import CallStore
 
 Transport = Literal["chan_websocket", "audiosocket"]
@@ -140,6 +141,9 @@ class Admission:
         self.policy = policy or AdmissionPolicy()
         self._claiming: set[str] = set()  # call ids between the duplicate check and registration
         self.funds: FundsCheck | None = None  # prepaid balances; None: no company is ever refused for it
+        # The fleet's registry (duplicates and caps fleet-wide, pending calls of other nodes); None: this
+        # process alone, checked in memory (tests that build a bare Admission).
+        self.link: FleetLink | None = None
         self._log = get_logger("admission")
 
     # -- the one ownership rule --------------------------------------------------------------------
@@ -184,26 +188,55 @@ class Admission:
                     variables=dict(announcement.variables),
                     agent_id=announcement.agent_id,
                 )
-                self._check_live_calls(company.id)
-                return self.manager.create_pending(info)
+                return await self._register(info, CallState.PENDING, self.manager.create_pending)
 
-    def terminate(self, call_id: str, called: str, company_id: str = "") -> Session | None:
-        """A `terminate` webhook: end the company's call; None when there is no such live call."""
+    async def terminate(self, call_id: str, called: str, company_id: str = "") -> str | None:
+        """A `terminate` webhook: end the company's call (on whichever node runs it); its state, or None
+        when there is no such live call."""
         company = self.company_for_call(called, company_id)
         session = self.manager.get(call_id)
-        if session is None or session.company_id != company.id:
+        if session is None and self.link is not None:
+            node = await self.link.owner_elsewhere(company.id, call_id)
+            if node is not None:
+                body = await self.link.ask(node, "terminate", company.id, call_id)
+                status = body.get("status")
+                return status if isinstance(status, str) else None
+        return self.end_here(company.id, call_id)
+
+    def end_here(self, company_id: str, call_id: str) -> str | None:
+        session = self.manager.get(call_id)
+        if session is None or session.company_id != company_id:
             return None
         session.request_end(EndedBy.CALLER)
-        return session
+        return session.state.value
+
+    async def _register(
+        self, info: CallInfo, state: CallState, create: Callable[[CallInfo], Session]
+    ) -> Session:
+        """Check the company's cap here, claim the call in the fleet (its id and every cap, atomically
+        fleet-wide), then create it; a claim whose creation fails is released."""
+        self.manager.check_admit()
+        self._check_live_calls(info.company_id)
+        if self.link is None:
+            return create(info)
+        await self.link.claim(info, state)
+        try:
+            return create(info)
+        except BaseException:
+            await self.link.release(info.call_id)
+            raise
 
     # -- outbound ---------------------------------------------------------------------------
 
-    def outbound(self, info: CallInfo, ttl_seconds: float) -> Session:
+    async def outbound(self, info: CallInfo, ttl_seconds: float) -> Session:
         """A call the API dials out (the route already checked the company owns `from`)."""
         with self._counting("outbound"):
             self._check_funds(info.company_id)
-            self._check_live_calls(info.company_id)
-            return self.manager.create_pending(info, dialing=True, ttl_seconds=ttl_seconds)
+            return await self._register(
+                info,
+                CallState.DIALING,
+                lambda each: self.manager.create_pending(each, dialing=True, ttl_seconds=ttl_seconds),
+            )
 
     # -- media sockets -------------------------------------------------------------------------
 
@@ -224,6 +257,9 @@ class Admission:
             return self.manager.attach(pending.call_id)
         if claim.call_id and self.manager.get(claim.call_id) is not None:
             raise Conflict(f"call {claim.call_id} already has a media socket", code="already_attached")
+        adopted = await self._take_over(claim)
+        if adopted is not None:
+            return adopted
         if not trusted:
             if claim.call_id:
                 raise NotFound(f"no pending call {claim.call_id}", code="unknown_call")
@@ -235,8 +271,29 @@ class Admission:
             info = CallInfo(
                 call_id=call_id, company_id=company.id, direction="inbound", caller=caller, called=called
             )
-            self._check_live_calls(company.id)
-            return self.manager.create_attached(info)
+            return await self._register(info, CallState.PENDING, self.manager.create_attached)
+
+    async def _take_over(self, claim: MediaClaim) -> Session | None:
+        """The pending (or dialing) call another node of the fleet announced, now run here."""
+        if self.link is None or not self.link.distributed or not claim.call_id:
+            return None
+        self.manager.check_admit()  # a full or draining node leaves it to another (Asterisk tries the next)
+        candidates = [claim.call_id]
+        if claim.transport == "audiosocket":  # Asterisk writes the UUID in lower case
+            candidates.append(claim.call_id.upper())
+        for candidate in candidates:
+            info = await self.link.take_pending(candidate)
+            if info is None:
+                continue
+            try:
+                session = self.manager.create_attached(info)
+            except BaseException:
+                await self.link.release(info.call_id)
+                raise
+            if info.direction == "outbound":
+                session.dial_outcome = "answered"  # its media came: the node that dialed saw no more
+            return session
+        return None
 
     def _media_trusted(self, claim: MediaClaim) -> bool:
         """Whether the socket may create a call; raises when it may not even attach to one."""
@@ -295,8 +352,9 @@ class Admission:
 
     def _check_live_calls(self, company_id: str) -> None:
         """429 too_many_calls at the company's `[companies.limits] max_live_calls` (0: only the server's
-        max_calls). Called right before the call is registered, with no await between, so calls that
-        arrive together cannot overshoot the cap."""
+        max_calls), counted on this node. Without a fleet link it runs right before the call is registered,
+        with no await between, so calls that arrive together cannot overshoot the cap; with one, the
+        fleet's claim checks the same cap atomically across every node."""
         company = self.directory().companies.get(company_id)
         cap = company.settings.limits.max_live_calls if company is not None else 0
         if cap and self.manager.live_for(company_id) >= cap:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from bridge.agents.catalog import DEFAULT_AGENT_ID, AgentCatalog
 from bridge.agents.templating import call_facts
+from bridge.cluster.base import ControlRequest
 from bridge.errors import BadRequest, BridgeError, Conflict, NotFound, Unavailable
 from bridge.logging import get_logger
 from bridge.session.admission import Admission
@@ -26,11 +28,13 @@ from bridge.session.control import (
     DialOutcome,
     OriginateRequest,
 )
+from bridge.session.fleet import FleetLink
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import CallState, EndedBy
 from bridge.store.records import STATUSES, CallQuery, CallRecord, CallStore
+from bridge.store.schema import record_to_row, row_to_record
 
-__all__ = ["STATUSES", "CallQuery", "CallService", "OutboundCall", "control_failure"]
+__all__ = ["STATUSES", "CallQuery", "CallService", "ControlOutcome", "OutboundCall", "control_failure"]
 
 ANSWER_TO_MEDIA_SECONDS = 30.0  # after the dial timeout: the answered callee's media socket must come
 
@@ -49,6 +53,32 @@ class OutboundCall:
     task_id: str = ""
     webhook_url: str = ""
     webhook_events: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlOutcome:
+    """What a control request did: the call and its state right after (on whichever node runs it)."""
+
+    call_id: str
+    status: str
+
+    @classmethod
+    def of(cls, session: Session) -> ControlOutcome:
+        return cls(session.call_id, session.state.value)
+
+    def body(self) -> dict[str, Any]:
+        return {"call_id": self.call_id, "status": self.status}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ControlOutcome:
+        return cls(str(body["call_id"]), str(body["status"]))
+
+
+def _text(request: ControlRequest, name: str) -> str:
+    value = request.args.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"{request.op}: {name} must be a string", code="bad_request")
+    return value
 
 
 def control_failure(exc: ControlError) -> BridgeError:
@@ -76,7 +106,65 @@ class CallService:
         self.controller = controller
         self.dial_timeout_seconds = dial_timeout_seconds
         self._dials: set[asyncio.Task[None]] = set()
+        self.fleet: FleetLink | None = None  # set by serve_fleet: control of calls other nodes run
         self._log = get_logger("calls")
+
+    def serve_fleet(self, link: FleetLink) -> None:
+        """Route control of calls other nodes run to them, and run what they route here."""
+        self.fleet = link
+
+        async def record(request: ControlRequest) -> Mapping[str, Any]:
+            return {"row": list(record_to_row(await self._record_here(request.company_id, request.call_id)))}
+
+        async def terminate(request: ControlRequest) -> Mapping[str, Any]:
+            return {"status": self.admission.end_here(request.company_id, request.call_id)}
+
+        async def end(request: ControlRequest) -> Mapping[str, Any]:
+            return (await self._stop_here(request.company_id, request.call_id, cancel=False)).body()
+
+        async def cancel(request: ControlRequest) -> Mapping[str, Any]:
+            return (await self._stop_here(request.company_id, request.call_id, cancel=True)).body()
+
+        async def say(request: ControlRequest) -> Mapping[str, Any]:
+            interrupt = request.args.get("interrupt")
+            if not isinstance(interrupt, bool):
+                raise BadRequest("say: interrupt must be a boolean", code="bad_request")
+            text = _text(request, "text")
+            return (await self._say_here(request.company_id, request.call_id, text, interrupt)).body()
+
+        async def transfer(request: ControlRequest) -> Mapping[str, Any]:
+            target = _text(request, "to")
+            return (await self._transfer_here(request.company_id, request.call_id, target)).body()
+
+        async def dtmf(request: ControlRequest) -> Mapping[str, Any]:
+            digits = _text(request, "digits")
+            return (await self._dtmf_here(request.company_id, request.call_id, digits)).body()
+
+        for op, handler in {
+            "record": record,
+            "terminate": terminate,
+            "end": end,
+            "cancel": cancel,
+            "say": say,
+            "transfer": transfer,
+            "dtmf": dtmf,
+        }.items():
+            link.serve(op, handler)
+
+    async def _routed(
+        self,
+        op: str,
+        company_id: str,
+        call_id: str,
+        args: Mapping[str, Any],
+        here: Callable[[], Awaitable[ControlOutcome]],
+    ) -> ControlOutcome:
+        """`here()` for a call of this node (or none); the owner's answer for a call another node runs."""
+        if self.fleet is not None and self.manager.get(call_id) is None:
+            node = await self.fleet.owner_elsewhere(company_id, call_id)
+            if node is not None:
+                return ControlOutcome.from_body(await self.fleet.ask(node, op, company_id, call_id, args))
+        return await here()
 
     @property
     def controller_health(self) -> ControllerHealth | None:
@@ -84,7 +172,7 @@ class CallService:
 
     # -- outbound ---------------------------------------------------------------------------
 
-    def originate(self, request: OutboundCall) -> Session:
+    async def originate(self, request: OutboundCall) -> Session:
         """Create the call (dialing) and start dialing; the outcome arrives later on the session."""
         self.admission.check_funds(request.company_id)  # 402 before anything else is asked of it
         company = self.admission.directory().companies.get(request.company_id)
@@ -127,7 +215,7 @@ class CallService:
             webhook_url=request.webhook_url,
             webhook_events=request.webhook_events,
         )
-        session = self.admission.outbound(info, ring_seconds + ANSWER_TO_MEDIA_SECONDS)
+        session = await self.admission.outbound(info, ring_seconds + ANSWER_TO_MEDIA_SECONDS)
         dial = asyncio.ensure_future(self._dial(controller, session, request.ring_timeout_seconds))
         self._dials.add(dial)
         dial.add_done_callback(self._dials.discard)
@@ -156,6 +244,8 @@ class CallService:
         self._log.info(
             "dial_outcome", call_id=info.call_id, outcome=result.outcome.value, reason=result.reason
         )
+        if session.handed_off:  # answered, and its media went to another node, which runs it now
+            return
         if session.state.is_terminal:
             if result.outcome is DialOutcome.ANSWERED:  # ended by the API while ringing: let it go
                 with contextlib.suppress(ControlError):
@@ -171,6 +261,15 @@ class CallService:
         return session if session is not None and session.company_id == company_id else None
 
     async def record(self, company_id: str, call_id: str) -> CallRecord:
+        if self.fleet is not None and self.manager.get(call_id) is None:
+            node = await self.fleet.owner_elsewhere(company_id, call_id)
+            if node is not None:
+                with contextlib.suppress(Unavailable):  # the owner is gone: its last save stands
+                    body = await self.fleet.ask(node, "record", company_id, call_id)
+                    return row_to_record(tuple(body["row"]))
+        return await self._record_here(company_id, call_id)
+
+    async def _record_here(self, company_id: str, call_id: str) -> CallRecord:
         session = self._live(company_id, call_id)
         if session is not None:
             return session.record()
@@ -192,15 +291,19 @@ class CallService:
             raise Conflict(f"call {call_id} is already over", code="call_finished")
         return session
 
-    async def end(self, company_id: str, call_id: str) -> Session:
+    async def end(self, company_id: str, call_id: str) -> ControlOutcome:
         """Drain what the bot is saying, then hang up; a call still ringing is cancelled."""
-        return await self._stop(company_id, call_id, cancel=False)
+        return await self._routed(
+            "end", company_id, call_id, {}, lambda: self._stop_here(company_id, call_id, cancel=False)
+        )
 
-    async def cancel(self, company_id: str, call_id: str) -> Session:
+    async def cancel(self, company_id: str, call_id: str) -> ControlOutcome:
         """Hang up at once, no goodbye: the call fails with error_code `cancelled` (a ringing one too)."""
-        return await self._stop(company_id, call_id, cancel=True)
+        return await self._routed(
+            "cancel", company_id, call_id, {}, lambda: self._stop_here(company_id, call_id, cancel=True)
+        )
 
-    async def _stop(self, company_id: str, call_id: str, *, cancel: bool) -> Session:
+    async def _stop_here(self, company_id: str, call_id: str, *, cancel: bool) -> ControlOutcome:
         session = await self._live_or_finished(company_id, call_id)
         ringing = session.state is CallState.DIALING
         if cancel:
@@ -210,10 +313,19 @@ class CallService:
         if ringing and self.controller is not None:
             with contextlib.suppress(ControlError):
                 await self.controller.hangup(ChannelRef(call_id, outbound=True))
-        return session
+        return ControlOutcome.of(session)
 
-    async def say(self, company_id: str, call_id: str, text: str, *, interrupt: bool) -> Session:
+    async def say(self, company_id: str, call_id: str, text: str, *, interrupt: bool) -> ControlOutcome:
         """The bot speaks `text` now: over what it is saying (`interrupt`), or once it has finished."""
+        return await self._routed(
+            "say",
+            company_id,
+            call_id,
+            {"text": text, "interrupt": interrupt},
+            lambda: self._say_here(company_id, call_id, text, interrupt),
+        )
+
+    async def _say_here(self, company_id: str, call_id: str, text: str, interrupt: bool) -> ControlOutcome:
         session = await self._live_or_finished(company_id, call_id)
         if session.end_request is not None:
             raise Conflict(f"call {call_id} is ending", code="call_finished")
@@ -227,7 +339,7 @@ class CallService:
                 code="say_not_supported",
             )
         session.ask_to_say(text, interrupt=interrupt)
-        return session
+        return ControlOutcome.of(session)
 
     async def _controllable(
         self, company_id: str, call_id: str
@@ -243,8 +355,17 @@ class CallService:
             raise Unavailable("Asterisk call control is not available", code="asterisk_unavailable")
         return session, self.controller, session.channel_ref()
 
-    async def transfer(self, company_id: str, call_id: str, target: str) -> Session:
+    async def transfer(self, company_id: str, call_id: str, target: str) -> ControlOutcome:
         """The caller goes to `target` through the transfer context; the bot's leg leaves."""
+        return await self._routed(
+            "transfer",
+            company_id,
+            call_id,
+            {"to": target},
+            lambda: self._transfer_here(company_id, call_id, target),
+        )
+
+    async def _transfer_here(self, company_id: str, call_id: str, target: str) -> ControlOutcome:
         session, controller, ref = await self._controllable(company_id, call_id)
         session.transferred_to = target  # so the media socket closing reads as a transfer
         try:
@@ -256,9 +377,18 @@ class CallService:
             session.transferred_to = None
             raise BadRequest(str(exc), code="validation_error") from exc
         session.request_end(EndedBy.API, transfer_to=target)
-        return session
+        return ControlOutcome.of(session)
 
-    async def send_dtmf(self, company_id: str, call_id: str, digits: str) -> Session:
+    async def send_dtmf(self, company_id: str, call_id: str, digits: str) -> ControlOutcome:
+        return await self._routed(
+            "dtmf",
+            company_id,
+            call_id,
+            {"digits": digits},
+            lambda: self._dtmf_here(company_id, call_id, digits),
+        )
+
+    async def _dtmf_here(self, company_id: str, call_id: str, digits: str) -> ControlOutcome:
         session, controller, ref = await self._controllable(company_id, call_id)
         try:
             await controller.send_dtmf(ref, digits)
@@ -266,7 +396,7 @@ class CallService:
             raise control_failure(exc) from exc
         except ValueError as exc:
             raise BadRequest(str(exc), code="validation_error") from exc
-        return session
+        return ControlOutcome.of(session)
 
     async def close(self) -> None:
         for dial in list(self._dials):

@@ -85,6 +85,10 @@ class SessionManager:
         """The company's calls holding a slot: pending, dialing or connected (O(live calls))."""
         return sum(1 for session in self._live.values() if session.company_id == company_id)
 
+    def live_sessions(self) -> list[Session]:
+        """Every call holding a slot (pending, dialing or connected), oldest first: a snapshot."""
+        return sorted(self._live.values(), key=lambda session: session.created_at)
+
     def _live_calls(self) -> LiveCalls:
         capacity = self.capacity()
         sessions = self._live.values()
@@ -95,6 +99,10 @@ class SessionManager:
             uplink=[session.uplink_latency for session in sessions],
             downlink=[session.downlink_latency for session in sessions],
         )
+
+    def check_admit(self) -> None:
+        """Refuse (503) when this node drains or is full: asked before the fleet is, and again at creation."""
+        self._admit()
 
     def _admit(self) -> None:
         if self._draining:
@@ -183,10 +191,22 @@ class SessionManager:
         if handle is not None:
             handle.cancel()
 
+    def hand_off(self, call_id: str) -> Session | None:
+        """Another node took this pending call over (its media socket arrived there): let it go here,
+        silently. None when it is not here or no longer waiting for media."""
+        session = self._live.get(call_id)
+        if session is None or not session.state.awaits_media:
+            return None
+        session.hand_off()
+        return session
+
     def _forget(self, session: Session) -> None:
         self._cancel_expiry(session.call_id)
         if self._live.get(session.call_id) is session:
             del self._live[session.call_id]
+        if session.handed_off:  # not a call of ours any more: no outcome, no "call_ended"
+            self._log.info("call_handed_off", call_id=session.call_id, company_id=session.company_id)
+            return
         self.outcomes[session.state.value] += 1
         self.metrics.record(call_outcome(session))
         stats = session.stats

@@ -112,6 +112,7 @@ class Session:
     usage_by_model: dict[tuple[str, str], tuple[Usage, float | None]] = field(default_factory=dict)
     dial_outcome: str | None = None
     transferred_to: str | None = None
+    handed_off: bool = False  # another node of the fleet took this pending call over; nothing more is ours
     model_reconnects: int = 0
     first_audio_s: float | None = None  # media attached -> first model audio handed to the leg
     response_latencies_s: list[float] = field(default_factory=list)  # caller stopped -> reply audio
@@ -255,6 +256,17 @@ class Session:
         for listener in self._listeners:
             listener(self)
         self._changed()
+
+    def hand_off(self) -> None:
+        """Another node of the fleet now runs this pending call: end it here WITHOUT a record, an event
+        or a webhook of its own (its listeners of changes and lines are dropped first; those of its end
+        see `handed_off` and let go)."""
+        if self.state.is_terminal:
+            return
+        self.handed_off = True
+        self._change_listeners.clear()
+        self._line_listeners.clear()
+        self.finish(EndedBy.ERROR, "handed_off", failed=True)
 
     def begin_model(self, provider: str, model: str) -> None:
         """`provider` (its `model`) serves the call from now on."""

@@ -326,7 +326,7 @@ StoreWrite = Callable[[Any], None]
 
 
 class CallStore(Protocol):
-    """What the session layer needs from a store; `SqliteCallStore` is the implementation."""
+    """What the session layer needs from a store (`store.base.Store` is the whole interface)."""
 
     async def save(self, record: CallRecord, *, also: StoreWrite | None = None) -> None: ...
 

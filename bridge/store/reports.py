@@ -1,5 +1,5 @@
 """Post-call reports in the `call_reports` table (migration 5): one row per call whose agent asks for an
-analysis. The functions here run on the store's writer thread (`SqliteCallStore.run`); `ReportStore`
+analysis. The functions here run on the store's writer thread (`Store.run`); `ReportStore`
 is their asyncio face."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+from bridge.store.base import Store
 from bridge.store.records import StoreWrite
 from bridge.store.schema import stored_text
-from bridge.store.sqlite import SqliteCallStore
 
 ReportStatus = Literal["pending", "done", "failed"]
 AnalysisValue = str | int | float | bool | None
@@ -57,7 +57,7 @@ def _attempted(conn: sqlite3.Connection, call_id: str, error: str | None, now: f
     )
 
 
-def _finish(  # noqa: PLR0917  (called positionally through SqliteCallStore.run)
+def _finish(  # noqa: PLR0917  (called positionally through Store.run)
     conn: sqlite3.Connection,
     call_id: str,
     status: ReportStatus,
@@ -102,7 +102,7 @@ def _all_pending(conn: sqlite3.Connection) -> list[StoredReport]:
 
 
 class ReportStore:
-    def __init__(self, store: SqliteCallStore) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
 
     async def pending(self, call_id: str, company_id: str, now: float) -> None:

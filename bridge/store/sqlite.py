@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
-from bridge.errors import BridgeError
+from bridge.store.base import AlsoFailed, SchemaTooNew, StoreClosed, StoreError
 from bridge.store.records import CallQuery, CallRecord, StoreWrite
 from bridge.store.schema import (
     EXISTS,
@@ -37,27 +37,18 @@ from bridge.store.schema import (
 )
 from bridge.store.url import MEMORY, sqlite_path
 
+__all__ = [
+    "AlsoFailed",
+    "SchemaTooNew",
+    "SqliteCallStore",
+    "StoreClosed",
+    "StoreError",
+    "open_store",
+]
+
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS: Final = 5000
-
-
-class StoreError(BridgeError):
-    code = "store_error"
-
-
-class StoreClosed(StoreError):
-    code = "store_closed"
-
-
-class SchemaTooNew(StoreError):
-    code = "store_schema_too_new"
-
-
-class AlsoFailed(StoreError):
-    """The record was saved; the rows meant to commit with it (`save(also=...)`) were not."""
-
-    code = "store_companion_failed"
 
 
 # --- the synchronous side, run only on the worker thread -----------------------------------------

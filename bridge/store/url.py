@@ -23,6 +23,25 @@ def redact_url(url: str) -> str:
     return match.group(0) + rest
 
 
+def store_scheme(url: str) -> str:
+    """The engine a `[storage] url` names: "sqlite", or "postgresql" (also spelled "postgres")."""
+    match = _SCHEME.match(url)
+    if match is None:
+        raise ValueError(
+            f"storage URL {redact_url(url)!r} is not a URL; expected sqlite:///path/to/file.db "
+            "or postgresql://user@host/db"
+        )
+    scheme = match.group(1).lower()
+    if scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    if scheme == "sqlite":
+        return "sqlite"
+    raise ValueError(
+        f"unsupported storage URL scheme {scheme!r} in {redact_url(url)!r}; "
+        "use sqlite:///path/to/file.db or postgresql://user@host/db"
+    )
+
+
 def sqlite_path(url: str) -> str:
     """The database path in a `sqlite:` URL (SQLAlchemy's convention), or ":memory:".
 

@@ -43,6 +43,9 @@ from tests.fakes.ari_model import (
 )
 
 __all__ = ["FakeAriServer", "FakeChannel", "MediaDial", "RecordedRequest", "Script"]
+# The parsed JSON body, kept for the handler (a typed key: aiohttp warns once per process on str keys,
+# which made the fake's first request fail or pass depending on what ran before it).
+REQUEST_BODY = web.RequestKey("ari_body", object)
 _HOST_PORT = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
 
 
@@ -215,7 +218,7 @@ class FakeAriServer:
             return response
         if self.read_only and request.method != "GET":
             return error(403, "Forbidden")
-        request["body"] = body
+        request[REQUEST_BODY] = body
         if request.path in self.stall:
             await self._release.wait()
         return await handler(request)
@@ -342,7 +345,7 @@ class FakeAriServer:
             message = json.dumps({"message": "Channel with given unique ID already exists"})
             raise web.HTTPConflict(text=message, content_type="application/json")
         channel = FakeChannel(channel_id, name, app=app, created=now())
-        set_variables(channel, body_variables(request["body"]))
+        set_variables(channel, body_variables(request[REQUEST_BODY]))
         self.channels[channel_id] = channel
         return channel
 

@@ -19,6 +19,7 @@ from bridge.api.openapi import OPERATIONS, Operation
 from bridge.api.routes_admin import ADMIN as ADMIN_SERVICE
 from bridge.app import Services, start_services
 from bridge.settings import ConfigError, build_settings
+from bridge.store import SqliteCallStore
 from tests.helpers import ACME_KEY, ACME_PHONE, ADMIN_KEY, CONNECTOR_KEY, raw_config
 
 NEW_PHONE = "+15550009999"
@@ -59,16 +60,16 @@ class Client:
         return (await self.call("GET", "/api/phones", {"X-API-Key": key}))[0]
 
 
-def _raw(db: Path) -> dict[str, Any]:
+def _raw(url: str) -> dict[str, Any]:
     raw = raw_config()
-    raw["storage"] = {"url": f"sqlite:///{db}"}
+    raw["storage"] = {"url": url}
     raw["rate_limits"] = {"failed_auths_per_address": 10_000}  # the tests refuse keys on purpose
     return raw
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[Client]:
-    services = await start_services(build_settings(_raw(tmp_path / "bridge.db")))
+async def client(store_url: str) -> AsyncIterator[Client]:
+    services = await start_services(build_settings(_raw(store_url)))
     try:
         async with aiohttp.ClientSession() as http:
             yield Client(services, http)
@@ -109,9 +110,14 @@ async def test_a_created_company_and_key_work_at_once_on_every_company_route(cli
 
     # Only its digest is in the database file; its last use is flushed there (not per request).
     await client.services.app[ADMIN_SERVICE].flush()
-    main = Path(client.services.store.path)
-    # The write-ahead log holds the recent writes: read it too.
-    db = b"".join(p.read_bytes() for p in (main, main.with_name(main.name + "-wal")) if p.exists())
+    store = client.services.store
+    if isinstance(store, SqliteCallStore):
+        main = Path(store.path)
+        # The write-ahead log holds the recent writes: read it too.
+        db = b"".join(p.read_bytes() for p in (main, main.with_name(main.name + "-wal")) if p.exists())
+    else:  # every column of every key row, as the database holds it
+        found = await store.run(lambda conn: conn.execute("SELECT * FROM admin_keys").fetchall())
+        db = b"".join(v if isinstance(v, bytes) else str(v).encode() for row in found for v in row)
     assert key.encode() not in db
     assert key[8:].encode() not in db
     assert hashlib.sha256(key.encode()).digest() in db
@@ -225,8 +231,8 @@ async def test_connector_keys_as_data(client: Client) -> None:
     assert status == 401
 
 
-async def test_reload_and_restart_keep_stored_companies(tmp_path: Path) -> None:
-    db = tmp_path / "bridge.db"
+async def test_reload_and_restart_keep_stored_companies(store_url: str) -> None:
+    db = store_url
     services = await start_services(build_settings(_raw(db)))
     try:
         async with aiohttp.ClientSession() as http:
@@ -268,7 +274,7 @@ async def test_company_validation_errors_are_400(client: Client) -> None:
 
 
 def test_an_admin_key_may_not_also_be_a_company_key(tmp_path: Path) -> None:
-    raw = _raw(tmp_path / "bridge.db")
+    raw = _raw(f"sqlite:///{tmp_path / 'bridge.db'}")
     raw["admin"] = {"api_keys": [ACME_KEY]}
     with pytest.raises(ConfigError, match=r"admin\.api_keys\[0\]: the same API key is already used"):
         build_settings(raw)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -83,8 +82,12 @@ async def fake_factory() -> AsyncIterator[Callable[..., Any]]:
 # -- CRUD and isolation ---------------------------------------------------------------------------
 
 
-async def test_agents_are_created_read_changed_and_deleted(bridge_factory: StartBridge) -> None:
-    services = await bridge_factory()
+async def test_agents_are_created_read_changed_and_deleted(
+    bridge_factory: StartBridge, store_url: str
+) -> None:
+    raw = raw_config()
+    raw["storage"] = {"url": store_url}
+    services = await bridge_factory(settings=build_settings(raw))
     status, reply = await api(services, "GET", "/api/agents")
     assert status == 200
     (default,) = reply["data"]["agents"]
@@ -206,9 +209,9 @@ async def test_another_companys_agent_is_unknown_on_every_route(bridge_factory: 
     assert (status, reply["data"]["agent"]["name"]) == (200, "Acme sales")
 
 
-async def test_agents_survive_a_restart(tmp_path: Path) -> None:
+async def test_agents_survive_a_restart(store_url: str) -> None:
     raw = raw_config()
-    raw["storage"] = {"url": f"sqlite:///{tmp_path / 'bridge.db'}"}
+    raw["storage"] = {"url": store_url}
     services = await start_services(build_settings(raw))
     try:
         agent = await create(services, {"name": "Kept", "phones": [ACME_PHONE], "voice": "cedar"})

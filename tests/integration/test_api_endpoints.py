@@ -257,6 +257,7 @@ async def test_health_and_metrics(api_client_factory: ApiFactory) -> None:
         "status": "ok",
         "asterisk": "disabled",
         "config": {"last_reload": None, "last_reload_at": None, "problems": 0},
+        "node_id": None,  # no [cluster]: one process, no fleet
     }
     await client.post("/api/voip/webhook", json=webhook(), headers=CONNECTOR)
     metrics = await client.get("/metrics")

@@ -20,6 +20,7 @@ from bridge.api import (
     routes_balance,
     routes_calls,
     routes_company,
+    routes_dashboard,
     routes_health,
     routes_live,
     routes_openapi,
@@ -93,6 +94,7 @@ ROUTES = sorted(
             routes_admin.OPERATIONS,
             routes_usage.OPERATIONS,
             routes_balance.OPERATIONS,
+            routes_dashboard.OPERATIONS,
         )
         for op in module_ops
     }

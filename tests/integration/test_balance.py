@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -120,9 +119,9 @@ async def ledger_rows(services: Services, company_id: str) -> list[tuple[Any, ..
 
 
 async def test_zero_balance_refuses_connect_and_outbound_until_a_credit(
-    bridge_factory: StartBridge, http: aiohttp.ClientSession
+    bridge_factory: StartBridge, http: aiohttp.ClientSession, store_url: str
 ) -> None:
-    services = await bridge_factory(settings=balance_settings())
+    services = await bridge_factory(settings=balance_settings(storage_url=store_url))
     api = Api(services, http)
 
     status, body = await api.connect("broke-1")
@@ -184,7 +183,7 @@ async def test_admin_routes_need_an_admin_key_and_a_known_company(
 
 
 async def test_a_call_is_charged_its_cost_and_balance_low_goes_out(
-    bridge_factory: StartBridge, http: aiohttp.ClientSession, receiver: Receiver
+    bridge_factory: StartBridge, http: aiohttp.ClientSession, receiver: Receiver, store_url: str
 ) -> None:
     fake = FakeRealtimeServer(
         api_key=FAKE_KEY, script=Script(greeting_reply_ms=400, turns=(Turn(reply_ms=300),))
@@ -193,7 +192,9 @@ async def test_a_call_is_charged_its_cost_and_balance_low_goes_out(
     try:
         # A micro-dollar of credit: the call is admitted, and any priced call takes the balance to
         # zero or below, across the low-balance threshold (0 here).
-        services = await bridge_factory(settings=balance_settings(fake=fake, hook_url=receiver.url, low=0.0))
+        services = await bridge_factory(
+            settings=balance_settings(fake=fake, hook_url=receiver.url, low=0.0, storage_url=store_url)
+        )
         api = Api(services, http)
         assert (await api.credit("acme", 0.000001, "trial"))[0] == 201
         summary = await run_simulated_call(
@@ -249,9 +250,9 @@ async def test_a_call_is_charged_its_cost_and_balance_low_goes_out(
 
 
 async def test_a_charge_is_written_once_per_call_and_survives_a_restart(
-    http: aiohttp.ClientSession, tmp_path: Path
+    http: aiohttp.ClientSession, store_url: str
 ) -> None:
-    settings = balance_settings(storage_url=f"sqlite:///{tmp_path}/bridge.db")
+    settings = balance_settings(storage_url=store_url)
     services = await start_services(settings)
     try:
         api = Api(services, http)

@@ -7,7 +7,6 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -99,9 +98,9 @@ async def settled(services: Services, call_id: str, key: str = ACME_KEY) -> dict
 
 
 async def test_a_report_holds_the_fake_models_summary_and_the_declared_fields(
-    bridge_factory: StartBridge, fake: FakeChatCompletions
+    bridge_factory: StartBridge, fake: FakeChatCompletions, store_url: str
 ) -> None:
-    services = await bridge_factory(settings=report_settings(fake))
+    services = await bridge_factory(settings=report_settings(fake, storage=store_url))
     await a_call(services, "rep-1")
     report = await settled(services, "rep-1")
     fake.assert_clean()
@@ -182,9 +181,9 @@ async def test_a_bad_key_fails_at_once(bridge_factory: StartBridge, fake: FakeCh
 
 
 async def test_a_report_pending_at_a_restart_completes_after_it(
-    tmp_path: Path, fake: FakeChatCompletions
+    store_url: str, fake: FakeChatCompletions
 ) -> None:
-    settings = report_settings(fake, storage=f"sqlite:///{tmp_path / 'bridge.db'}")
+    settings = report_settings(fake, storage=store_url)
     fake.hold()  # the model never answers before the "crash"
     first = await start_services(settings)
     try:

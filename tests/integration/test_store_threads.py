@@ -1,4 +1,5 @@
-"""The store's worker thread: off the event loop, one thread, writes in issue order, nothing lost on close."""
+"""The store's worker threads: off the event loop, writes in issue order, nothing lost on close; the
+tests taking `store_url` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bridge.store import CallQuery, CallRecord, SqliteCallStore, open_store, schema
+from bridge.store import CallQuery, CallRecord, Store, open_store, schema, sqlite_path
 from bridge.store import sqlite as store_sqlite
 
 T0 = 1_700_000_000.0
@@ -34,12 +35,23 @@ def version(call_id: str, n: int, company_id: str = "acme") -> CallRecord:
 
 
 @contextmanager
-def write_lock(path: Path) -> Iterator[sqlite3.Connection]:
+def write_lock(url: str) -> Iterator[None]:
     """Another connection holding the database's write lock, as a second process would."""
-    conn = sqlite3.connect(path, isolation_level=None)
+    if url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as pg:
+            pg.execute("BEGIN")
+            pg.execute("LOCK TABLE calls IN EXCLUSIVE MODE")  # writes wait; reads go on
+            try:
+                yield
+            finally:
+                pg.execute("COMMIT")
+        return
+    conn = sqlite3.connect(sqlite_path(url), isolation_level=None)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        yield conn
+        yield
     finally:
         conn.execute("COMMIT")
         conn.close()
@@ -69,7 +81,7 @@ async def test_database_work_runs_on_one_thread_off_the_loop(
     assert threads[0] != threading.get_ident()
 
 
-async def test_rows_are_encoded_on_the_worker_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_rows_are_encoded_on_the_worker_thread(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # A long transcript's JSON is built beside the event loop, not on it (the loop carries the audio).
     threads: list[int] = []
 
@@ -78,7 +90,7 @@ async def test_rows_are_encoded_on_the_worker_thread(tmp_path: Path, monkeypatch
         return schema.record_to_row(record)
 
     monkeypatch.setattr(store_sqlite, "record_to_row", record_to_row)
-    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+    async with await open_store(store_url) as store:
         await store.save(version("c", 1))
         await store.save(version("c", 2))
         assert await store.get("acme", "c") == version("c", 2)
@@ -86,10 +98,9 @@ async def test_rows_are_encoded_on_the_worker_thread(tmp_path: Path, monkeypatch
     assert threading.get_ident() not in threads
 
 
-async def test_a_locked_database_does_not_block_the_loop(tmp_path: Path) -> None:
-    path = tmp_path / "calls.db"
-    async with await open_store(f"sqlite:///{path}") as store:
-        with write_lock(path):
+async def test_a_locked_database_does_not_block_the_loop(store_url: str) -> None:
+    async with await open_store(store_url) as store:
+        with write_lock(store_url):
             saving = asyncio.create_task(store.save(version("c", 1)))
             for _ in range(20):
                 await asyncio.sleep(0)  # the loop keeps turning while the worker waits for the lock
@@ -98,12 +109,12 @@ async def test_a_locked_database_does_not_block_the_loop(tmp_path: Path) -> None
         assert await store.get("acme", "c") == version("c", 1)
 
 
-async def test_concurrent_saves_keep_the_last_write_per_call(tmp_path: Path) -> None:
-    async def one_call(store: SqliteCallStore, call_id: str) -> None:
+async def test_concurrent_saves_keep_the_last_write_per_call(store_url: str) -> None:
+    async def one_call(store: Store, call_id: str) -> None:
         for n in range(25):
             await store.save(version(call_id, n))
 
-    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+    async with await open_store(store_url) as store:
         async with asyncio.TaskGroup() as group:
             for i in range(20):
                 group.create_task(one_call(store, f"call-{i}"))
@@ -112,16 +123,16 @@ async def test_concurrent_saves_keep_the_last_write_per_call(tmp_path: Path) -> 
     assert {r.call_id: r.frames_in for r in records} == {f"call-{i}": 24 for i in range(20)}
 
 
-async def test_saves_land_in_the_order_they_were_issued(tmp_path: Path) -> None:
-    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as store:
+async def test_saves_land_in_the_order_they_were_issued(store_url: str) -> None:
+    async with await open_store(store_url) as store:
         # Fire-and-forget from many tasks, created in version order, never awaited in between.
         tasks = [asyncio.create_task(store.save(version("c", n))) for n in range(200)]
         await asyncio.gather(*tasks)
         assert await store.get("acme", "c") == version("c", 199)
 
 
-async def test_close_finishes_writes_already_issued(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/calls.db"
+async def test_close_finishes_writes_already_issued(store_url: str) -> None:
+    url = store_url
     store = await open_store(url)
     tasks = [asyncio.create_task(store.save(version(f"call-{i}", 1))) for i in range(50)]
     await asyncio.sleep(0)  # every task has now issued its write
@@ -132,11 +143,10 @@ async def test_close_finishes_writes_already_issued(tmp_path: Path) -> None:
     assert total == 50
 
 
-async def test_a_cancelled_save_still_lands(tmp_path: Path) -> None:
-    path = tmp_path / "calls.db"
-    url = f"sqlite:///{path}"
+async def test_a_cancelled_save_still_lands(store_url: str) -> None:
+    url = store_url
     store = await open_store(url)
-    with write_lock(path):
+    with write_lock(store_url):
         first = asyncio.create_task(store.save(version("first", 1)))
         queued = asyncio.create_task(store.save(version("queued", 1)))
         await asyncio.sleep(0)  # both issued; the worker is stuck on the lock with `first`
@@ -149,8 +159,8 @@ async def test_a_cancelled_save_still_lands(tmp_path: Path) -> None:
         assert await reopened.get("acme", "queued") == version("queued", 1)
 
 
-async def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/calls.db"
+async def test_mark_interrupted_after_a_crash(store_url: str) -> None:
+    url = store_url
     crashed = await open_store(url)
     for n in range(1, 4):  # checkpoints of a live call
         await crashed.save(
@@ -175,11 +185,10 @@ async def test_mark_interrupted_after_a_crash(tmp_path: Path) -> None:
 # -- call setup's lookup: its own connection and thread, never behind queued writes -----------------
 
 
-async def test_call_lookups_do_not_wait_behind_queued_writes(tmp_path: Path) -> None:
-    path = tmp_path / "calls.db"
-    async with await open_store(f"sqlite:///{path}") as store:
+async def test_call_lookups_do_not_wait_behind_queued_writes(store_url: str) -> None:
+    async with await open_store(store_url) as store:
         await store.save(version("earlier", 1))  # committed: e.g. a call of a previous run
-        with write_lock(path):
+        with write_lock(store_url):
             # The writer is stuck on the lock with a save, and more are queued behind it.
             saves = [asyncio.create_task(store.save(version(f"queued-{n}", 1))) for n in range(5)]
             await asyncio.sleep(0)
@@ -215,8 +224,8 @@ async def test_lookups_run_on_their_own_thread(tmp_path: Path, monkeypatch: pyte
     assert len({writes[0], lookups[0], threading.get_ident()}) == 3  # and neither is the loop's
 
 
-async def test_an_id_from_a_previous_run_is_found_after_a_restart(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/calls.db"
+async def test_an_id_from_a_previous_run_is_found_after_a_restart(store_url: str) -> None:
+    url = store_url
     async with await open_store(url) as first_run:
         await first_run.save(version("old-1", 1, company_id="globex"))
     async with await open_store(url) as second_run:
@@ -224,8 +233,8 @@ async def test_an_id_from_a_previous_run_is_found_after_a_restart(tmp_path: Path
         assert not await second_run.call_exists("old-2")
 
 
-async def test_lookups_after_close_raise(tmp_path: Path) -> None:
-    store = await open_store(f"sqlite:///{tmp_path}/calls.db")
+async def test_lookups_after_close_raise(store_url: str) -> None:
+    store = await open_store(store_url)
     await store.close()
     with pytest.raises(store_sqlite.StoreClosed):
         await store.call_exists("c")

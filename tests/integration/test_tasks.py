@@ -11,7 +11,6 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -67,9 +66,9 @@ async def started(settings: Settings, http: aiohttp.ClientSession) -> Bridge:
 
 
 @pytest.fixture
-async def bridge(ami: FakeAmiServer) -> AsyncIterator[Bridge]:
+async def bridge(ami: FakeAmiServer, store_url: str) -> AsyncIterator[Bridge]:
     async with aiohttp.ClientSession() as http:
-        running = await started(task_settings(ami.port), http)
+        running = await started(task_settings(ami.port, storage=store_url), http)
         yield running
         await running.services.close()
 
@@ -187,8 +186,8 @@ async def test_no_answer_exhausts_the_attempts_and_fails(ami: FakeAmiServer, bri
     assert len(ami.actions("Originate")) == 2
 
 
-async def test_a_restart_before_its_time_keeps_the_task(ami: FakeAmiServer, tmp_path: Path) -> None:
-    settings = task_settings(ami.port, storage=f"sqlite:///{tmp_path}/bridge.db")
+async def test_a_restart_before_its_time_keeps_the_task(ami: FakeAmiServer, store_url: str) -> None:
+    settings = task_settings(ami.port, storage=store_url)
     async with aiohttp.ClientSession() as http:
         first = await started(settings, http)
         at = time.time() + 3.5
@@ -210,9 +209,9 @@ async def test_a_restart_before_its_time_keeps_the_task(ami: FakeAmiServer, tmp_
 
 
 async def test_a_task_a_crash_left_in_progress_is_counted_and_retried(
-    ami: FakeAmiServer, tmp_path: Path
+    ami: FakeAmiServer, store_url: str
 ) -> None:
-    settings = task_settings(ami.port, storage=f"sqlite:///{tmp_path}/bridge.db")
+    settings = task_settings(ami.port, storage=store_url)
     ami.scripts[CALLEE.lstrip("+")] = DialScript(Outcome.SILENT)  # rings for ever: still in progress
     async with aiohttp.ClientSession() as http:
         first = await started(settings, http)

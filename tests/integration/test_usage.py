@@ -22,8 +22,8 @@ from bridge.session.session import CallInfo, Session
 from bridge.session.state import EndedBy
 from bridge.settings import build_settings
 from bridge.simulate import AudioSource, SimulatedCallOptions, run_simulated_call
+from bridge.store import open_store
 from bridge.store.records import CallRecord, Usage
-from bridge.store.sqlite import open_store
 from tests.fakes.openai_realtime import FakeRealtimeServer, Script, Turn
 from tests.helpers import (
     ACME_KEY,
@@ -101,8 +101,9 @@ def seeded(call_id: str, company: str, created_at: float, parts: list[Any]) -> S
 
 
 @pytest.fixture
-async def world(bridge_factory: StartBridge) -> Any:
+async def world(bridge_factory: StartBridge, store_url: str) -> Any:
     raw = raw_config()
+    raw["storage"] = {"url": store_url}
     raw["admin"] = {"api_keys": [hash_key(ADMIN)]}
     services = await bridge_factory(settings=build_settings(raw))
     sessions = [seeded(c, company, MIDNIGHT + at, parts) for c, company, at, parts in CALLS]
@@ -312,9 +313,9 @@ async def test_a_whole_call_leaves_rows_equal_to_its_record(bridge_factory: Star
 
 
 async def test_calls_without_rows_get_them_at_the_next_start(
-    bridge_factory: StartBridge, tmp_path: Any
+    bridge_factory: StartBridge, store_url: str
 ) -> None:
-    url = f"sqlite:///{tmp_path}/bridge.db"
+    url = store_url
     async with await open_store(url) as store:
         # A call a crash cut short (its last checkpoint: active, with usage) and one saved without rows.
         crashed = seeded("crashed", "acme", MIDNIGHT, [("openai", "gpt-realtime", usage(2), 0.02)])

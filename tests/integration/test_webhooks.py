@@ -31,8 +31,12 @@ KEY_MAP = {
 FAST = {"retry_base_seconds": 0.05, "retry_max_seconds": 0.2, "poll_seconds": 0.05}
 
 
-def hook_settings(receiver: Receiver, *, delivery: dict[str, Any] | None = None, **acme: Any) -> Settings:
+def hook_settings(
+    receiver: Receiver, *, delivery: dict[str, Any] | None = None, storage: str = "", **acme: Any
+) -> Settings:
     raw = raw_config()
+    if storage:
+        raw["storage"] = {"url": storage}
     raw["companies"][0]["webhooks"] = {"url": receiver.url, "secret": SECRET, "key_map": KEY_MAP}
     raw["companies"][0].update(acme)
     raw["webhook_delivery"] = {**FAST, **(delivery or {})}
@@ -93,9 +97,9 @@ async def api(
 
 
 async def test_signed_events_verify_with_the_readme_recipe_and_carry_the_mapped_fields(
-    bridge_factory: StartBridge, receiver: Receiver
+    bridge_factory: StartBridge, receiver: Receiver, store_url: str
 ) -> None:
-    services = await bridge_factory(settings=hook_settings(receiver))
+    services = await bridge_factory(settings=hook_settings(receiver, storage=store_url))
     await a_call(services, "wh-1")
     await until(lambda: len(receiver.types("wh-1")) == 2, "both events")
     assert receiver.types("wh-1") == ["call_started", "call_completed"]
@@ -137,10 +141,10 @@ async def test_signed_events_verify_with_the_readme_recipe_and_carry_the_mapped_
 
 
 async def test_a_receiver_down_for_several_attempts_gets_every_event_once_in_order(
-    bridge_factory: StartBridge, receiver: Receiver
+    bridge_factory: StartBridge, receiver: Receiver, store_url: str
 ) -> None:
     receiver.down_for = 7
-    services = await bridge_factory(settings=hook_settings(receiver))
+    services = await bridge_factory(settings=hook_settings(receiver, storage=store_url))
     await asyncio.gather(a_call(services, "down-1"), a_call(services, "down-2"))
     await until(lambda: len(receiver.accepted) == 4, "four accepted events")
     await asyncio.sleep(0.5)  # nothing more arrives: no duplicate after success
@@ -168,10 +172,12 @@ async def test_a_receiver_down_for_several_attempts_gets_every_event_once_in_ord
 
 
 async def test_dead_letters_are_listed_and_retried_and_other_companies_get_404(
-    bridge_factory: StartBridge, receiver: Receiver
+    bridge_factory: StartBridge, receiver: Receiver, store_url: str
 ) -> None:
     receiver.down_for = 1_000_000
-    services = await bridge_factory(settings=hook_settings(receiver, delivery={"retry_for_seconds": 0.3}))
+    services = await bridge_factory(
+        settings=hook_settings(receiver, delivery={"retry_for_seconds": 0.3}, storage=store_url)
+    )
     await a_call(services, "dead-1")
 
     async def dead() -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import EndedBy
 from bridge.settings import build_settings
-from bridge.store import SqliteCallStore, open_store
+from bridge.store import Store, open_store
 from bridge.store.records import CallRecord
 from tests.helpers import ACME_PHONE, CONNECTOR_KEY, GLOBEX_PHONE, raw_config
 
@@ -40,13 +40,13 @@ def plan(_: Session) -> CallPlan:
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[SqliteCallStore]:
+async def store() -> AsyncIterator[Store]:
     opened = await open_store("sqlite://:memory:")
     yield opened
     await opened.close()
 
 
-def make(store: SqliteCallStore, **policy: Any) -> Admission:
+def make(store: Store, **policy: Any) -> Admission:
     directory = Directory.from_settings(build_settings(raw_config()))
     manager = SessionManager(max_calls=10)
     return Admission(manager, store, lambda: directory, plan, AdmissionPolicy(**policy))
@@ -65,14 +65,14 @@ def announcement(**overrides: Any) -> Announcement:
 # -- the ownership rule -----------------------------------------------------------------------
 
 
-async def test_the_called_number_decides_the_company(store: SqliteCallStore) -> None:
+async def test_the_called_number_decides_the_company(store: Store) -> None:
     admission = make(store)
     session = await admission.announce(announcement(called="34987654321"))
     assert session.company_id == "acme"
     assert (session.info.caller, session.info.called) == ("+34600111222", ACME_PHONE)
 
 
-async def test_a_company_id_that_disagrees_with_the_number_is_refused(store: SqliteCallStore) -> None:
+async def test_a_company_id_that_disagrees_with_the_number_is_refused(store: Store) -> None:
     admission = make(store)
     assert await refused(admission.announce(announcement(company_id="globex"))) == (403, "company_mismatch")
     assert await refused(admission.announce(announcement(company_id="nope"))) == (403, "company_mismatch")
@@ -80,7 +80,7 @@ async def test_a_company_id_that_disagrees_with_the_number_is_refused(store: Sql
     assert rejected(admission)["company_mismatch"] == 2
 
 
-async def test_a_company_id_alone_is_taken_only_without_a_number(store: SqliteCallStore) -> None:
+async def test_a_company_id_alone_is_taken_only_without_a_number(store: Store) -> None:
     admission = make(store)
     session = await admission.announce(announcement(called="", company_id="globex", caller=GLOBEX_CALLER))
     assert session.company_id == "globex"
@@ -97,7 +97,7 @@ async def test_a_company_id_alone_is_taken_only_without_a_number(store: SqliteCa
 # -- allowed callers on every path that creates a call ---------------------------------------
 
 
-async def test_allowed_callers_hold_for_the_webhook(store: SqliteCallStore) -> None:
+async def test_allowed_callers_hold_for_the_webhook(store: Store) -> None:
     admission = make(store)
     stranger = announcement(called=GLOBEX_PHONE, caller="+34600111222")
     assert await refused(admission.announce(stranger)) == (403, "caller_not_allowed")
@@ -107,7 +107,7 @@ async def test_allowed_callers_hold_for_the_webhook(store: SqliteCallStore) -> N
     assert allowed.info.caller == GLOBEX_CALLER
 
 
-async def test_allowed_callers_hold_for_a_webhookless_media_socket(store: SqliteCallStore) -> None:
+async def test_allowed_callers_hold_for_a_webhookless_media_socket(store: Store) -> None:
     admission = make(store)
     claim = MediaClaim("chan_websocket", "m-1", "34600111222", "442071234567", (CONNECTOR_KEY,))
     assert await refused(admission.admit_media(claim)) == (403, "caller_not_allowed")
@@ -117,7 +117,7 @@ async def test_allowed_callers_hold_for_a_webhookless_media_socket(store: Sqlite
     assert (call.session.info.caller, call.session.info.called) == (GLOBEX_CALLER, GLOBEX_PHONE)
 
 
-async def test_allowed_callers_hold_for_a_webhookless_audiosocket(store: SqliteCallStore) -> None:
+async def test_allowed_callers_hold_for_a_webhookless_audiosocket(store: Store) -> None:
     # AudioSocket never says who calls: a company that limits its callers takes no such call.
     admission = make(store, webhookless_audiosocket_company="globex")
     claim = MediaClaim("audiosocket", "0b6a5b5e-9d5c-4a3e-8a67-2f1c1f1f1f1f")
@@ -127,7 +127,7 @@ async def test_allowed_callers_hold_for_a_webhookless_audiosocket(store: SqliteC
     assert (call.session.company_id, call.session.info.caller) == ("acme", "")
 
 
-async def test_audiosocket_without_a_webhook_or_a_company_is_refused(store: SqliteCallStore) -> None:
+async def test_audiosocket_without_a_webhook_or_a_company_is_refused(store: Store) -> None:
     admission = make(store)
     claim = MediaClaim("audiosocket", "0b6a5b5e-9d5c-4a3e-8a67-2f1c1f1f1f1f")
     assert await refused(admission.admit_media(claim)) == (404, "unknown_call")
@@ -136,7 +136,7 @@ async def test_audiosocket_without_a_webhook_or_a_company_is_refused(store: Sqli
 # -- media credentials --------------------------------------------------------------------------
 
 
-async def test_a_pending_call_needs_connector_credentials(store: SqliteCallStore) -> None:
+async def test_a_pending_call_needs_connector_credentials(store: Store) -> None:
     admission = make(store)
     await admission.announce(announcement())
     assert await refused(admission.admit_media(MediaClaim("chan_websocket", "c-1"))) == (401, "unauthorized")
@@ -153,7 +153,7 @@ async def test_a_pending_call_needs_connector_credentials(store: SqliteCallStore
     assert pending.state.value == "connecting"
 
 
-async def test_allow_unauthenticated_media_attaches_pending_calls_only(store: SqliteCallStore) -> None:
+async def test_allow_unauthenticated_media_attaches_pending_calls_only(store: Store) -> None:
     admission = make(store, allow_unauthenticated_media=True)
     await admission.announce(announcement())
     call = await admission.admit_media(MediaClaim("chan_websocket", "c-1"))
@@ -170,7 +170,7 @@ async def test_allow_unauthenticated_media_attaches_pending_calls_only(store: Sq
     )
 
 
-async def test_a_second_socket_for_a_call_is_refused(store: SqliteCallStore) -> None:
+async def test_a_second_socket_for_a_call_is_refused(store: Store) -> None:
     admission = make(store)
     claim = MediaClaim("chan_websocket", "m-1", "34600111222", ACME_PHONE, (CONNECTOR_KEY,))
     await admission.admit_media(claim)
@@ -195,7 +195,7 @@ async def test_a_second_socket_for_a_call_is_refused(store: SqliteCallStore) -> 
     ],
 )
 async def test_bad_media_claims_are_refused(
-    store: SqliteCallStore, claim: MediaClaim, expected: tuple[int, str]
+    store: Store, claim: MediaClaim, expected: tuple[int, str]
 ) -> None:
     admission = make(store)
     assert await refused(admission.admit_media(claim)) == expected
@@ -206,7 +206,7 @@ async def test_bad_media_claims_are_refused(
 # -- call ids are used once -------------------------------------------------------------------
 
 
-async def test_a_repeated_connect_is_refused_and_the_first_answer_stands(store: SqliteCallStore) -> None:
+async def test_a_repeated_connect_is_refused_and_the_first_answer_stands(store: Store) -> None:
     admission = make(store)
     first = await admission.announce(announcement(caller_name="Ana"))
     assert await refused(admission.announce(announcement(caller_name="Eve"))) == (409, "duplicate_call")
@@ -216,7 +216,7 @@ async def test_a_repeated_connect_is_refused_and_the_first_answer_stands(store: 
     assert first.info.caller_name == "Ana"
 
 
-async def test_an_id_in_the_store_is_never_reused(store: SqliteCallStore) -> None:
+async def test_an_id_in_the_store_is_never_reused(store: Store) -> None:
     # A finished call of another company, from an earlier run: neither a webhook nor a socket reuses it.
     await store.save(
         CallRecord(
@@ -238,7 +238,7 @@ async def test_an_id_in_the_store_is_never_reused(store: SqliteCallStore) -> Non
     assert kept.status == "ended"
 
 
-async def test_concurrent_connects_for_one_id_admit_exactly_one(store: SqliteCallStore) -> None:
+async def test_concurrent_connects_for_one_id_admit_exactly_one(store: Store) -> None:
     admission = make(store)
     results = await asyncio.gather(
         *(admission.announce(announcement(caller_name=str(n))) for n in range(8)), return_exceptions=True
@@ -250,7 +250,7 @@ async def test_concurrent_connects_for_one_id_admit_exactly_one(store: SqliteCal
     assert admission.manager.capacity().active_calls == 1
 
 
-async def test_a_refused_id_can_still_be_announced_once_it_is_free(store: SqliteCallStore) -> None:
+async def test_a_refused_id_can_still_be_announced_once_it_is_free(store: Store) -> None:
     # A refusal for another reason must not leave the id claimed.
     admission = make(store)
     assert await refused(admission.announce(announcement(called=GLOBEX_PHONE))) == (403, "caller_not_allowed")
@@ -261,12 +261,14 @@ async def test_a_refused_id_can_still_be_announced_once_it_is_free(store: Sqlite
 # -- outbound and capacity ---------------------------------------------------------------------
 
 
-async def test_capacity_refusals_are_counted(store: SqliteCallStore) -> None:
+async def test_capacity_refusals_are_counted(store: Store) -> None:
     directory = Directory.from_settings(build_settings(raw_config()))
     admission = Admission(SessionManager(max_calls=1), store, lambda: directory, plan)
-    admission.outbound(CallInfo("o-1", "acme", "outbound", ACME_PHONE, "+15550000001"), ttl_seconds=30)
+    await admission.outbound(CallInfo("o-1", "acme", "outbound", ACME_PHONE, "+15550000001"), ttl_seconds=30)
     with pytest.raises(BridgeError) as info:
-        admission.outbound(CallInfo("o-2", "acme", "outbound", ACME_PHONE, "+15550000002"), ttl_seconds=30)
+        await admission.outbound(
+            CallInfo("o-2", "acme", "outbound", ACME_PHONE, "+15550000002"), ttl_seconds=30
+        )
     assert (info.value.status, info.value.code, info.value.retry_after_seconds) == (503, "at_capacity", 5)
     assert await refused(admission.announce(announcement())) == (503, "at_capacity")
     assert rejected(admission) == {"at_capacity": 2}
@@ -275,20 +277,20 @@ async def test_capacity_refusals_are_counted(store: SqliteCallStore) -> None:
 # -- a company's live-call cap ([companies.limits] max_live_calls) -----------------------------
 
 
-def capped(store: SqliteCallStore, cap: int) -> Admission:
+def capped(store: Store, cap: int) -> Admission:
     raw = raw_config()
     raw["companies"][0]["limits"] = {"max_live_calls": cap}
     directory = Directory.from_settings(build_settings(raw))
     return Admission(SessionManager(max_calls=10), store, lambda: directory, plan, AdmissionPolicy())
 
 
-async def test_max_live_calls_refuses_on_every_path_with_429(store: SqliteCallStore) -> None:
+async def test_max_live_calls_refuses_on_every_path_with_429(store: Store) -> None:
     admission = capped(store, 1)
     first = await admission.announce(announcement(call_id="cap-1"))
     assert await refused(admission.announce(announcement(call_id="cap-2"))) == (429, "too_many_calls")
     outbound = CallInfo("cap-out", "acme", "outbound", ACME_PHONE, "+34600111222")
     with pytest.raises(BridgeError) as info:
-        admission.outbound(outbound, 30)
+        await admission.outbound(outbound, 30)
     assert (info.value.status, info.value.code) == (429, "too_many_calls")
     assert info.value.retry_after_seconds is not None
     claim = MediaClaim("chan_websocket", "cap-3", "+34600111222", ACME_PHONE, credentials=(CONNECTOR_KEY,))
@@ -303,7 +305,7 @@ async def test_max_live_calls_refuses_on_every_path_with_429(store: SqliteCallSt
     assert rejected(admission)["too_many_calls"] == 3
 
 
-async def test_a_slot_frees_when_the_call_ends(store: SqliteCallStore) -> None:
+async def test_a_slot_frees_when_the_call_ends(store: Store) -> None:
     admission = capped(store, 1)
     first = await admission.announce(announcement(call_id="cap-a"))
     first.request_end(EndedBy.CALLER)

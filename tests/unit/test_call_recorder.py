@@ -12,7 +12,7 @@ import pytest
 from bridge.session.records import CallRecorder
 from bridge.session.session import CallInfo, CallStats, Session
 from bridge.session.state import EndedBy
-from bridge.store import CallRecord, SqliteCallStore, TranscriptLine, Usage, open_store
+from bridge.store import CallRecord, Store, TranscriptLine, Usage, open_store
 
 GUARD_S = 10.0  # generous bound on every wait; nothing here asserts speed
 
@@ -42,14 +42,14 @@ def connected(recorder: CallRecorder, call_id: str = "c1", leg: Leg | None = Non
     return session
 
 
-async def stored(store: SqliteCallStore, call_id: str = "c1") -> CallRecord:
+async def stored(store: Store, call_id: str = "c1") -> CallRecord:
     record = await store.get("acme", call_id)
     assert record is not None
     return record
 
 
 async def wait_for_stored(
-    store: SqliteCallStore, done: Callable[[CallRecord], bool], call_id: str = "c1"
+    store: Store, done: Callable[[CallRecord], bool], call_id: str = "c1"
 ) -> CallRecord:
     """Poll the store until `done(record)` holds."""
     async with asyncio.timeout(GUARD_S):
@@ -61,13 +61,13 @@ async def wait_for_stored(
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[SqliteCallStore]:
+async def store() -> AsyncIterator[Store]:
     opened = await open_store("sqlite://:memory:")
     yield opened
     await opened.close()
 
 
-async def test_every_state_change_is_saved(store: SqliteCallStore) -> None:
+async def test_every_state_change_is_saved(store: Store) -> None:
     recorder = CallRecorder(store)
     session = new_call()
     recorder.track(session)
@@ -88,7 +88,7 @@ async def test_every_state_change_is_saved(store: SqliteCallStore) -> None:
     assert final.updated_at >= final.ended_at
 
 
-async def test_the_checkpoint_loop_saves_a_live_call_as_it_goes(store: SqliteCallStore) -> None:
+async def test_the_checkpoint_loop_saves_a_live_call_as_it_goes(store: Store) -> None:
     recorder = CallRecorder(store, checkpoint_seconds=0.02)
     recorder.start()
     leg = Leg()
@@ -119,7 +119,7 @@ async def test_the_checkpoint_loop_saves_a_live_call_as_it_goes(store: SqliteCal
     assert recorder.failures == 0
 
 
-async def test_only_calls_with_media_are_checkpointed(store: SqliteCallStore) -> None:
+async def test_only_calls_with_media_are_checkpointed(store: Store) -> None:
     recorder = CallRecorder(store)
     pending = new_call("pending-1")
     recorder.track(pending)
@@ -135,7 +135,7 @@ async def test_only_calls_with_media_are_checkpointed(store: SqliteCallStore) ->
     assert (await stored(store, "pending-1")).status == "failed"
 
 
-async def test_a_call_gets_one_checkpoint_in_flight_at_most(store: SqliteCallStore) -> None:
+async def test_a_call_gets_one_checkpoint_in_flight_at_most(store: Store) -> None:
     recorder = CallRecorder(store)
     connected(recorder)
     await recorder.flush()
@@ -146,7 +146,7 @@ async def test_a_call_gets_one_checkpoint_in_flight_at_most(store: SqliteCallSto
     await recorder.flush()
 
 
-async def test_many_calls_are_checkpointed_in_one_pass(store: SqliteCallStore) -> None:
+async def test_many_calls_are_checkpointed_in_one_pass(store: Store) -> None:
     recorder = CallRecorder(store)
     legs = [Leg() for _ in range(120)]  # more than one batch
     for index, leg in enumerate(legs):

@@ -32,6 +32,8 @@ PURE = (
     "bridge.session.dtmf",
     "bridge.session.guards",
     "bridge.api.strict_json",
+    "bridge.workers.policy",
+    "bridge.store.dialect",
 )
 IO_MODULES = (
     "asyncio",

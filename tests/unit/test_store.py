@@ -6,7 +6,10 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import re
+import socket
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from bridge.store import (
     CallRecord,
     ModelSegment,
     SchemaTooNew,
-    SqliteCallStore,
+    Store,
     StoreClosed,
     StoreError,
     TranscriptLine,
@@ -34,6 +37,7 @@ from bridge.store import (
     sqlite_path,
 )
 from bridge.store import sqlite as store_sqlite
+from bridge.store.dialect import NUL_STAND_IN
 from bridge.store.schema import MIGRATIONS, record_to_row
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -116,8 +120,9 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[SqliteCallStore]:
-    opened = await open_store(db_url)
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """The store on SQLite and on PostgreSQL: the same assertions hold on both."""
+    opened = await open_store(store_url)
     yield opened
     await opened.close()
 
@@ -280,8 +285,26 @@ def test_redact_url_keeps_host_and_path() -> None:
 
 
 async def test_open_store_refuses_other_schemes() -> None:
-    with pytest.raises(ValueError, match="postgres"):
-        await open_store("postgres://u:secret@db/calls")
+    with pytest.raises(ValueError, match="mysql") as refused:
+        await open_store("mysql://u:secret@db/calls")
+    assert "secret" not in str(refused.value)
+
+
+async def test_a_missing_postgresql_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what `import psycopg` meets when not installed
+    with pytest.raises(StoreError, match=re.escape("pip install 'bridge[fleet]'")):
+        await open_store("postgresql://u:secret@127.0.0.1/calls")
+
+
+async def test_an_unreachable_postgresql_is_a_store_error_without_the_password() -> None:
+    pytest.importorskip("psycopg")
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(StoreError, match="cannot connect") as refused:
+        await open_store(f"postgresql://u:secret@127.0.0.1:{port}/calls")
+    assert "secret" not in str(refused.value)
+    assert refused.value.__suppress_context__  # the driver's own message is never chained in
 
 
 async def test_relative_urls_resolve_against_the_working_directory(
@@ -302,12 +325,12 @@ async def test_in_memory_store_works() -> None:
 # --- save and get -------------------------------------------------------------------------------
 
 
-async def test_every_field_round_trips(store: SqliteCallStore) -> None:
+async def test_every_field_round_trips(store: Store) -> None:
     await store.save(FULL)
     assert await store.get("acme", "full-1") == FULL
 
 
-async def test_none_values_round_trip(store: SqliteCallStore) -> None:
+async def test_none_values_round_trip(store: Store) -> None:
     minimal = make_record()
     await store.save(minimal)
     got = await store.get("acme", "call-1")
@@ -320,7 +343,7 @@ async def test_none_values_round_trip(store: SqliteCallStore) -> None:
     assert got.transcript == ()
 
 
-async def test_save_updates_an_existing_call(store: SqliteCallStore) -> None:
+async def test_save_updates_an_existing_call(store: Store) -> None:
     await store.save(make_record(status="pending"))
     active = make_record(status="active", answered_at=T0 + 2, transcript=FULL.transcript)
     await store.save(active)
@@ -329,14 +352,14 @@ async def test_save_updates_an_existing_call(store: SqliteCallStore) -> None:
     assert total == 1
 
 
-async def test_companies_never_see_each_others_calls(store: SqliteCallStore) -> None:
+async def test_companies_never_see_each_others_calls(store: Store) -> None:
     await store.save(make_record(call_id="a-1", company_id="acme"))
     assert await store.get("globex", "a-1") is None
     assert await store.get("acme", "missing") is None
     assert await store.list(CallQuery(company_id="globex")) == ([], 0)
 
 
-async def test_a_call_id_cannot_move_to_another_company(store: SqliteCallStore) -> None:
+async def test_a_call_id_cannot_move_to_another_company(store: Store) -> None:
     original = make_record(call_id="shared", company_id="acme")
     await store.save(original)
     with pytest.raises(StoreError, match="another company"):
@@ -344,7 +367,7 @@ async def test_a_call_id_cannot_move_to_another_company(store: SqliteCallStore) 
     assert await store.get("acme", "shared") == original
 
 
-async def test_call_exists_for_any_company_and_any_state(store: SqliteCallStore) -> None:
+async def test_call_exists_for_any_company_and_any_state(store: Store) -> None:
     assert not await store.call_exists("a-1")
     await store.save(make_record(call_id="a-1", company_id="acme", status="pending"))
     await store.save(make_record(call_id="g-1", company_id="globex", status="ended"))
@@ -356,7 +379,7 @@ async def test_call_exists_for_any_company_and_any_state(store: SqliteCallStore)
     assert not await store.call_exists("a-1\ud800")  # unencodable text is a lookup, not a crash
 
 
-async def test_lone_surrogates_do_not_lose_the_record(store: SqliteCallStore) -> None:
+async def test_lone_surrogates_do_not_lose_the_record(store: Store) -> None:
     await store.save(
         make_record(
             caller_name="Ana \ud800", transcript=(TranscriptLine(role="caller", text="\udfff", at=T0),)
@@ -371,7 +394,7 @@ async def test_lone_surrogates_do_not_lose_the_record(store: SqliteCallStore) ->
 # --- list ---------------------------------------------------------------------------------------
 
 
-async def _seed(store: SqliteCallStore) -> None:
+async def _seed(store: Store) -> None:
     rows = [
         ("c1", "inbound", "ended", T0 + 1, None, "support", None),
         ("c2", "outbound", "failed", T0 + 2, "machine", "sales", "t1"),
@@ -408,16 +431,14 @@ async def _seed(store: SqliteCallStore) -> None:
         ({"task_id": "t2"}, []),
     ],
 )
-async def test_list_filters_newest_first(
-    store: SqliteCallStore, filters: dict[str, Any], expected: list[str]
-) -> None:
+async def test_list_filters_newest_first(store: Store, filters: dict[str, Any], expected: list[str]) -> None:
     await _seed(store)
     records, total = await store.list(CallQuery(company_id="acme", **filters))
     assert [r.call_id for r in records] == expected
     assert total == len(expected)
 
 
-async def test_list_pages_with_a_total_of_all_matches(store: SqliteCallStore) -> None:
+async def test_list_pages_with_a_total_of_all_matches(store: Store) -> None:
     await _seed(store)
     pages = [await store.list(CallQuery(company_id="acme", limit=2, offset=o)) for o in (0, 2, 4, 6)]
     assert [[r.call_id for r in page] for page, _ in pages] == [["c5", "c4"], ["c3", "c2"], ["c1"], []]
@@ -427,7 +448,7 @@ async def test_list_pages_with_a_total_of_all_matches(store: SqliteCallStore) ->
     assert await store.list(CallQuery(company_id="acme", limit=0)) == ([], 5)
 
 
-async def test_list_breaks_created_at_ties_by_call_id(store: SqliteCallStore) -> None:
+async def test_list_breaks_created_at_ties_by_call_id(store: Store) -> None:
     for call_id in ("b", "c", "a"):
         await store.save(make_record(call_id=call_id))
     records, _ = await store.list(CallQuery(company_id="acme"))
@@ -541,7 +562,7 @@ async def test_a_failing_step_rolls_back_whole(
 # --- crash recovery and closing -----------------------------------------------------------------
 
 
-async def test_mark_interrupted_fails_calls_left_unfinished(store: SqliteCallStore) -> None:
+async def test_mark_interrupted_fails_calls_left_unfinished(store: Store) -> None:
     for status in sorted(STATUSES):
         await store.save(make_record(call_id=status, status=status))
     now = T0 + 600
@@ -555,7 +576,7 @@ async def test_mark_interrupted_fails_calls_left_unfinished(store: SqliteCallSto
     assert await store.mark_interrupted(now + 1) == 0
 
 
-async def test_an_interrupted_call_ends_at_its_last_save_with_what_it_held(store: SqliteCallStore) -> None:
+async def test_an_interrupted_call_ends_at_its_last_save_with_what_it_held(store: Store) -> None:
     checkpoint = make_record(
         call_id="live",
         status="active",
@@ -579,8 +600,8 @@ async def test_an_interrupted_call_ends_at_its_last_save_with_what_it_held(store
     )
 
 
-async def test_saves_after_close_raise(db_url: str) -> None:
-    opened = await open_store(db_url)
+async def test_saves_after_close_raise(store_url: str) -> None:
+    opened = await open_store(store_url)
     await opened.close()
     await opened.close()  # idempotent
     assert opened.closed
@@ -675,10 +696,21 @@ _records = st.builds(
 )
 
 
-def test_any_record_round_trips(tmp_path: Path) -> None:
+def _as_postgresql_keeps(record: CallRecord) -> CallRecord:
+    """The record with NUL (which PostgreSQL's text cannot hold) in its text columns as U+FFFD."""
+    changed: dict[str, Any] = {
+        f.name: value.replace("\x00", NUL_STAND_IN)
+        for f in dataclasses.fields(record)
+        if isinstance(value := getattr(record, f.name), str)
+    }
+    return dataclasses.replace(record, **changed)
+
+
+def test_any_record_round_trips(store_url: str) -> None:
     # One store for all examples (Hypothesis cannot reuse function-scoped async fixtures).
+    on_postgresql = store_url.startswith("postgresql:")
     with asyncio.Runner() as runner:
-        opened = runner.run(open_store(f"sqlite:///{tmp_path}/prop.db"))
+        opened = runner.run(open_store(store_url))
         serial = itertools.count()
 
         @settings(max_examples=150, deadline=None)
@@ -687,7 +719,8 @@ def test_any_record_round_trips(tmp_path: Path) -> None:
             # A fresh id per example: the same id under another company is (rightly) refused.
             record = dataclasses.replace(record, call_id=f"{next(serial)}:{record.call_id}")
             runner.run(opened.save(record))
-            assert runner.run(opened.get(record.company_id, record.call_id)) == record
+            kept = _as_postgresql_keeps(record) if on_postgresql else record
+            assert runner.run(opened.get(record.company_id, record.call_id)) == kept
             assert json.loads(json.dumps(record.to_api()))["transcript_lines"] == len(record.transcript)
 
         try:

@@ -4,9 +4,7 @@ with the record's save, one delivery per destination (company and task), once pe
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +18,7 @@ from bridge.session.records import CallRecorder
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import EndedBy
 from bridge.settings import build_settings
-from bridge.store import SqliteCallStore, StoreError, open_store
+from bridge.store import Store, StoreError, open_store
 from tests.helpers import raw_config
 
 COMPANY_URL = "https://crm.example/hooks"
@@ -70,8 +68,8 @@ def test_backoff_doubles_up_to_the_ceiling_with_jitter() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteCallStore]:
-    async with await open_store(f"sqlite:///{tmp_path}/calls.db") as opened:
+async def store(store_url: str) -> AsyncIterator[Store]:
+    async with await open_store(store_url) as opened:
         yield opened
 
 
@@ -89,18 +87,20 @@ def outbox_for(company_events: list[str] | None = None) -> Outbox:
     return Outbox(lambda: directory, has_recording=lambda _c, _i: False, retry_for_seconds=60)
 
 
-def rows(store: SqliteCallStore) -> list[tuple[str, str, str]]:
-    conn = sqlite3.connect(store.path)
-    try:
-        return conn.execute(
-            "SELECT e.type, d.url, d.status FROM webhook_deliveries d JOIN webhook_events e "
-            "ON e.id = d.event_id ORDER BY d.seq"
-        ).fetchall()
-    finally:
-        conn.close()
+async def rows(store: Store) -> list[tuple[str, str, str]]:
+    def read(conn: Any) -> list[tuple[str, str, str]]:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                "SELECT e.type, d.url, d.status FROM webhook_deliveries d JOIN webhook_events e "
+                "ON e.id = d.event_id ORDER BY d.seq"
+            ).fetchall()
+        ]
+
+    return await store.run(read)
 
 
-async def test_events_are_written_with_the_transitions_to_company_and_task(store: SqliteCallStore) -> None:
+async def test_events_are_written_with_the_transitions_to_company_and_task(store: Store) -> None:
     outbox = outbox_for()
     recorder = CallRecorder(store, companions=[outbox.on_save])
     info = CallInfo(
@@ -120,16 +120,14 @@ async def test_events_are_written_with_the_transitions_to_company_and_task(store
     await recorder.flush()
     recorder.save(session)  # a repeat save of the ended call writes nothing twice
     await recorder.flush()
-    assert rows(store) == [
+    assert await rows(store) == [
         ("call_started", COMPANY_URL, "pending"),
         ("call_completed", COMPANY_URL, "pending"),
         ("call_completed", TASK_URL, "pending"),
     ]
-    conn = sqlite3.connect(store.path)
-    try:
-        (body,) = conn.execute("SELECT body FROM webhook_events WHERE type = 'call_completed'").fetchone()
-    finally:
-        conn.close()
+    (body,) = await store.run(
+        lambda conn: conn.execute("SELECT body FROM webhook_events WHERE type = 'call_completed'").fetchone()
+    )
     event = json.loads(body)
     assert event["call_id"] == "c1"
     assert event["data"]["status"] == "ended"
@@ -137,17 +135,17 @@ async def test_events_are_written_with_the_transitions_to_company_and_task(store
     assert event["mapped"] == {"d": event["data"]["duration_seconds"]}
 
 
-async def test_a_call_that_never_became_active_gets_call_failed_only(store: SqliteCallStore) -> None:
+async def test_a_call_that_never_became_active_gets_call_failed_only(store: Store) -> None:
     outbox = outbox_for(["call_started", "call_failed"])
     recorder = CallRecorder(store, companions=[outbox.on_save])
     session = Session(CallInfo("c2", "acme", "inbound", "+15551230001", "+34987654321"))
     recorder.track(session)
     session.finish(EndedBy.ERROR, "provider_unavailable", failed=True)
     await recorder.flush()
-    assert rows(store) == [("call_failed", COMPANY_URL, "pending")]
+    assert await rows(store) == [("call_failed", COMPANY_URL, "pending")]
 
 
-async def test_a_failing_companion_never_costs_the_record(store: SqliteCallStore) -> None:
+async def test_a_failing_companion_never_costs_the_record(store: Store) -> None:
     session = Session(CallInfo("c3", "acme", "inbound", "+15551230001", "+34987654321"))
 
     def broken(_conn: Any) -> None:
