@@ -38,7 +38,7 @@ from bridge.api.openapi import register
 from bridge.api.reload_status import CONFIG_RELOAD
 from bridge.api.routes_media import media_operation
 from bridge.api.routes_recording import recording_operations
-from bridge.app_fleet import link_fleet, lost_call_writer, share_changes
+from bridge.app_fleet import link_fleet, lost_call_writer, share_changes, share_rate_limits
 from bridge.app_planner import make_call_planner
 from bridge.asterisk.ami import AmiController
 from bridge.asterisk.ari import AriController
@@ -269,6 +269,7 @@ async def start_services(settings: Settings, *, reuse_port: bool = False) -> Ser
     session_hooks.append(link.track)
     app = create_app(settings, admission, calls, holder)
     app[FLEET] = link
+    share_rate_limits(settings, app)
     link.serve("live_calls", routes_dashboard.fleet_live_calls(manager))
     register(app, [media_operation(MediaEndpoint(admission).handle)])
     app[RECORDINGS] = recordings

@@ -11,6 +11,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from aiohttp import web
+
+from bridge.api.ratelimits import SHARED_BUCKETS
 from bridge.cluster.base import ControlRequest, Fleet
 from bridge.cluster.local import LocalFleet
 from bridge.companies.admin import AdminService
@@ -88,6 +91,22 @@ def share_changes(link: FleetLink, admin: AdminService, balances: Balances) -> N
     link.serve("refresh", on_request)
     admin.changed = balances.changed = lambda: link.broadcast("refresh")
     link.every(REFRESH_SECONDS, refresh)
+
+
+def share_rate_limits(settings: Settings, app: web.Application) -> None:
+    """A fleet counts each key's and address's requests in Redis, so a limit holds however a client's
+    requests spread over the nodes (one process: its own buckets, as before)."""
+    if settings.cluster is None:
+        return
+    from bridge.cluster.redis_limits import RedisRateLimits  # noqa: PLC0415  (an optional dependency)
+
+    shared = RedisRateLimits(settings.cluster.redis_url)
+    app[SHARED_BUCKETS] = shared
+
+    async def close(_: web.Application) -> None:
+        await shared.close()
+
+    app.on_cleanup.append(close)
 
 
 def lost_call_writer(

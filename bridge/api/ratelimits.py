@@ -27,12 +27,15 @@ from bridge.api.appkeys import COMPANY, SETTINGS
 from bridge.api.envelope import failure
 from bridge.api.middleware import admin_keys_of, company_keys_of, connector_keys_of
 from bridge.api.openapi import OPERATIONS
-from bridge.companies.ratelimit import RateLimiter, Verdict
+from bridge.companies.ratelimit import RateLimiter, SharedBuckets, Verdict
 from bridge.errors import RateLimited
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+# A fleet's buckets in Redis (absent: this node's RateLimiter alone); the RateLimiter stands in when
+# Redis does not answer.
+SHARED_BUCKETS = web.AppKey("shared_rate_limits", SharedBuckets)
 VERDICT = web.RequestKey("rate_limit_verdict", Verdict)
 
 KEYED: Final = frozenset({"company", "admin", "connector"})
@@ -43,6 +46,20 @@ HEADERS: Final = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Res
 def _auth_of(request: web.Request) -> str:
     operation = request.app[OPERATIONS].of(request)
     return operation.auth if operation is not None else "none"
+
+
+async def _hit(request: web.Request, bucket: Hashable, limit: int) -> Verdict:
+    shared = request.app.get(SHARED_BUCKETS)
+    if shared is not None and (verdict := await shared.hit(bucket, limit)) is not None:
+        return verdict
+    return request.app[RATE_LIMITER].hit(bucket, limit)
+
+
+async def _peek(request: web.Request, bucket: Hashable, limit: int) -> Verdict:
+    shared = request.app.get(SHARED_BUCKETS)
+    if shared is not None and (verdict := await shared.peek(bucket, limit)) is not None:
+        return verdict
+    return request.app[RATE_LIMITER].peek(bucket, limit)
 
 
 def _refusal(verdict: Verdict, message: str) -> RateLimited:
@@ -57,23 +74,22 @@ async def address_limit_middleware(request: web.Request, handler: Handler) -> we
     auth = _auth_of(request)
     if auth in UNLIMITED:
         return await handler(request)
-    limiter = request.app[RATE_LIMITER]
     limits = request.app[SETTINGS].rate_limits
     address = request.remote or ""
     if auth in KEYED:
-        failed = limiter.peek(("failed_auth", address), limits.failed_auths_per_address)
+        failed = await _peek(request, ("failed_auth", address), limits.failed_auths_per_address)
         if not failed.allowed:
             request[VERDICT] = failed
             return failure(_refusal(failed, "too many failed authentications from this address"))
     else:
-        verdict = limiter.hit(("address", address), limits.public_requests_per_minute)
+        verdict = await _hit(request, ("address", address), limits.public_requests_per_minute)
         request[VERDICT] = verdict
         if not verdict.allowed:
             return failure(_refusal(verdict, "too many requests from this address"))
     response = await handler(request)
     if auth in KEYED and response.status == 401:
         # The headers of a refused key describe the address's failed-authentication bucket.
-        request[VERDICT] = limiter.hit(("failed_auth", address), limits.failed_auths_per_address)
+        request[VERDICT] = await _hit(request, ("failed_auth", address), limits.failed_auths_per_address)
     return response
 
 
@@ -98,7 +114,7 @@ async def key_limit_middleware(request: web.Request, handler: Handler) -> web.St
     else:
         bucket = ("connector", _first_key_digest(connector_keys_of(request)))
         limit = limits.connector_requests_per_minute
-    verdict = request.app[RATE_LIMITER].hit(bucket, limit)
+    verdict = await _hit(request, bucket, limit)
     request[VERDICT] = verdict
     if not verdict.allowed:
         raise _refusal(verdict, f"more than {limit} requests a minute with this key")

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 WINDOW_SECONDS: Final = 60.0
 MAX_BUCKETS: Final = 100_000
@@ -29,6 +29,15 @@ class Verdict:
     remaining: int  # whole requests left now
     reset_seconds: int  # until the bucket is full again (X-RateLimit-Reset)
     retry_after_seconds: int  # until one more request is allowed (0 when allowed)
+
+
+class SharedBuckets(Protocol):
+    """Buckets a fleet shares (bridge/cluster/redis_limits.py): None when they cannot be asked now, and
+    the node's own RateLimiter answers instead."""
+
+    async def hit(self, bucket_id: Hashable, limit: int, cost: float = 1.0) -> Verdict | None: ...
+
+    async def peek(self, bucket_id: Hashable, limit: int) -> Verdict | None: ...
 
 
 @dataclass(slots=True)
@@ -100,11 +109,17 @@ class RateLimiter:
         return max(limit, 0) / self.window
 
     def _verdict(self, bucket: _Bucket, limit: int, allowed: bool) -> Verdict:
-        rate = self._rate(limit)
-        if rate <= 0:  # a limit of 0 refuses everything, for a whole window
-            window = math.ceil(self.window)
-            return Verdict(allowed, 0, 0, window, 0 if allowed else window)
-        missing = max(0.0, limit - bucket.tokens)
-        reset = math.ceil(missing / rate - 1e-9)
-        retry = 0 if allowed else max(1, math.ceil((1.0 - bucket.tokens) / rate - 1e-9))
-        return Verdict(allowed, limit, math.floor(bucket.tokens + 1e-9), reset, retry)
+        return verdict_for(bucket.tokens, limit, self.window, allowed)
+
+
+def verdict_for(tokens: float, limit: int, window_seconds: float, allowed: bool) -> Verdict:
+    """The headers' view of a bucket holding `tokens` of `limit` (refilling over `window_seconds`);
+    shared with the fleet's buckets in Redis (bridge/cluster/redis_limits.py)."""
+    rate = max(limit, 0) / window_seconds
+    if rate <= 0:  # a limit of 0 refuses everything, for a whole window
+        window = math.ceil(window_seconds)
+        return Verdict(allowed, 0, 0, window, 0 if allowed else window)
+    missing = max(0.0, limit - tokens)
+    reset = math.ceil(missing / rate - 1e-9)
+    retry = 0 if allowed else max(1, math.ceil((1.0 - tokens) / rate - 1e-9))
+    return Verdict(allowed, limit, math.floor(tokens + 1e-9), reset, retry)
