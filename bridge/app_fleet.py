@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.api.ratelimits import SHARED_BUCKETS
-from bridge.cluster.base import ControlRequest, Fleet
+from bridge.cluster.base import CallEntry, ControlRequest, Fleet
 from bridge.cluster.local import LocalFleet
 from bridge.companies.admin import AdminService
 from bridge.companies.balance import Balances
@@ -22,7 +22,7 @@ from bridge.directory import Directory
 from bridge.integrations.outbox import Outbox
 from bridge.session.admission import Admission
 from bridge.session.calls import CallService
-from bridge.session.fleet import CallRecordSource, FleetLink
+from bridge.session.fleet import FleetLink, lost_record
 from bridge.session.manager import SessionManager
 from bridge.settings import ConfigError, Settings
 from bridge.store.base import Store
@@ -114,12 +114,12 @@ def lost_call_writer(
     outbox: Outbox,
     retry_for_seconds: float,
     backfill_usage: Callable[[], Awaitable[object]],
-) -> Callable[[Sequence[CallRecordSource]], Awaitable[int]]:
+) -> Callable[[Sequence[CallEntry]], Awaitable[int]]:
     """What a survivor writes for a lost node's calls: each fails as node_lost (once, whoever writes),
     its `call_failed` goes out through the outbox, and its usage rows come from its last record."""
 
-    async def write(sources: Sequence[CallRecordSource]) -> int:
-        records = [source.failed_session().record() for source in sources]
+    async def write(entries: Sequence[CallEntry]) -> int:
+        records = [lost_record(entry) for entry in entries]
         changed = await store.run(mark_lost, records, time.time())
         if changed:
             await store.run(outbox.write_interrupted, time.time() - retry_for_seconds, NODE_LOST)

@@ -29,6 +29,7 @@ from bridge.logging import get_logger
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo, Session
 from bridge.session.state import CallState, EndedBy
+from bridge.store.records import CallRecord
 
 # What the owner runs for a routed request: the op's JSON body, or a BridgeError.
 OpHandler = Callable[[ControlRequest], Awaitable[Mapping[str, Any]]]
@@ -62,21 +63,16 @@ def info_from_json(data: Mapping[str, Any]) -> CallInfo:
     return CallInfo(**fields)
 
 
-class CallRecordSource:
-    """A lost call as the registry knew it: enough to write its record when the store never saw it."""
-
-    def __init__(self, entry: CallEntry) -> None:
-        self.entry = entry
-
-    def failed_session(self) -> Session:
-        """A session for the call, failed as node_lost now (no listeners: only its record is wanted)."""
-        session = Session(info_from_json(self.entry.info))
-        session.finish(EndedBy.ERROR, "node_lost", failed=True)
-        return session
+def lost_record(entry: CallEntry) -> CallRecord:
+    """The record of a lost node's call as the registry knew it, failed as node_lost now: what is written
+    when the store never saw the call (one it saw keeps its own, failed in place)."""
+    session = Session(info_from_json(entry.info))
+    session.finish(EndedBy.ERROR, "node_lost", failed=True)
+    return session.record()
 
 
 # Writes the records of calls a lost node held (idempotent: several survivors may try); how many changed.
-LostWriter = Callable[[Sequence[CallRecordSource]], Awaitable[int]]
+LostWriter = Callable[[Sequence[CallEntry]], Awaitable[int]]
 
 
 class FleetLink:
@@ -304,5 +300,5 @@ class FleetLink:
             "node_lost" if not ours else "own_calls_lost_in_restart", node_id=node_id, calls=len(entries)
         )
         if self.write_lost is not None and entries:
-            written = await self.write_lost([CallRecordSource(entry) for entry in entries])
+            written = await self.write_lost(entries)
             self._log.info("node_lost_calls_failed", node_id=node_id, calls=written)

@@ -4,16 +4,18 @@ record, reading it through the API, and starting fakes that are closed after the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+from aiohttp import web
 
 from bridge.app import Services
 from bridge.session.state import CallState
-from bridge.simulate import SimulatedCallOptions
-from tests.helpers import ACME_KEY, ACME_PHONE, CONNECTOR_KEY
+from bridge.simulate import AudioSource, CallSummary, SimulatedCallOptions, run_simulated_call
+from tests.helpers import ACME_KEY, ACME_PHONE, CONNECTOR_KEY, utterances
 
 
 class FakeServer(Protocol):
@@ -86,3 +88,53 @@ async def wait_active(services: Services, call_id: str, timeout: float = 10.0) -
             if session is not None and session.state is CallState.ACTIVE:
                 return
             await asyncio.sleep(0.01)
+
+
+@dataclass
+class OrderLookup:
+    """A CRM endpoint that answers `{"status": "shipped"}` and records each request it gets, and the
+    agent's `lookup_order` HTTP tool pointed at it."""
+
+    tool: dict[str, Any]
+    bodies: list[Any] = field(default_factory=list)
+    auth: list[str | None] = field(default_factory=list)  # each request's Authorization header
+
+
+@asynccontextmanager
+async def order_lookup(
+    *, headers: Mapping[str, str] | None = None, required: bool = False
+) -> AsyncIterator[OrderLookup]:
+    """The endpoint on a loopback port for the block's length, and the tool (sending `headers`; with
+    `required`, its `order` parameter is declared required)."""
+    parameters: dict[str, Any] = {"type": "object", "properties": {"order": {"type": "string"}}}
+    if required:
+        parameters["required"] = ["order"]
+    crm = OrderLookup({"name": "lookup_order", "description": "Find an order", "parameters": parameters})
+
+    async def lookup(request: web.Request) -> web.Response:
+        crm.bodies.append(await request.json())
+        crm.auth.append(request.headers.get("Authorization"))
+        return web.json_response({"status": "shipped"})
+
+    app = web.Application()
+    app.router.add_post("/lookup", lookup)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    crm.tool["url"] = f"http://127.0.0.1:{runner.addresses[0][1]}/lookup"
+    if headers:
+        crm.tool["headers"] = dict(headers)
+    try:
+        yield crm
+    finally:
+        await runner.cleanup()
+
+
+async def speaking_call(
+    services: Services, spans: Sequence[tuple[float, float]], seconds: float
+) -> CallSummary:
+    """A simulated 8 kHz caller speaking during `spans` (start, end seconds), on the line `seconds`."""
+    speech = utterances(8000, list(spans))
+    return await run_simulated_call(
+        call_options(services, audio=AudioSource(pcm=speech, sample_rate=8000), seconds=seconds)
+    )

@@ -13,13 +13,20 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from bridge.settings import Settings, build_settings
 from bridge.simulate import AudioSource, CallSummary, run_simulated_call
 from tests.fakes.gemini_live import FakeGeminiLive, Script, ToolCall, Turn
 from tests.helpers import ACME_KEY, raw_config, utterances
-from tests.integration.relay_support import api_record, call_options, fake_servers, final_record, wait_active
+from tests.integration.relay_support import (
+    api_record,
+    call_options,
+    fake_servers,
+    final_record,
+    order_lookup,
+    speaking_call,
+    wait_active,
+)
 
 StartBridge = Callable[..., Any]
 FAKE_KEY = "gemini-test-key"
@@ -166,38 +173,15 @@ async def test_end_call_tool_hangs_up_after_the_goodbye(
 
 
 async def test_http_tool_round_trip(bridge_factory: StartBridge, fake_factory: Callable[..., Any]) -> None:
-    seen: list[dict[str, Any]] = []
-
-    async def lookup(request: web.Request) -> web.Response:
-        seen.append(await request.json())
-        return web.json_response({"status": "shipped"})
-
-    app = web.Application()
-    app.router.add_post("/lookup", lookup)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        tool = {
-            "name": "lookup_order",
-            "description": "Find an order",
-            "parameters": {"type": "object", "properties": {"order": {"type": "string"}}},
-            "url": f"http://127.0.0.1:{port}/lookup",
-        }
+    async with order_lookup() as crm:
         script = Script(
             greeting_ms=300,
             turns=(Turn(reply_ms=200, tool_call=ToolCall("lookup_order", {"order": "A-17"})),),
         )
         fake = await fake_factory(script=script)
-        services = await bridge_factory(settings=relay_settings(fake, tools=[tool]))
-        speech = utterances(8000, [(0.6, 1.4)])
-        summary = await run_simulated_call(
-            call_options(services, audio=AudioSource(pcm=speech, sample_rate=8000), seconds=4.0)
-        )
-    finally:
-        await runner.cleanup()
+        services = await bridge_factory(settings=relay_settings(fake, tools=[crm.tool]))
+        summary = await speaking_call(services, [(0.6, 1.4)], seconds=4.0)
+    seen = crm.bodies
     assert summary.ok, summary.errors
     fake.assert_clean()
     assert seen == [{"order": "A-17"}]

@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from bridge.app import Services
 from bridge.settings import Settings, build_settings
 from bridge.simulate import AudioSource, CallSummary, PeerRecord, SimulatedCallOptions, run_simulated_call
 from tests.fakes.openai_realtime import FakeRealtimeServer, Script, ToolCall, Turn
 from tests.helpers import ACME_PHONE, CONNECTOR_KEY, raw_config, utterances
+from tests.integration.relay_support import order_lookup
 
 StartBridge = Callable[..., Any]
 FAKE_KEY = "sk-test-key"
@@ -246,39 +246,18 @@ async def test_end_call_tool_hangs_up_after_the_goodbye_played(
 
 
 async def test_http_tool_round_trip(bridge_factory: StartBridge, fake_factory: Callable[..., Any]) -> None:
-    seen: list[dict[str, Any]] = []
-
-    async def lookup(request: web.Request) -> web.Response:
-        seen.append({"body": await request.json(), "auth": request.headers.get("Authorization")})
-        return web.json_response({"status": "shipped"})
-
-    app = web.Application()
-    app.router.add_post("/lookup", lookup)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        tool = {
-            "name": "lookup_order",
-            "description": "Find an order",
-            "parameters": {"type": "object", "properties": {"order": {"type": "string"}}},
-            "url": f"http://127.0.0.1:{port}/lookup",
-            "headers": {"Authorization": "Bearer crm-token"},
-        }
+    async with order_lookup(headers={"Authorization": "Bearer crm-token"}) as crm:
         script = Script(
             greeting_reply_ms=300,
             turns=(Turn(tool_call=ToolCall("lookup_order", {"order": "A-17"})), Turn(reply_ms=500)),
         )
         fake = await fake_factory(script=script)
-        services = await bridge_factory(settings=relay_settings(fake, tools=[tool]))
+        services = await bridge_factory(settings=relay_settings(fake, tools=[crm.tool]))
         speech = utterances(8000, [(0.6, 1.4)])
         summary = await run_simulated_call(
             call_options(services, audio=AudioSource(pcm=speech, sample_rate=8000), seconds=4.0)
         )
-    finally:
-        await runner.cleanup()
+    seen = [{"body": body, "auth": auth} for body, auth in zip(crm.bodies, crm.auth, strict=True)]
     assert summary.ok, summary.errors
     fake.assert_clean()
     assert seen == [{"body": {"order": "A-17"}, "auth": "Bearer crm-token"}]

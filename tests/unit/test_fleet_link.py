@@ -13,7 +13,7 @@ import pytest
 from bridge.cluster.base import CallEntry, ControlRequest
 from bridge.cluster.local import LocalFleet
 from bridge.errors import BridgeError, Conflict
-from bridge.session.fleet import CallRecordSource, FleetLink, info_from_json, info_to_json
+from bridge.session.fleet import FleetLink, info_from_json, info_to_json, lost_record
 from bridge.session.manager import SessionManager
 from bridge.session.session import CallInfo
 from bridge.session.state import CallState, EndedBy
@@ -138,11 +138,10 @@ async def test_lost_calls_fail_once_and_unknown_ones_are_written(store: Any) -> 
     over.finish(EndedBy.CALLER)
     await store.save(over.record())
     never_saved = CallEntry("lost-unsaved", "acme", "node-x", "pending", info_to_json(info("lost-unsaved")))
-    sources = [
-        CallRecordSource(CallEntry(i, "acme", "node-x", "active", info_to_json(info(i))))
-        for i in ("lost-live", "lost-over")
-    ] + [CallRecordSource(never_saved)]
-    records = [source.failed_session().record() for source in sources]
+    entries = [
+        CallEntry(i, "acme", "node-x", "active", info_to_json(info(i))) for i in ("lost-live", "lost-over")
+    ] + [never_saved]
+    records = [lost_record(entry) for entry in entries]
     now = time.time()
     assert sorted(await store.run(mark_lost, records, now)) == ["lost-live", "lost-unsaved"]
     assert await store.run(mark_lost, records, now + 5) == []  # a second survivor changes nothing
