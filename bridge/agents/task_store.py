@@ -188,8 +188,10 @@ def _claim(conn: sqlite3.Connection, task_id: str, now: float, due: bool) -> Tas
         if (
             free is not None
             and conn.execute(
-                "UPDATE tasks SET status = 'in_progress', attempts = attempts + 1, updated_at = ? "
-                "WHERE task_id = ? AND status = 'pending' AND (? = 0 OR scheduled_at <= ?)",
+                # The new attempt has no call yet: until it dials, no previous attempt's call stands
+                # in for it (the API's last_call_id, a fleet's sweep of tasks no node settles).
+                "UPDATE tasks SET status = 'in_progress', attempts = attempts + 1, last_call_id = NULL, "
+                "updated_at = ? WHERE task_id = ? AND status = 'pending' AND (? = 0 OR scheduled_at <= ?)",
                 (now, task_id, int(due), now),
             ).rowcount
         ):
