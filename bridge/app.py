@@ -33,7 +33,7 @@ from bridge.api import (
 from bridge.api.appkeys import DIRECTORY, FLEET, RECORDINGS, DirectoryHolder
 from bridge.api.factory import create_app
 from bridge.api.http_server import HeaderTimeoutAppRunner
-from bridge.api.listener import DrainingTCPSite
+from bridge.api.listener import AcceptingServer, DrainingTCPSite, start_stream_server
 from bridge.api.openapi import register
 from bridge.api.reload_status import CONFIG_RELOAD
 from bridge.api.routes_media import media_operation
@@ -99,7 +99,7 @@ class Services:
     recorder: CallRecorder
     store: Store
     controller: CallController | None = None
-    audiosocket: asyncio.Server | None = None
+    audiosocket: AcceptingServer | None = None
     recordings: Recordings | None = None
     reports: ReportService | None = None
     live: LiveHub | None = None
@@ -348,12 +348,8 @@ async def start_services(settings: Settings, *, reuse_port: bool = False) -> Ser
         services.http_port = runner.addresses[0][1]
         if settings.audiosocket.enabled:
             endpoint = AudioSocketEndpoint(admission)
-            services.audiosocket = await asyncio.start_server(
-                endpoint.handle,
-                settings.audiosocket.host,
-                settings.audiosocket.port,
-                reuse_address=True,
-                reuse_port=reuse_port or None,
+            services.audiosocket = await start_stream_server(  # a burst is accepted at once, as for HTTP
+                endpoint.handle, settings.audiosocket.host, settings.audiosocket.port, reuse_port=reuse_port
             )
     except OSError:
         await services.close()

@@ -1,10 +1,13 @@
-"""The HTTP listening socket: every connection waiting in the accept queue is taken at each wake-up.
+"""The listening sockets (HTTP, AudioSocket): every connection waiting in the accept queue is taken at
+each wake-up.
 
 libuv, and so uvloop, accepts one connection per event-loop iteration (libuv 1.45, "don't accept()
 connections in a loop"). With 200 calls' media on the loop an iteration lasts milliseconds, so a burst
-of calls waits in the kernel's accept queue, hundreds of milliseconds before its webhook or media
-upgrade is even read: past Asterisk's 500 ms connection timeout. This site accepts in a loop, as
-asyncio's own event loop does, and hands each socket to the loop with `connect_accepted_socket`.
+of calls waits in the kernel's accept queue, hundreds of milliseconds before its webhook, media upgrade
+or AudioSocket call is even read: past Asterisk's 500 ms connection timeout. `AcceptingServer` accepts
+in a loop, as asyncio's own event loop does, and hands each socket to the loop with
+`connect_accepted_socket`: under aiohttp's runner (`DrainingTCPSite`) or as a stream server
+(`start_stream_server`, asyncio.start_server's equivalent).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +26,7 @@ from bridge.logging import get_logger
 # Out of descriptors (EMFILE/ENFILE) or buffers: stop accepting this long, as asyncio does.
 ACCEPT_RETRY_SECONDS = 1.0
 
-_log = get_logger("http")
+_log = get_logger("listener")
 
 
 def listening_sockets(
@@ -54,13 +58,32 @@ def listening_sockets(
     return sockets
 
 
-class _Listener(asyncio.AbstractServer):
-    """What aiohttp's runner asks of a site's server (its sockets, `close`), over our own accept loop."""
+ProtocolFactory = Callable[[], asyncio.BaseProtocol]
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket]) -> None:
+
+class AcceptingServer(asyncio.AbstractServer):
+    """Listening sockets with our own accept loop; what aiohttp's runner asks of a site's server (its
+    sockets, `close`). `factory_now()` gives the protocol factory for a new connection, or None once the
+    owner is shutting down (the connection is closed at once)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sockets: list[socket.socket],
+        factory_now: Callable[[], ProtocolFactory | None],
+        backlog: int,
+        name: str,
+    ) -> None:
         self._loop = loop
         self._sockets = sockets
+        self._factory_now = factory_now
+        self._backlog = backlog
+        self._name = name
         self._serving = True
+        self._connecting: set[asyncio.Task[Any]] = set()
+        self.accepted = 0  # connections taken so far
+        for sock in sockets:
+            loop.add_reader(sock.fileno(), self._accept_waiting, sock)
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -84,45 +107,30 @@ class _Listener(asyncio.AbstractServer):
         return None  # serving from the start
 
     async def serve_forever(self) -> None:
-        raise NotImplementedError("the app runner drives this listener")
+        raise NotImplementedError("the owner drives this listener")
 
     async def wait_closed(self) -> None:
-        return None  # closing is immediate: connections are the runner's to shut down
+        return None  # closing is immediate: connections are the owner's to shut down
 
-
-class DrainingTCPSite(web.TCPSite):
-    """`web.TCPSite` that accepts every waiting connection each time the listening socket is readable."""
-
-    __slots__ = ("_connecting", "accepted")
-
-    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, **kwargs: Any) -> None:
-        super().__init__(runner, host, port, **kwargs)
-        self._connecting: set[asyncio.Task[Any]] = set()
-        self.accepted = 0  # connections taken so far
-
-    async def start(self) -> None:
-        # BaseSite.start registers the site with the runner; TCPSite.start would open libuv's listener.
-        await super(web.TCPSite, self).start()
-        loop = asyncio.get_running_loop()
-        sockets = listening_sockets(self._host, self._port, self._backlog, reuse_port=bool(self._reuse_port))
-        self._server = _Listener(loop, sockets)
-        self._bound_port = sockets[0].getsockname()[1]
-        for sock in sockets:
-            loop.add_reader(sock.fileno(), self._accept_waiting, loop, sock)
-
-    def _accept_waiting(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        factory = self._runner.server
+    def _accept_waiting(self, sock: socket.socket) -> None:
+        loop = self._loop
         for _ in range(self._backlog):
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):
                 return  # nothing more waiting
             except OSError as exc:  # out of descriptors or memory: pause instead of spinning
-                _log.warning("http_accept_failed", error=exc.strerror, retry_seconds=ACCEPT_RETRY_SECONDS)
+                _log.warning(
+                    "accept_failed",
+                    listener=self._name,
+                    error=exc.strerror,
+                    retry_seconds=ACCEPT_RETRY_SECONDS,
+                )
                 loop.remove_reader(sock.fileno())
-                loop.call_later(ACCEPT_RETRY_SECONDS, self._resume, loop, sock)
+                loop.call_later(ACCEPT_RETRY_SECONDS, self._resume, sock)
                 return
-            if factory is None:  # the runner is shutting down
+            factory = self._factory_now()
+            if factory is None:  # the owner is shutting down
                 conn.close()
                 continue
             self.accepted += 1
@@ -138,9 +146,44 @@ class DrainingTCPSite(web.TCPSite):
         if connecting.cancelled() or error is not None:
             conn.close()  # never became a transport: nobody else will close it
             if error is not None:
-                _log.info("http_connection_lost_at_accept", error=type(error).__name__)
+                _log.info("connection_lost_at_accept", listener=self._name, error=type(error).__name__)
 
-    def _resume(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
-        if self._server is not None and self._server.is_serving():
+    def _resume(self, sock: socket.socket) -> None:
+        if self._serving:
             with contextlib.suppress(ValueError, OSError):  # closed meanwhile
-                loop.add_reader(sock.fileno(), self._accept_waiting, loop, sock)
+                self._loop.add_reader(sock.fileno(), self._accept_waiting, sock)
+
+
+class DrainingTCPSite(web.TCPSite):
+    """`web.TCPSite` that accepts every waiting connection each time the listening socket is readable."""
+
+    async def start(self) -> None:
+        # BaseSite.start registers the site with the runner; TCPSite.start would open libuv's listener.
+        await super(web.TCPSite, self).start()
+        sockets = listening_sockets(self._host, self._port, self._backlog, reuse_port=bool(self._reuse_port))
+        self._server = AcceptingServer(
+            asyncio.get_running_loop(), sockets, lambda: self._runner.server, self._backlog, "http"
+        )
+        self._bound_port = sockets[0].getsockname()[1]
+
+    @property
+    def accepted(self) -> int:
+        """Connections taken so far."""
+        return self._server.accepted if isinstance(self._server, AcceptingServer) else 0
+
+
+ConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def start_stream_server(
+    handle: ConnectedCallback, host: str | None, port: int, *, backlog: int = 128, reuse_port: bool = False
+) -> AcceptingServer:
+    """`asyncio.start_server` over the draining accept loop: `handle(reader, writer)` runs as a task per
+    connection, exactly as there (the same stream protocol)."""
+    loop = asyncio.get_running_loop()
+    sockets = listening_sockets(host, port, backlog, reuse_port=reuse_port)
+
+    def protocol() -> asyncio.BaseProtocol:
+        return asyncio.StreamReaderProtocol(asyncio.StreamReader(), handle)
+
+    return AcceptingServer(loop, sockets, lambda: protocol, backlog, "audiosocket")

@@ -33,7 +33,7 @@ from bridge.audio.pacer import GridPacer
 from bridge.errors import BridgeError
 from bridge.logging import get_logger
 from bridge.session.admission import Admission, MediaClaim
-from bridge.session.leg import AudioIn, DtmfIn, InboxLeg, LegInbox, LegStats
+from bridge.session.leg import DtmfIn, InboxLeg, LegInbox, LegStats
 from bridge.session.session import EndRequest
 from bridge.session.state import EndedBy
 
@@ -134,7 +134,7 @@ class AudioSocketMediaLeg(InboxLeg):
             self._fail(f"audio payload of {len(audio.payload)} bytes is not whole 16-bit samples")
             return
         self.frames_in += 1
-        self._inbox.deliver(AudioIn(audio.payload, received_at))
+        self._inbox.deliver_audio(audio.payload, received_at)
 
     def _fail(self, reason: str) -> None:
         if self._inbox.closing_reason is not None:

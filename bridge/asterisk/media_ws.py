@@ -35,7 +35,8 @@ from bridge.audio.formats import format_by_name
 from bridge.errors import BadRequest
 from bridge.logging import get_logger
 from bridge.session.admission import Admission, MediaClaim
-from bridge.session.leg import AudioIn, DtmfIn, InboxLeg, LegInbox, LegStats
+from bridge.session.eager import start_eagerly
+from bridge.session.leg import DtmfIn, InboxLeg, LegInbox, LegStats
 from bridge.session.session import EndRequest
 from bridge.session.state import EndedBy
 
@@ -52,6 +53,7 @@ class Wakeup:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._kicked = False
 
     def kick(self) -> None:
@@ -61,18 +63,25 @@ class Wakeup:
     def clear(self) -> None:
         self._kicked = False
 
+    def rearm(self, until: float | None) -> None:
+        """Move the sleeper's wake-up to loop time `until` (None: only when kicked), not waking it now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if until is not None and self._waiter is not None:
+            self._timer = self._loop.call_at(until, _wake, self._waiter)
+
     async def sleep(self, until: float | None) -> None:
         """Return at loop time `until` (None: only when kicked), or at once if kicked since `clear`."""
         if self._kicked:
             return
         waiter = self._waiter = self._loop.create_future()
-        timer = None if until is None else self._loop.call_at(until, _wake, waiter)
+        self.rearm(until)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+            self.rearm(None)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
@@ -103,6 +112,9 @@ class ChanWebsocketMediaLeg(InboxLeg):
         self._loop = asyncio.get_running_loop()
         self._inbox = LegInbox(INBOUND_QUEUE_LIMIT)
         self._wakeup = Wakeup(self._loop)
+        self._parked = False  # the write loop sleeps between steps: `_write_soon` may run one for it
+        self._writing: asyncio.Future[None] | None = None  # such a step, waiting on the socket
+        self._next_wake: float | None = None
         self._hangup_sent = asyncio.Event()
         self._closing: asyncio.Future[bool] | None = None
         self._log = get_logger("chan_websocket")
@@ -116,6 +128,8 @@ class ChanWebsocketMediaLeg(InboxLeg):
             await self._read_loop()
         finally:
             writer.cancel()
+            if self._writing is not None:
+                self._writing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
             self._inbox.close(EndRequest(EndedBy.CALLER))  # Asterisk closing the socket is the hangup
@@ -138,13 +152,13 @@ class ChanWebsocketMediaLeg(InboxLeg):
             for event in events:
                 self._on_event(event)
             if message.type is WSMsgType.TEXT and _changes_output(events):
-                self._wakeup.kick()
+                self._write_soon()
             if self._inbox.closing_reason is not None:
                 break
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, AudioReceived):
-            self._inbox.deliver(AudioIn(event.data, event.received_at))
+            self._inbox.deliver_audio(event.data, event.received_at)
         elif isinstance(event, Started):
             self._start(event)
         elif isinstance(event, DtmfReceived):
@@ -182,33 +196,62 @@ class ChanWebsocketMediaLeg(InboxLeg):
         )
 
     async def _write_loop(self) -> None:
-        ws, leg, loop = self._ws, self._leg, self._loop
+        ws, wakeup = self._ws, self._wakeup
         while not ws.closed:
-            self._wakeup.clear()
-            messages, wake = leg.poll(loop.time())
-            for message in messages:
-                if isinstance(message, BinaryMessage):
-                    await ws.send_bytes(message.data)
-                    if message.received_at and message.audible and self.on_downlink_sent is not None:
-                        for received_at in message.received_at:
-                            self.on_downlink_sent(received_at)
-                elif isinstance(message, TextMessage):
-                    await ws.send_str(message.text)
-                elif isinstance(message, CloseSocket):
-                    await ws.close(code=WSCloseCode.OK, message=b"hangup")
-            if leg.hangup_sent:
-                self._hangup_sent.set()
-            await self._wakeup.sleep(wake)
+            wakeup.clear()
+            if self._writing is not None:
+                await self._writing  # a step started by `_write_soon` still waits on the socket
+                self._writing = None
+            await self._write_step()
+            self._parked = True
+            try:
+                await wakeup.sleep(self._next_wake)
+            finally:
+                self._parked = False
+
+    async def _write_step(self) -> None:
+        """Send what the leg wants sent now; keep when it wants to be asked again."""
+        ws, leg = self._ws, self._leg
+        messages, self._next_wake = leg.poll(self._loop.time())
+        for message in messages:
+            if isinstance(message, BinaryMessage):
+                await ws.send_bytes(message.data)
+                if message.received_at and message.audible and self.on_downlink_sent is not None:
+                    for received_at in message.received_at:
+                        self.on_downlink_sent(received_at)
+            elif isinstance(message, TextMessage):
+                await ws.send_str(message.text)
+            elif isinstance(message, CloseSocket):
+                await ws.close(code=WSCloseCode.OK, message=b"hangup")
+        if leg.hangup_sent:
+            self._hangup_sent.set()
+
+    def _write_soon(self) -> None:
+        """The leg has something new to send. While the write loop is parked, its step runs here and now,
+        in the caller's own step (no wake-up of the loop's task per model chunk, and the audio or the
+        flush leaves at once); otherwise the loop is kicked."""
+        if not self._parked or self._writing is not None:
+            self._wakeup.kick()
+            return
+        try:
+            self._writing = start_eagerly(self._write_step(), asyncio.ensure_future)
+        except Exception as exc:  # the loop raises it, as if its own step had failed
+            self._writing = self._loop.create_future()
+            self._writing.set_exception(exc)
+        if self._writing is None:
+            self._wakeup.rearm(self._next_wake)
+        else:
+            self._wakeup.kick()
 
     # -- MediaLeg ----------------------------------------------------------------------------
 
     def play(self, data: bytes, received_at: float | None = None) -> None:
         self._leg.queue_audio(data, received_at=received_at)
-        self._wakeup.kick()
+        self._write_soon()
 
     def end_response(self) -> None:
         self._leg.end_response()
-        self._wakeup.kick()
+        self._write_soon()
 
     @property
     def is_playing(self) -> bool:
@@ -231,11 +274,11 @@ class ChanWebsocketMediaLeg(InboxLeg):
     def set_media_direction(self, direction: MediaDirection) -> None:
         """SET_MEDIA_DIRECTION (JSON control, 22.9+); ValueError on plain-text control."""
         self._leg.set_media_direction(direction, self._loop.time())
-        self._wakeup.kick()
+        self._write_soon()
 
     def interrupt(self) -> float:
         played = self._leg.interrupt(self._loop.time())
-        self._wakeup.kick()
+        self._write_soon()
         return played
 
     async def hangup(self, *, drain: bool) -> None:
@@ -245,7 +288,7 @@ class ChanWebsocketMediaLeg(InboxLeg):
         if not drain:
             self._leg.interrupt(now)
         self._leg.begin_hangup(now)
-        self._wakeup.kick()
+        self._write_soon()
         # The leg bounds its own drain (queued audio plus a margin), then sends HANGUP.
         done = asyncio.ensure_future(self._hangup_sent.wait())
         gone = asyncio.ensure_future(self._inbox.wait_gone())

@@ -40,6 +40,7 @@ from bridge.session.barge_in import CallerVoice, LocalBargeIn
 from bridge.session.conduct import CallConduct
 from bridge.session.control import ControlError
 from bridge.session.costs import record_usage
+from bridge.session.eager import start_eagerly
 from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
 from bridge.session.model_line import ModelLine
 from bridge.session.plan import (
@@ -77,6 +78,10 @@ async def _lane(work: Coroutine[Any, Any, EndRequest]) -> None:
     raise _LaneFinished(await work)
 
 
+async def _raise(exc: Exception) -> None:
+    raise exc
+
+
 class CallRunner:
     def __init__(
         self,
@@ -100,6 +105,9 @@ class CallRunner:
         self.model.on_handover = self._handed_over
         self._end_after: dict[str, EndRequest] = {}  # response id -> end once it has been said
         self._lanes: asyncio.TaskGroup | None = None
+        self._voice: CallerVoice | None = None
+        self._local_barge_in: LocalBargeIn | None = None
+        self._hearing: asyncio.Task[None] | None = None  # a caller frame's work that had to wait
         self._playing_response: str | None = None
         self._cancelled_response: str | None = None
         # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
@@ -199,27 +207,68 @@ class CallRunner:
         return None
 
     async def _uplink(self, leg_format: AudioFormat) -> EndRequest:
-        voice = self._caller_voice(leg_format)
-        barge_in = None
+        self._voice = voice = self._caller_voice(leg_format)
         if self.plan.local_barge_in_ms and voice is not None:
-            barge_in = LocalBargeIn(self.plan.local_barge_in_ms, voice.latency_ms)
+            self._local_barge_in = LocalBargeIn(self.plan.local_barge_in_ms, voice.latency_ms)
         conduct, loop = self.conduct, asyncio.get_running_loop()
-        async for item in self.leg.inbound():
-            if isinstance(item, AudioIn):
-                feeding = conduct.feeding_model
-                if feeding and (uplink := self.model.uplink) is not None:
-                    await self.provider.send_audio(uplink.convert(item.data), item.received_at)
-                if voice is None:
-                    continue
-                voiced = voice.hear(item.data)
-                if voiced:
-                    # Only while the bot is heard (see _barge_in): the onset is the echo guard's debounce.
-                    if barge_in is not None and barge_in.heard(voiced) and feeding:
-                        await self._barge_in(cancel_response=True)
-                    conduct.voice(voiced)
-            elif isinstance(item, DtmfIn):
-                await conduct.key(item.digit, loop.time())
+        self.leg.on_caller_audio = self._take_caller_audio
+        try:
+            async for item in self.leg.inbound():
+                if self._hearing is not None:
+                    await self._hearing  # an earlier frame still waits on the model's socket
+                if isinstance(item, AudioIn):
+                    await self._hear(item.data, item.received_at)
+                elif isinstance(item, DtmfIn):
+                    await conduct.key(item.digit, loop.time())
+        finally:
+            self.leg.on_caller_audio = None
         return self.leg.end_reason or EndRequest(EndedBy.CALLER)
+
+    def _take_caller_audio(self, data: bytes, received_at: float | None) -> bool:
+        """The leg's reader offers each caller frame here before queueing it for the uplink lane: heard
+        at once, in the reader's own step (no wake-up of another task per frame). False (queue it) while
+        an earlier frame's work still waits, so frames keep their order."""
+        if self._hearing is not None or self._lanes is None:
+            return False
+        try:
+            hearing = start_eagerly(self._hear(data, received_at), self._spawn)
+        except Exception as exc:  # as if the uplink lane had raised it: the task group ends the call
+            hearing = self._spawn(_raise(exc))
+        if hearing is not None:
+            self._hearing = hearing
+            hearing.add_done_callback(self._heard)
+        return True
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of the call's task group; once the group is ending (it takes none), one cancelled now."""
+        assert self._lanes is not None
+        try:
+            return self._lanes.create_task(work)
+        except RuntimeError:
+            task = asyncio.ensure_future(work)
+            task.cancel()
+            return task
+
+    def _heard(self, hearing: asyncio.Task[None]) -> None:
+        if hearing is self._hearing:
+            self._hearing = None
+
+    async def _hear(self, data: bytes, received_at: float | None) -> None:
+        """One caller frame: to the model while it is fed, then to our view of the caller's voice."""
+        conduct = self.conduct
+        feeding = conduct.feeding_model
+        if feeding and (uplink := self.model.uplink) is not None:
+            await self.provider.send_audio(uplink.convert(data), received_at)
+        voice = self._voice
+        if voice is None:
+            return
+        voiced = voice.hear(data)
+        if voiced:
+            # Only while the bot is heard (see _barge_in): the onset is the echo guard's debounce.
+            barge_in = self._local_barge_in
+            if barge_in is not None and barge_in.heard(voiced) and feeding:
+                await self._barge_in(cancel_response=True)
+            conduct.voice(voiced)
 
     async def _downlink(self) -> EndRequest:
         """The model's events; a model lost for good is replaced by the next fallback, if any."""

@@ -31,6 +31,9 @@ class DtmfIn:
 
 LegInput: TypeAlias = AudioIn | DtmfIn
 
+# The session's taker of caller audio as it is read: (data, received_at) -> taken (else it is queued).
+CallerAudioTaker: TypeAlias = Callable[[bytes, float | None], bool]
+
 
 class LegGone(Exception):
     """The peer went away before the leg started (no format was ever announced)."""
@@ -58,6 +61,7 @@ class LegInbox:
         self.format: AudioFormat | None = None
         self.closing_reason: EndRequest | None = None  # why reading stopped (set by the driver)
         self.drops = 0
+        self.take: CallerAudioTaker | None = None
         # What the dialplan passed with the call: the media URI's query (`v()` parameters) and MEDIA_START
         # `channel_variables`. The driver adds them; the session reads e.g. `amd` (see MediaLeg).
         self.variables: dict[str, str] = {}
@@ -68,6 +72,13 @@ class LegInbox:
         if variables:
             self.variables.update(variables)
         self._started.set()
+
+    def deliver_audio(self, data: bytes, received_at: float | None) -> None:
+        """Caller audio: offered to the session's `take` first (see `MediaLeg.on_caller_audio`), queued
+        if it declines or anything is queued already (order is kept)."""
+        take = self.take
+        if take is None or not self._items.empty() or not take(data, received_at):
+            self.deliver(AudioIn(data, received_at))
 
     def deliver(self, item: LegInput) -> None:
         """Hand caller input to the session; a stalled session loses input, memory does not grow."""
@@ -127,6 +138,14 @@ class InboxLeg:
         await self._inbox.wait_gone()
 
     @property
+    def on_caller_audio(self) -> CallerAudioTaker | None:
+        return self._inbox.take
+
+    @on_caller_audio.setter
+    def on_caller_audio(self, take: CallerAudioTaker | None) -> None:
+        self._inbox.take = take
+
+    @property
     def call_variables(self) -> Mapping[str, str]:
         return self._inbox.variables
 
@@ -160,6 +179,10 @@ class MediaLeg(Protocol):
         parameters (chan_websocket `v()`) and MEDIA_START `channel_variables` (later ones win). The
         session reads `amd` there: Asterisk's AMDSTATUS (HUMAN, MACHINE, NOTSURE, HANGUP)."""
         ...
+
+    # Set by the call's runner: offered each caller frame as the driver reads it, before it is queued for
+    # `inbound` (True: taken). Drivers may ignore it; everything then arrives through `inbound`.
+    on_caller_audio: CallerAudioTaker | None
 
     # Set by the call's runner: called with a `play` chunk's `received_at` when the chunk's first frame
     # is written to Asterisk (the downlink latency).

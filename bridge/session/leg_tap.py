@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Protocol
 
 from bridge.audio.formats import AudioFormat
-from bridge.session.leg import AudioIn, LegInput, LegStats, MediaLeg
+from bridge.session.leg import AudioIn, CallerAudioTaker, LegInput, LegStats, MediaLeg
 from bridge.session.session import EndRequest
 
 
@@ -46,6 +46,7 @@ class TappedLeg:
     def __init__(self, inner: MediaLeg, tap: LegTap) -> None:
         self._inner = inner
         self._tap = tap
+        self._take: CallerAudioTaker | None = None
 
     async def wait_started(self) -> AudioFormat:
         fmt = await self._inner.wait_started()
@@ -76,6 +77,22 @@ class TappedLeg:
     @property
     def call_variables(self) -> Mapping[str, str]:
         return self._inner.call_variables
+
+    @property
+    def on_caller_audio(self) -> CallerAudioTaker | None:
+        return self._take
+
+    @on_caller_audio.setter
+    def on_caller_audio(self, take: CallerAudioTaker | None) -> None:
+        self._take = take
+        self._inner.on_caller_audio = None if take is None else self._take_tapped
+
+    def _take_tapped(self, data: bytes, received_at: float | None) -> bool:
+        # What the taker declines is queued, and tapped when `inbound` yields it: never twice.
+        if self._take is None or not self._take(data, received_at):
+            return False
+        self._tap.caller(data, received_at)
+        return True
 
     @property
     def on_downlink_sent(self) -> Callable[[float], None] | None:

@@ -1,5 +1,5 @@
-"""The HTTP listener takes every waiting connection at once (uvloop's own takes one per loop iteration),
-serves them like aiohttp's, and stops listening on cleanup."""
+"""The listeners (HTTP, AudioSocket) take every waiting connection at once (uvloop's own takes one per
+loop iteration), serve them like aiohttp's and asyncio's, and stop listening when closed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bridge.api.listener import DrainingTCPSite
+from bridge.api.listener import DrainingTCPSite, start_stream_server
 
 BURST = 40
 
@@ -89,3 +89,49 @@ async def test_a_taken_port_is_refused_like_aiohttps_site() -> None:
     finally:
         await other.cleanup()
         await runner.cleanup()
+
+
+# --- the same accept loop as a stream server (AudioSocket) ------------------------------------------------
+
+
+async def a_stream_burst_is_accepted_in_one_go() -> None:
+    async def echo_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"got " + await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = await start_stream_server(echo_line, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(BURST)]
+        seen = []
+        for _ in range(20):
+            await asyncio.sleep(0)
+            seen.append(server.accepted)
+            if server.accepted == BURST:
+                break
+        first = next(count for count in seen if count)
+        assert first == BURST, f"accepted {seen}: a burst must not be taken one connection per iteration"
+
+        async def ask(sock: socket.socket, n: int) -> bytes:
+            reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(b"%d\n" % n)
+            reply = await reader.read()
+            writer.close()
+            return reply
+
+        replies = await asyncio.gather(*(ask(client, n) for n, client in enumerate(clients)))
+        assert replies == [b"got %d\n" % n for n in range(BURST)]
+    finally:
+        server.close()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_stream_servers_burst_is_accepted_in_one_go_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    run_on(uvloop.new_event_loop, a_stream_burst_is_accepted_in_one_go())
+
+
+def test_a_stream_servers_burst_is_accepted_in_one_go_on_asyncio() -> None:
+    run_on(asyncio.new_event_loop, a_stream_burst_is_accepted_in_one_go())

@@ -33,7 +33,7 @@ from bridge.session.barge_in import CallerVoice
 from bridge.session.call import CallPlan, CallRunner, CallTimeouts, provider_or_refuse
 from bridge.session.control import ChannelRef, ControllerHealth, DialOutcome, DialResult, OriginateRequest
 from bridge.session.costs import PriceTable
-from bridge.session.leg import AudioIn, LegGone, LegInput, LegStats
+from bridge.session.leg import AudioIn, CallerAudioTaker, LegGone, LegInput, LegStats
 from bridge.session.manager import call_outcome
 from bridge.session.session import MAX_RESPONSE_LATENCIES, CallInfo, EndRequest, Session
 from bridge.session.state import CallState, EndedBy
@@ -44,6 +44,7 @@ from tests.helpers import make_settings, utterances
 
 class MemoryLeg:
     on_downlink_sent: Callable[[float], None] | None = None
+    on_caller_audio: CallerAudioTaker | None = None  # set by the runner; this leg queues everything
 
     def __init__(self, closing: EndRequest | None = None) -> None:
         self.inbound_items: asyncio.Queue[LegInput | None] = asyncio.Queue()

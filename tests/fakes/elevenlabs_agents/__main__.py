@@ -16,6 +16,8 @@ import os
 import signal
 import sys
 
+from tests.fakes.process import run_fake
+
 from .script import AGENT_FORMATS, Script, Turn
 from .server import FakeElevenLabsServer
 
@@ -64,7 +66,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stats = asyncio.run(serve(args))
+    stats = run_fake(serve(args))
     print(json.dumps({"stats": stats}), flush=True)
     return 1 if stats.get("failures") else 0
 

@@ -16,6 +16,8 @@ import os
 import signal
 import sys
 
+from tests.fakes.process import run_fake
+
 from .script import Script, Turn
 from .server import FakeGeminiLive
 
@@ -48,7 +50,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    stats = asyncio.run(serve(parse_args(argv)))
+    stats = run_fake(serve(parse_args(argv)))
     print(json.dumps({"stats": stats}), flush=True)
     return 1 if stats.get("failures") else 0
 

@@ -17,6 +17,8 @@ import signal
 import sys
 from typing import cast
 
+from tests.fakes.process import run_fake
+
 from .script import Script, Turn
 from .server import FakeRealtimeServer, Variant
 
@@ -65,7 +67,7 @@ async def serve(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    stats = asyncio.run(serve(args))
+    stats = run_fake(serve(args))
     print(json.dumps({"stats": stats}), flush=True)
     return 1 if stats.get("failures") else 0
 
