@@ -63,6 +63,9 @@ class HeaderTimeoutRequestHandler(RequestHandler):
         self._arm_header_deadline()
 
     def data_received(self, data: bytes) -> None:
+        if self._upgraded:  # a WebSocket now (caller audio, 50 messages a second): no more heads
+            super().data_received(data)
+            return
         if data and self._header_deadline is None and self._waiting_for_next_head():
             self._arm_header_deadline()
         heads_before = self._request_count

@@ -196,16 +196,21 @@ class ChanWebsocketLeg:
 
     # ---------------------------------------------------------------- from Asterisk
     def receive_binary(self, data: bytes, now: float) -> list[LegEvent]:
+        return [AudioReceived(data, now)] if self.caller_audio(data, now) else []
+
+    def caller_audio(self, data: bytes, now: float) -> bool:
+        """A binary message: True when it is caller audio to hand on now (`receive_binary`'s one event,
+        without making it: this runs 50 times a second per call); before MEDIA_START it is kept."""
         if not data:
-            return []
+            return False
         self.counters.frames_in += 1
-        if self.started:
-            return [AudioReceived(data, now)]
+        if self.media_start is not None:
+            return True
         if sum(len(d) for d, _ in self._prestart) + len(data) > self.prestart_buffer_ms * MAX_BYTES_PER_MS:
             self.counters.drops_prestart += 1
         else:
             self._prestart.append((data, now))
-        return []
+        return False
 
     def receive_text(self, text: str, now: float) -> list[LegEvent]:
         if self.control_format is None:

@@ -89,6 +89,10 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
+BINARY, TEXT = WSMsgType.BINARY, WSMsgType.TEXT
+_SOCKET_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where `async for` stops
+
+
 def _changes_output(events: list[LegEvent]) -> bool:
     """Whether Asterisk's text can change what the write loop sends: everything but the mark
     acknowledgements (five a second while audio plays), which only move the playout position. An
@@ -135,25 +139,31 @@ class ChanWebsocketMediaLeg(InboxLeg):
             self._inbox.close(EndRequest(EndedBy.CALLER))  # Asterisk closing the socket is the hangup
 
     async def _read_loop(self) -> None:
-        async for message in self._ws:
-            now = self._loop.time()
-            if message.type is WSMsgType.TEXT:
-                events = self._leg.receive_text(message.data, now)
-            elif message.type is WSMsgType.BINARY:
-                fmt = self._inbox.format
-                if fmt is not None and len(message.data) % fmt.bytes_per_sample:
-                    self._fail(f"binary message of {len(message.data)} bytes is not whole samples")
+        ws, leg, inbox, loop = self._ws, self._leg, self._inbox, self._loop
+        while True:
+            message = await ws.receive()
+            kind = message.type
+            if kind is BINARY:  # caller audio, 50 a second: straight to the session
+                data, fmt = message.data, inbox.format
+                if fmt is not None and len(data) % fmt.bytes_per_sample:
+                    self._fail(f"binary message of {len(data)} bytes is not whole samples")
                     break
-                events = self._leg.receive_binary(message.data, now)
-            else:  # ERROR (e.g. over-size): aiohttp already closed the socket with a reason
-                self._log.warning("media_socket_error", error=str(self._ws.exception()))
-                self._inbox.closing_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+                now = loop.time()
+                if leg.caller_audio(data, now):
+                    inbox.deliver_audio(data, now)
+            elif kind is TEXT:
+                events = leg.receive_text(message.data, loop.time())
+                for event in events:
+                    self._on_event(event)
+                if _changes_output(events):
+                    self._write_soon()
+            elif kind in _SOCKET_CLOSED:
                 break
-            for event in events:
-                self._on_event(event)
-            if message.type is WSMsgType.TEXT and _changes_output(events):
-                self._write_soon()
-            if self._inbox.closing_reason is not None:
+            else:  # ERROR (e.g. over-size): aiohttp already closed the socket with a reason
+                self._log.warning("media_socket_error", error=str(ws.exception()))
+                inbox.closing_reason = EndRequest(EndedBy.ERROR, "protocol_error")
+                break
+            if inbox.closing_reason is not None:
                 break
 
     def _on_event(self, event: object) -> None:
