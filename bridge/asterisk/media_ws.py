@@ -89,7 +89,7 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
-BINARY, TEXT = WSMsgType.BINARY, WSMsgType.TEXT
+_BINARY, _TEXT = WSMsgType.BINARY, WSMsgType.TEXT
 _SOCKET_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where `async for` stops
 
 
@@ -143,7 +143,7 @@ class ChanWebsocketMediaLeg(InboxLeg):
         while True:
             message = await ws.receive()
             kind = message.type
-            if kind is BINARY:  # caller audio, 50 a second: straight to the session
+            if kind is _BINARY:  # caller audio, 50 a second: straight to the session
                 data, fmt = message.data, inbox.format
                 if fmt is not None and len(data) % fmt.bytes_per_sample:
                     self._fail(f"binary message of {len(data)} bytes is not whole samples")
@@ -151,7 +151,7 @@ class ChanWebsocketMediaLeg(InboxLeg):
                 now = loop.time()
                 if leg.caller_audio(data, now):
                     inbox.deliver_audio(data, now)
-            elif kind is TEXT:
+            elif kind is _TEXT:
                 events = leg.receive_text(message.data, loop.time())
                 for event in events:
                     self._on_event(event)

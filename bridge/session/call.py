@@ -5,7 +5,8 @@ teardown (hang up after draining when the caller should hear the end, close the
 model) runs in `finally`, each step bounded by a timeout. Lanes only say who ended
 the call and why; `record_outcome` alone turns that into `ended` or `failed`.
 The caller's keys, said messages, guards and answering machines are the call's
-`CallConduct` (conduct.py), which the lanes feed and the control lane steps.
+`CallConduct` (conduct.py), which the lanes feed and the control lane steps; the
+uplink lane is `CallerUplink` (uplink.py).
 """
 
 from __future__ import annotations
@@ -36,12 +37,10 @@ from bridge.providers.base import (
     TranscriptLine,
     Usage,
 )
-from bridge.session.barge_in import CallerVoice, LocalBargeIn
 from bridge.session.conduct import CallConduct
 from bridge.session.control import ControlError
 from bridge.session.costs import record_usage
-from bridge.session.eager import start_eagerly
-from bridge.session.leg import AudioIn, DtmfIn, LegGone, MediaLeg
+from bridge.session.leg import LegGone, MediaLeg
 from bridge.session.model_line import ModelLine
 from bridge.session.plan import (
     DRAINED_ENDINGS,
@@ -54,6 +53,7 @@ from bridge.session.plan import (
 from bridge.session.session import CallStats, EndRequest, Session
 from bridge.session.state import EndedBy
 from bridge.session.tools import ToolBox, ToolOutcome
+from bridge.session.uplink import CallerUplink
 
 # The plan and the outcome rule live in plan.py; callers have always imported them from here.
 __all__ = [
@@ -76,10 +76,6 @@ class _LaneFinished(Exception):
 
 async def _lane(work: Coroutine[Any, Any, EndRequest]) -> None:
     raise _LaneFinished(await work)
-
-
-async def _raise(exc: Exception) -> None:
-    raise exc
 
 
 class CallRunner:
@@ -105,9 +101,6 @@ class CallRunner:
         self.model.on_handover = self._handed_over
         self._end_after: dict[str, EndRequest] = {}  # response id -> end once it has been said
         self._lanes: asyncio.TaskGroup | None = None
-        self._voice: CallerVoice | None = None
-        self._local_barge_in: LocalBargeIn | None = None
-        self._hearing: asyncio.Task[None] | None = None  # a caller frame's work that had to wait
         self._playing_response: str | None = None
         self._cancelled_response: str | None = None
         # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
@@ -174,7 +167,15 @@ class CallRunner:
         try:
             async with asyncio.TaskGroup() as lanes:
                 self._lanes = lanes  # tool calls run here too: the call's one owner holds them
-                lanes.create_task(_lane(self._uplink(leg_format)))
+                caller = CallerUplink(
+                    self.leg,
+                    self.model,
+                    self.conduct,
+                    self.plan,
+                    barge_in=self._caller_barged_in,
+                    lanes=lanes,
+                )
+                lanes.create_task(_lane(caller.run(leg_format)))
                 lanes.create_task(_lane(self._downlink()))
                 lanes.create_task(_lane(self._control()))
         except* _LaneFinished as finished:
@@ -197,78 +198,6 @@ class CallRunner:
         uplink, downlink = self.session.uplink_latency, self.session.downlink_latency
         self.provider.on_uplink_sent = lambda received_at: uplink.observe(clock() - received_at)
         self.leg.on_downlink_sent = lambda received_at: downlink.observe(clock() - received_at)
-
-    def _caller_voice(self, leg_format: AudioFormat) -> CallerVoice | None:
-        """Our view of the caller's voice, when anything listens to it (one VAD pass per frame at most)."""
-        policy = self.plan.policy
-        voicemail = bool(policy.voicemail_message) and self.provider.speaks_text
-        if self.plan.local_barge_in_ms or policy.caller_silence_seconds > 0 or voicemail:
-            return CallerVoice(self.provider, leg_format)
-        return None
-
-    async def _uplink(self, leg_format: AudioFormat) -> EndRequest:
-        self._voice = voice = self._caller_voice(leg_format)
-        if self.plan.local_barge_in_ms and voice is not None:
-            self._local_barge_in = LocalBargeIn(self.plan.local_barge_in_ms, voice.latency_ms)
-        conduct, loop = self.conduct, asyncio.get_running_loop()
-        self.leg.on_caller_audio = self._take_caller_audio
-        try:
-            async for item in self.leg.inbound():
-                if self._hearing is not None:
-                    await self._hearing  # an earlier frame still waits on the model's socket
-                if isinstance(item, AudioIn):
-                    await self._hear(item.data, item.received_at)
-                elif isinstance(item, DtmfIn):
-                    await conduct.key(item.digit, loop.time())
-        finally:
-            self.leg.on_caller_audio = None
-        return self.leg.end_reason or EndRequest(EndedBy.CALLER)
-
-    def _take_caller_audio(self, data: bytes, received_at: float | None) -> bool:
-        """The leg's reader offers each caller frame here before queueing it for the uplink lane: heard
-        at once, in the reader's own step (no wake-up of another task per frame). False (queue it) while
-        an earlier frame's work still waits, so frames keep their order."""
-        if self._hearing is not None or self._lanes is None:
-            return False
-        try:
-            hearing = start_eagerly(self._hear(data, received_at), self._spawn)
-        except Exception as exc:  # as if the uplink lane had raised it: the task group ends the call
-            hearing = self._spawn(_raise(exc))
-        if hearing is not None:
-            self._hearing = hearing
-            hearing.add_done_callback(self._heard)
-        return True
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """A task of the call's task group; once the group is ending (it takes none), one cancelled now."""
-        assert self._lanes is not None
-        try:
-            return self._lanes.create_task(work)
-        except RuntimeError:
-            task = asyncio.ensure_future(work)
-            task.cancel()
-            return task
-
-    def _heard(self, hearing: asyncio.Task[None]) -> None:
-        if hearing is self._hearing:
-            self._hearing = None
-
-    async def _hear(self, data: bytes, received_at: float | None) -> None:
-        """One caller frame: to the model while it is fed, then to our view of the caller's voice."""
-        conduct = self.conduct
-        feeding = conduct.feeding_model
-        if feeding and (uplink := self.model.uplink) is not None:
-            await self.provider.send_audio(uplink.convert(data), received_at)
-        voice = self._voice
-        if voice is None:
-            return
-        voiced = voice.hear(data)
-        if voiced:
-            # Only while the bot is heard (see _barge_in): the onset is the echo guard's debounce.
-            barge_in = self._local_barge_in
-            if barge_in is not None and barge_in.heard(voiced) and feeding:
-                await self._barge_in(cancel_response=True)
-            conduct.voice(voiced)
 
     async def _downlink(self) -> EndRequest:
         """The model's events; a model lost for good is replaced by the next fallback, if any."""
@@ -375,6 +304,9 @@ class CallRunner:
             outcome = ToolOutcome('{"ok":false,"error":"the tool failed"}')
         with contextlib.suppress(Exception):
             await self.provider.send_tool_result(call.call_id, outcome.output, respond=outcome.respond)
+
+    async def _caller_barged_in(self) -> None:
+        await self._barge_in(cancel_response=True)
 
     async def _barge_in(self, *, cancel_response: bool, caller: bool = True) -> None:
         """Stop the bot being heard: the caller talked over it (`caller`), or the bridge cuts it."""
