@@ -61,7 +61,8 @@ class AudioSocketMediaLeg(InboxLeg):
         self._parser = parser
         self._loop = asyncio.get_running_loop()
         self._inbox = LegInbox(INBOUND_QUEUE_LIMIT)
-        self._kick = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None  # the pacer's wake-up for the next frame's slot
+        self._pacing = False  # while the leg runs: audio played before or after it is not written
         self._idle = asyncio.Event()
         self._idle.set()
         self._audio_kind = 0
@@ -84,13 +85,14 @@ class AudioSocketMediaLeg(InboxLeg):
     # -- reading ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        pacer = asyncio.ensure_future(self._pace())
+        self._pacing = True
+        if self._playout:
+            self._pace()  # audio played before the leg ran
         try:
             await self._read_loop()
         finally:
-            pacer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pacer
+            self._pacing = False
+            self._stop_pacing()
             self._idle.set()
             self._inbox.close(EndRequest(EndedBy.CALLER))  # EOF: Asterisk hangs up without a 0x00
 
@@ -146,29 +148,28 @@ class AudioSocketMediaLeg(InboxLeg):
 
     # -- writing: the pacer ---------------------------------------------------------------------
 
-    async def _pace(self) -> None:
+    def _pace(self) -> None:
+        """Write every frame whose slot has come, then wait on a timer for the next one's. A timer
+        callback, not a task's sleep: the frame leaves in the loop iteration its slot comes in (a sleeping
+        task would run one iteration later, milliseconds with 200 calls on the loop), at no task step."""
+        self._timer = None
         pacer, playout, loop = self._pacer, self._playout, self._loop
-        while True:
-            if not playout:
-                self._idle.set()
-                self._kick.clear()
-                await self._kick.wait()
-                continue
+        while playout:
             now = loop.time()
             due = pacer.due(now, self._arrived_at)
             if due > now:
-                await asyncio.sleep(due - now)
-                continue  # look again: a barge-in may have emptied or refilled the queue meanwhile
+                self._timer = loop.call_at(due, self._pace)
+                return
             if self._hung_up or self._writer.is_closing():
                 playout.clear()  # hung up, or Asterisk went: nothing more is written
-                continue
+                break
             frame, stamps, first_of_response = playout.popleft()
             self._arrived_at = None
             try:
                 self._writer.write(encode_audio(frame, self._audio_kind))
             except (ConnectionError, RuntimeError):  # closed under us (uvloop raises RuntimeError)
                 playout.clear()
-                continue
+                break
             pacer.sent()
             self.frames_out += 1
             self._response_frames = 1 if first_of_response else self._response_frames + 1
@@ -178,6 +179,12 @@ class AudioSocketMediaLeg(InboxLeg):
             if not playout and self._run_ends:
                 self._run_ends = False
                 pacer.restart()  # the response is over: the next one starts a new run on the same grid
+        self._idle.set()
+
+    def _stop_pacing(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # -- MediaLeg ----------------------------------------------------------------------------
 
@@ -205,12 +212,14 @@ class AudioSocketMediaLeg(InboxLeg):
         self._run_ends = False
 
     def _queue(self, frame: bytes, stamps: tuple[float, ...]) -> None:
-        if not self._playout:
+        came_to_empty = not self._playout
+        if came_to_empty:
             self._arrived_at = self._loop.time()
             self._idle.clear()
-            self._kick.set()
         self._playout.append((frame, stamps, self._response_ended))
         self._response_ended = False
+        if came_to_empty and self._timer is None and self._pacing:
+            self._pace()  # due at once goes now, in the player's step; else the timer is set
 
     def end_response(self) -> None:
         if self._chunker is not None and self._chunker.pending:
@@ -248,6 +257,7 @@ class AudioSocketMediaLeg(InboxLeg):
         self._run_ends = False
         self._response_ended = True
         self._pacer.restart()  # the next response starts a new run, on the same grid
+        self._stop_pacing()  # the next response's first frame is timed afresh when it comes
         self._idle.set()
         return played_ms
 
