@@ -232,7 +232,9 @@ class ChanWebsocketMediaLeg(InboxLeg):
             elif isinstance(message, TextMessage):
                 await ws.send_str(message.text)
             elif isinstance(message, CloseSocket):
-                await ws.close(code=WSCloseCode.OK, message=b"hangup")
+                # Its own task: close() waits for Asterisk's reply under a timeout, which must not be
+                # entered in a step `_write_soon` runs inside another task (see session/eager.py).
+                self._closing = asyncio.ensure_future(ws.close(code=WSCloseCode.OK, message=b"hangup"))
         if leg.hangup_sent:
             self._hangup_sent.set()
 

@@ -4,6 +4,9 @@ A caller frame is sent to the model 50 times a second per call, and almost every
 waiting (the socket takes the bytes). Queueing each one for another task costs a wake-up and a loop
 iteration per frame, in CPU and in latency; starting it eagerly costs neither. Only a send that must
 wait (the socket's buffer is full) becomes a task, which resumes the same coroutine where it stopped.
+
+The eager part runs inside the caller's task: work started this way must not use `asyncio.timeout()` or
+`asyncio.current_task()` (they would see the caller's task, and a timeout would cancel it).
 """
 
 from __future__ import annotations

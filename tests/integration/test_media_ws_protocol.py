@@ -304,3 +304,16 @@ async def test_caller_hangup_ends_the_session(bridge_factory: StartBridge) -> No
     assert session.state is CallState.ENDED
     assert session.disconnected_by is EndedBy.CALLER
     assert services.manager.get("hup-1") is None
+
+
+async def test_a_socket_without_media_start_is_closed_by_the_bridge(bridge_factory: StartBridge) -> None:
+    # No control channel yet, so the bridge hangs up by closing the socket (in its own task: the close
+    # handshake waits under a timeout, which the write step that asks for it must not enter).
+    services: Services = await bridge_factory()
+    async with await open_call(services, "nostart-1") as ws:
+        session = services.manager.get("nostart-1")
+        assert session is not None
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert (ws.close_code, ws.close_reason) == (1000, "hangup")
+    await asyncio.wait_for(session.ended.wait(), 5)
+    assert (session.disconnected_by, session.error_code) == (EndedBy.ERROR, "media_start_timeout")
