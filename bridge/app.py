@@ -382,18 +382,21 @@ async def serve(
         return 2
     notifier = Notifier()
     loop = asyncio.get_running_loop()
-    # SIGHUP is always handled, from before anything listens: its default action kills the process.
+    # Every signal is handled from before anything listens: /health answers while start-up still runs
+    # (tasks, webhooks, reports), and a default action would kill the process there. A SIGTERM or SIGINT
+    # that early stops the daemon as soon as it has started.
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _ignore_reload, "still starting")
     try:
         services = await start_services(settings, reuse_port=reuse_port)
     except OSError as exc:
-        loop.remove_signal_handler(signal.SIGHUP)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
         log.error("cannot_listen", host=settings.server.host, error=exc.strerror)
         return 1
 
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     if reload_settings is not None:
         loop.add_signal_handler(signal.SIGHUP, _reload, services.app, reload_settings, notifier)
     else:

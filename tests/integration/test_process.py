@@ -381,3 +381,28 @@ async def test_sighup_reloads_companies_and_keys(tmp_path: Path, env: dict[str, 
         _, stderr = process.communicate(timeout=10)
     assert process.returncode == 0
     assert '"event": "reload_failed"' in stderr
+
+
+async def test_sigterm_during_start_up_stops_once_started(tmp_path: Path, env: dict[str, str]) -> None:
+    # /health answers while start-up still runs (tasks, webhooks, reports): a SIGTERM sent then must not
+    # meet the default action, which kills the process with no drain, no record and exit -15.
+    config = write_config(tmp_path / "bridge.toml", free_port())
+    process = subprocess.Popen(
+        [*BRIDGE, "serve", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = json.loads(process.stderr.readline())  # the first line, before anything listens
+        assert first["event"] == "descriptor_limit"
+        process.send_signal(signal.SIGTERM)
+        _, rest = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, rest
+    events = [json.loads(line)["event"] for line in rest.splitlines() if line.startswith("{")]
+    assert events.index("listening") < events.index("shutdown_requested") < events.index("stopped")
