@@ -88,8 +88,10 @@ class Daemon:
         call: dict[str, Any] = data.get("call", {})
         return call
 
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The log's JSON lines, or only the `name` events."""
+        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
+        return lines if name is None else [line for line in lines if line.get("event") == name]
 
     def kill(self) -> None:
         """SIGKILL: no drain, no final saves, no closing of the store."""
@@ -97,10 +99,10 @@ class Daemon:
             self.process.kill()
         self.process.wait(timeout=10)
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 15.0) -> int:
         if self.process.poll() is None:
             self.process.terminate()
-        return self.process.wait(timeout=15)
+        return self.process.wait(timeout=timeout)
 
 
 def raw_row(db: Path, call_id: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
@@ -30,7 +29,8 @@ from bridge.simulate.options import PeerRecord
 from tests.fakes.ami_server import DialScript, FakeAmiServer, Outcome
 from tests.fakes.openai_realtime import FakeRealtimeServer, Script
 from tests.helpers import ACME_PHONE, CONNECTOR_KEY, GLOBEX_PHONE, free_port
-from tests.integration.test_process import BRIDGE, wait_until_up
+from tests.integration.test_crash_recovery import Daemon
+from tests.integration.test_process import wait_until_up
 from tests.services_redis import RedisDb
 
 pytestmark = pytest.mark.slow
@@ -92,35 +92,12 @@ def node_config(
     return path
 
 
-class Node:
-    """One `bridge serve` of the fleet, its log in a file (a killed process leaves no pipe to drain)."""
+class Node(Daemon):
+    """One `bridge serve` of the fleet, by name."""
 
     def __init__(self, name: str, config: Path, port: int, log: Path, env: dict[str, str]) -> None:
+        super().__init__(config, port, log, env)
         self.name = name
-        self.port = port
-        self.log = log
-        with log.open("w") as out:
-            self.process = subprocess.Popen(
-                [*BRIDGE, "serve", "--config", str(config)], env=env, stdout=out, stderr=out, text=True
-            )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        lines = [json.loads(line) for line in self.log.read_text().splitlines() if line.startswith("{")]
-        return [line for line in lines if line.get("event") == name]
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-        return self.process.wait(timeout=30)
 
 
 class Fleet:
@@ -160,7 +137,7 @@ class Fleet:
     def close(self) -> None:
         for node in self.nodes:
             with contextlib.suppress(Exception):
-                node.stop()
+                node.stop(timeout=30)
             node.kill()
 
 
