@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fake-arg", action="append", default=[], help="extra argument for the fake OpenAI server"
     )
+    p.add_argument(
+        "--provider-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a line for the fake model's [providers.*] section, VALUE in TOML (uplink_batch_ms=40)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs, outputs)")
     return p
@@ -270,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         transport=args.transport,
         format=args.format,
         provider=args.provider,
+        provider_settings=args.provider_setting,
         seconds=args.seconds,
         burst=args.burst,
         nofile=soft,

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -82,9 +83,11 @@ def bridge_config(
     log_level: str = "info",
     store_url: str | None = None,
     extra: str = "",
+    provider_settings: Sequence[str] = (),
 ) -> str:
     """A complete config: HTTP and AudioSocket on free ports (port 0), one company on `provider`;
-    `store_url` replaces the SQLite file, `extra` adds sections (a fleet node's `[cluster]`)."""
+    `store_url` replaces the SQLite file, `extra` adds sections (a fleet node's `[cluster]`), and
+    `provider_settings` (`key = TOML value` lines) go in the fake model's `[providers.*]` section."""
     fake = FAKE_MODELS.get(provider)
     agent = "echo" if fake is None else fake.provider
     lines = [
@@ -116,6 +119,7 @@ def bridge_config(
             f"url = {toml_str(model_url)}",
             f"model = {toml_str(fake.model)}",
             f"api_key = {toml_str(FAKE_OPENAI_KEY)}",
+            *provider_settings,
             "",
         ]
     lines += [
@@ -332,6 +336,7 @@ def start_bridge(
     connector_key: str | None = None,
     store_url: str | None = None,
     extra_config: str = "",
+    provider_settings: Sequence[str] = (),
 ) -> Bridge:
     """Write the config and start `bridge serve` (under cProfile if asked); wait for `listening`.
     The nodes of a fleet share `connector_key` and `store_url`; `extra_config` is their `[cluster]`."""
@@ -355,6 +360,7 @@ def start_bridge(
             log_level=log_level,
             store_url=store_url,
             extra=extra_config,
+            provider_settings=provider_settings,
         )
     )
     log_path = workdir / "bridge.log"

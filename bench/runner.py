@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,22 @@ def cores(no_pin: bool) -> tuple[int | None, int | None]:
     if no_pin or (os.cpu_count() or 1) < 2:
         return None, None
     return BRIDGE_CORE, LOAD_CORE
+
+
+def provider_settings(pairs: list[str]) -> list[str]:
+    """`--provider-setting key=value` as TOML lines, each checked to parse on its own."""
+    lines = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        line = f"{key.strip()} = {value.strip()}"
+        try:
+            tomllib.loads(line)
+        except tomllib.TOMLDecodeError as exc:
+            raise SystemExit(f"--provider-setting {pair!r}: not key=TOML value ({exc})") from exc
+        if not sep or not key.strip():
+            raise SystemExit(f"--provider-setting {pair!r}: expected key=value")
+        lines.append(line)
+    return lines
 
 
 def launch_rate(args: argparse.Namespace, calls: int) -> float:
@@ -137,6 +154,7 @@ def run_step(
         core=bridge_core,
         fake_core=load_core,
         fake_args=args.fake_arg,
+        provider_settings=provider_settings(args.provider_setting),
         profile="cprofile" if profile_this and args.profile == "cprofile" else "none",
         log_level=args.log_level,
         code=code,

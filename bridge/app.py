@@ -373,27 +373,27 @@ async def serve(
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT, then drain and exit 0 (2: max_calls above the fd limit)."""
     log = get_logger("app")
-    # The descriptor limit is the process's, not the file's: checked here, not by check-config.
-    limit = raise_descriptor_limit()
-    log.info("descriptor_limit", soft=limit.soft, hard=limit.hard, started_with=limit.before)
-    problem = descriptor_problem(settings.server.max_calls, limit.soft)
-    if problem is not None:
-        log.error("max_calls_above_descriptor_limit", problem=problem)
-        return 2
-    notifier = Notifier()
     loop = asyncio.get_running_loop()
-    # Every signal is handled from before anything listens: /health answers while start-up still runs
+    # Every signal is handled from before the first log line: /health answers while start-up still runs
     # (tasks, webhooks, reports), and a default action would kill the process there. A SIGTERM or SIGINT
     # that early stops the daemon as soon as it has started.
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, _ignore_reload, "still starting")
+    # The descriptor limit is the process's, not the file's: checked here, not by check-config.
+    limit = raise_descriptor_limit()
+    log.info("descriptor_limit", soft=limit.soft, hard=limit.hard, started_with=limit.before)
+    problem = descriptor_problem(settings.server.max_calls, limit.soft)
+    if problem is not None:
+        _stop_handling_signals(loop)
+        log.error("max_calls_above_descriptor_limit", problem=problem)
+        return 2
+    notifier = Notifier()
     try:
         services = await start_services(settings, reuse_port=reuse_port)
     except OSError as exc:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        _stop_handling_signals(loop)
         log.error("cannot_listen", host=settings.server.host, error=exc.strerror)
         return 1
 
@@ -428,8 +428,7 @@ async def serve(
         log.info("shutdown_requested", live_calls=services.manager.capacity().active_calls)
         await services.manager.drain(settings.server.drain_seconds)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+        _stop_handling_signals(loop)
         if watchdog is not None:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -437,6 +436,11 @@ async def serve(
         await services.close()
     log.info("stopped", calls=dict(services.manager.outcomes))
     return 0
+
+
+def _stop_handling_signals(loop: asyncio.AbstractEventLoop) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.remove_signal_handler(sig)
 
 
 def _reload(app: web.Application, reload_settings: Reloader, notifier: Notifier) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -33,6 +34,21 @@ def _reset_logging() -> Iterator[None]:
     structlog.reset_defaults()
     logging.getLogger().handlers.clear()
     logging.getLogger("aiohttp.access").disabled = False
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_per_module() -> Iterator[None]:
+    """Collect each module's garbage when it ends, then freeze what survives.
+
+    A worker that has run a thousand tests holds millions of long-lived objects; a full collection
+    then walks all of them, and one landing inside a test stalls its event loop for longer than
+    Asterisk's 500 ms upgrade timeout the simulated peers keep (seen once on CI). Frozen objects
+    are never walked again, so a collection costs what one module left behind. And a leaked
+    socket's or coroutine's finalizer warns here, in the module that leaked it (pytest fails the
+    module's last test), instead of in whichever later test the collector happened to run."""
+    yield
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture

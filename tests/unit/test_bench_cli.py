@@ -13,7 +13,7 @@ from bench.__main__ import build_parser, parse_calls
 from bench.daemon import FAKE_MODELS, bridge_config, parse_listening, pinned
 from bench.limits import fds_needed, raise_nofile_limit
 from bench.loadgen import SETUP_ALLOWANCE_S, LoadSpec
-from bench.runner import fd_warning, launch_rate, setup_allowance
+from bench.runner import fd_warning, launch_rate, provider_settings, setup_allowance
 from bridge.keys import hash_key
 from bridge.settings import load_settings
 
@@ -58,6 +58,28 @@ def test_generated_config_is_valid(tmp_path: Path, provider: str) -> None:
     assert settings.companies[0].agent.provider == (fake.provider if fake else "echo")
     if fake is not None:
         assert settings.providers.section(fake.provider).model == fake.model
+
+
+def test_provider_settings_reach_the_fake_models_section(tmp_path: Path) -> None:
+    argv = ["--provider", "openai-fake", "--provider-setting", "uplink_batch_ms=40"]
+    args = build_parser().parse_args(argv)
+    lines = provider_settings(args.provider_setting)
+    assert lines == ["uplink_batch_ms = 40"]
+    text = bridge_config(
+        connector_hash=hash_key("c"),
+        company_hash=hash_key("k"),
+        max_calls=10,
+        db_path=tmp_path / "b.db",
+        provider="openai-fake",
+        model_url="ws://127.0.0.1:1/x",
+        provider_settings=lines,
+    )
+    path = tmp_path / "bridge.toml"
+    path.write_text(text)
+    assert load_settings(path).providers.openai.uplink_batch_ms == 40
+    for bad in ("uplink_batch_ms", "=40", "uplink_batch_ms=forty"):
+        with pytest.raises(SystemExit, match="--provider-setting"):
+            provider_settings([bad])
 
 
 @pytest.mark.parametrize("provider", list(FAKE_MODELS))
