@@ -181,21 +181,23 @@ class StasisCalls:
         else:  # an established leg left: the call is over for us, remove what remains
             self.end_call(call)
 
-    async def reconcile(self) -> None:
-        """Events may have been missed while the socket was down: ask Asterisk about each live leg."""
-        for call in list(self.calls.values()):
-            for leg in list(call.legs):
-                if leg.left:
-                    continue
-                try:
-                    channel = await self._client.request("GET", channel_path(leg.channel_id))
-                except ControlError as exc:
-                    if exc.code != "channel_not_found":
-                        return  # unreachable again; the next reconnect retries
-                    self._leg_left(call, leg)
-                    continue
-                in_stasis = (
-                    isinstance(channel, dict) and channel.get("dialplan", {}).get("app_name") == "Stasis"
-                )
-                if in_stasis and channel.get("state") == "Up" and not leg.outcome.done():
-                    leg.outcome.set_result(STARTED)
+    def reconcile(self) -> Coroutine[Any, Any, None]:
+        """Events may have been missed while the socket was down: ask Asterisk about each leg live when it
+        came back. The legs are taken now, as the socket connects: one created after that hears its events
+        on the socket, and asking about it too would only race them."""
+        return self._reconcile([(call, leg) for call in self.calls.values() for leg in call.legs])
+
+    async def _reconcile(self, legs: list[tuple[Call, Leg]]) -> None:
+        for call, leg in legs:
+            if leg.left:
+                continue
+            try:
+                channel = await self._client.request("GET", channel_path(leg.channel_id))
+            except ControlError as exc:
+                if exc.code != "channel_not_found":
+                    return  # unreachable again; the next reconnect retries
+                self._leg_left(call, leg)
+                continue
+            in_stasis = isinstance(channel, dict) and channel.get("dialplan", {}).get("app_name") == "Stasis"
+            if in_stasis and channel.get("state") == "Up" and not leg.outcome.done():
+                leg.outcome.set_result(STARTED)
