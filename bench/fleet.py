@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.daemon import Bridge, Sampler, read_proc, start_bridge
 from bench.report import StepResult, build_step
-from bench.runner import WARMUP_SECONDS, cores, run_generators
+from bench.runner import WARMUP_SECONDS, cores, provider_settings, run_generators
 from bench.services import PostgresProcess, RedisProcess, ServiceMissing
 from bench.stats import cpu_percent, max_rss_kb, percentile
 
@@ -182,6 +182,7 @@ def run_path(
                     connector_key=connector_key,
                     store_url=store_url,
                     extra_config=extra,
+                    provider_settings=provider_settings(args.provider_setting, args.provider),
                 )
             )
         routes = fleet_routes([b.url for b in bridges])

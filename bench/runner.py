@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.daemon import (
     BENCH_PHONE,
+    FAKE_MODELS,
     Bridge,
     BridgeCode,
     MetricsScraper,
@@ -42,18 +43,20 @@ def cores(no_pin: bool) -> tuple[int | None, int | None]:
     return BRIDGE_CORE, LOAD_CORE
 
 
-def provider_settings(pairs: list[str]) -> list[str]:
-    """`--provider-setting key=value` as TOML lines, each checked to parse on its own."""
+def provider_settings(pairs: list[str], provider: str) -> list[str]:
+    """`--provider-setting key=value` as TOML lines for the fake model's section, each checked to parse."""
+    if pairs and provider not in FAKE_MODELS:
+        raise SystemExit(f"--provider-setting needs a fake model (--provider), not {provider!r}")
     lines = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SystemExit(f"--provider-setting {pair!r}: expected key=value")
         line = f"{key.strip()} = {value.strip()}"
         try:
             tomllib.loads(line)
         except tomllib.TOMLDecodeError as exc:
             raise SystemExit(f"--provider-setting {pair!r}: not key=TOML value ({exc})") from exc
-        if not sep or not key.strip():
-            raise SystemExit(f"--provider-setting {pair!r}: expected key=value")
         lines.append(line)
     return lines
 
@@ -154,7 +157,7 @@ def run_step(
         core=bridge_core,
         fake_core=load_core,
         fake_args=args.fake_arg,
-        provider_settings=provider_settings(args.provider_setting),
+        provider_settings=provider_settings(args.provider_setting, args.provider),
         profile="cprofile" if profile_this and args.profile == "cprofile" else "none",
         log_level=args.log_level,
         code=code,

@@ -63,7 +63,7 @@ def test_generated_config_is_valid(tmp_path: Path, provider: str) -> None:
 def test_provider_settings_reach_the_fake_models_section(tmp_path: Path) -> None:
     argv = ["--provider", "openai-fake", "--provider-setting", "uplink_batch_ms=40"]
     args = build_parser().parse_args(argv)
-    lines = provider_settings(args.provider_setting)
+    lines = provider_settings(args.provider_setting, args.provider)
     assert lines == ["uplink_batch_ms = 40"]
     text = bridge_config(
         connector_hash=hash_key("c"),
@@ -79,7 +79,9 @@ def test_provider_settings_reach_the_fake_models_section(tmp_path: Path) -> None
     assert load_settings(path).providers.openai.uplink_batch_ms == 40
     for bad in ("uplink_batch_ms", "=40", "uplink_batch_ms=forty"):
         with pytest.raises(SystemExit, match="--provider-setting"):
-            provider_settings([bad])
+            provider_settings([bad], "openai-fake")
+    with pytest.raises(SystemExit, match="needs a fake model"):
+        provider_settings(["uplink_batch_ms=40"], "echo")  # echo has no [providers.*] section
 
 
 @pytest.mark.parametrize("provider", list(FAKE_MODELS))
