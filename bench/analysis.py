@@ -6,6 +6,7 @@ underruns and silence (bench/underrun.py says how).
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,10 @@ WINDOW_LEAD_S = 0.5  # the window opens this long after the last call got its fi
 WINDOW_TAIL_S = 0.5  # and closes this long before the first caller hangs up
 DROP_CODES = ("queue_full_drop", "partial_frame_dropped", "media_direction_in")
 PTIME_S = 0.020
+# A frame still in the echo's delay line when a FLUSH_MEDIA came (the echo's barge-in drops that line) is
+# counted as flushed, not lost: sent before the flush, and released no earlier than this before it (the
+# uplink, downlink and both loops' lag between the echo dropping it and the flush reaching us).
+FLUSH_SLACK_S = 0.100
 
 
 @dataclass(slots=True)
@@ -34,6 +39,7 @@ class Probe:
     rx_times: list[float] = field(default_factory=list)  # every audio message's arrival
     rx_bytes: list[int] = field(default_factory=list)
     marks: list[tuple[int, float]] = field(default_factory=list)  # (sequence, arrival)
+    flushes: list[float] = field(default_factory=list)  # each FLUSH_MEDIA's arrival
     replies: ReplyTracker = field(default_factory=ReplyTracker)  # chan_websocket playout only
 
     def on_audio(self, data: bytes, t: float) -> None:
@@ -89,9 +95,9 @@ def analyse(spec: LoadSpec, outcomes: list[CallOutcome]) -> dict[str, Any]:
         arrivals: dict[int, float] | None = None
         if p.marks_table is not None and p.sent:
             arrivals, dup = arrivals_by_frame(p, o.offset, frames_total(spec))
-            lat, lost = match(p, arrivals, w0, w1)
+            lat, lost, flushed = match(p, arrivals, w0, w1)
             latencies += lat
-            rec.update(matched=len(lat), lost=lost, duplicates=dup)
+            rec.update(matched=len(lat), lost=lost, flushed=flushed, duplicates=dup)
         if s is not None:
             rec.update(
                 xoff=s.xoff_count,
@@ -124,25 +130,32 @@ def arrivals_by_frame(p: Probe, offset: int, n_frames_total: int) -> tuple[dict[
     return arrivals, dup
 
 
-def match(p: Probe, arrivals: dict[int, float], w0: float, w1: float) -> tuple[list[float], int]:
+def match(p: Probe, arrivals: dict[int, float], w0: float, w1: float) -> tuple[list[float], int, int]:
     """Bridge-added latency (up + down) of each echoed frame whose release lies in the window.
 
     The echo provider releases frame k when frame k + 10 reaches it, so the time from sending frame
     k + 10 to receiving frame k is the bridge's uplink plus downlink time, whatever the echo delay is.
-    Returns (latencies ms, frames expected but never heard).
+    Returns (latencies ms, frames expected but never heard, frames never heard that a barge-in dropped:
+    still in the echo's delay line when a FLUSH_MEDIA came, see FLUSH_SLACK_S).
     """
     lat: list[float] = []
-    lost = 0
+    lost = flushed = 0
+    flushes = p.flushes
     for k in range(len(p.sent) - ECHO_DELAY_FRAMES):
         release = p.sent[k + ECHO_DELAY_FRAMES]
         if not w0 <= release <= w1:
             continue
         heard = arrivals.get(k)
-        if heard is None:
-            lost += 1
-        else:
+        if heard is not None:
             lat.append((heard - release) * 1000)
-    return lat, lost
+            continue
+        # The first flush after the frame was sent: did it come while the frame was still held?
+        after = bisect.bisect_left(flushes, p.sent[k])
+        if after < len(flushes) and flushes[after] <= release + FLUSH_SLACK_S:
+            flushed += 1
+        else:
+            lost += 1
+    return lat, lost, flushed
 
 
 def pacing(spec: LoadSpec, s: CallSummary, p: Probe, w0: float, w1: float) -> dict[str, Any]:

@@ -123,6 +123,8 @@ class ObservedChannelModel(ChannelModel):
         for name, count in zip(_TRACKED_COMMANDS, before, strict=True):
             if commands[name] != count:
                 self._replies.command(name)
+                if name == "FLUSH_MEDIA":
+                    self._probe.flushes.append(time.monotonic())
 
     def tick(self) -> bytes | None:
         completed = len(self.stats.buffering_completed)

@@ -58,6 +58,7 @@ class StepResult:
     burst: BurstStats | None = None
     burst_lag_ms: Dist = field(default_factory=lambda: Dist.of([]))  # generator lag while placing calls
     notes: list[str] = field(default_factory=list)
+    flushed: int = 0  # echoed frames never heard because a barge-in dropped them (not in `lost`)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -138,6 +139,7 @@ def build_step(
         latency=Dist.of(latencies),
         matched=_sum(records, "matched"),
         lost=_sum(records, "lost"),
+        flushed=_sum(records, "flushed"),
         playout_gaps=_sum(records, "playout_gaps"),
         playout_missing=_sum(records, "playout_missing"),
         arrival_gaps=_sum(records, "arrival_gaps"),
@@ -192,7 +194,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("lat p50", "bridge-added latency, up+down, ms"),
     ("p99", ""),
     ("max", ""),
-    ("lost", "echoed frames never heard"),
+    ("lost", "echoed frames never heard (those a barge-in dropped are `flushed` in the JSON)"),
     ("gaps", "playout gaps (runs of missing ticks)"),
     ("underruns", "dry ticks while the bot had audio due"),
     ("silence", "dry ticks between replies"),

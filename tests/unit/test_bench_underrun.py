@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bench.analysis import Probe, dry_ticks
+from bench.analysis import ECHO_DELAY_FRAMES, Probe, dry_ticks, match
 from bench.loadgen import LoadSpec, ObservedChannelModel
 from bench.underrun import (
     DryTicks,
@@ -153,3 +153,23 @@ def test_audiosocket_dry_slots_classified_by_marks() -> None:
     assert dry_ticks(spec, summary, probe, arrivals, 0.0, probe.sent[20]) == {"underruns": 1, "silence": 0}
     # openai-fake over AudioSocket: no marks, no brackets, nothing to tell
     assert dry_ticks(spec, summary, probe, None, 0.0, 10.0) == {}
+
+
+def test_frames_a_barge_in_dropped_are_flushed_not_lost() -> None:
+    probe = Probe(None)
+    model = _model(probe)
+    _command(model, "FLUSH_MEDIA")
+    assert len(probe.flushes) == 1  # the observed channel notes when each flush came
+    # Frame k is sent at k * 20 ms and released (echoed) when frame k + 10 is sent.
+    probe.sent = [k * 0.020 for k in range(40)]
+    probe.flushes = [0.300]  # the echo's barge-in: the frames it still held are gone
+    heard = {k: probe.sent[k + ECHO_DELAY_FRAMES] + 0.002 for k in range(30)}
+    held = range(6, 16)  # sent by 0.300 s, released (k + 10 sent) after 0.200 s
+    for k in held:
+        del heard[k]
+    del heard[25]  # released at 0.700 s, long after the flush: lost
+    latencies, lost, flushed = match(probe, heard, 0.0, 10.0)
+    assert (lost, flushed) == (1, len(held))
+    assert len(latencies) == 30 - len(held) - 1
+    probe.flushes = []
+    assert match(probe, heard, 0.0, 10.0)[1:] == (len(held) + 1, 0)  # without the flush: all lost
