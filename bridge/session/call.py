@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Coroutine
 from typing import Any
 
@@ -172,7 +173,7 @@ class CallRunner:
                     self.model,
                     self.conduct,
                     self.plan,
-                    barge_in=self._caller_barged_in,
+                    barge_in=functools.partial(self._barge_in, cancel_response=True),
                     lanes=lanes,
                 )
                 lanes.create_task(_lane(caller.run(leg_format)))
@@ -304,9 +305,6 @@ class CallRunner:
             outcome = ToolOutcome('{"ok":false,"error":"the tool failed"}')
         with contextlib.suppress(Exception):
             await self.provider.send_tool_result(call.call_id, outcome.output, respond=outcome.respond)
-
-    async def _caller_barged_in(self) -> None:
-        await self._barge_in(cancel_response=True)
 
     async def _barge_in(self, *, cancel_response: bool, caller: bool = True) -> None:
         """Stop the bot being heard: the caller talked over it (`caller`), or the bridge cuts it."""

@@ -37,6 +37,13 @@ def write_config(path: Path, port: int, drain_seconds: float = 3.0) -> Path:
     return path
 
 
+def serving(config: Path, env: dict[str, str], *, stdout: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """`bridge serve --config CONFIG` with its output captured as text."""
+    return subprocess.Popen(
+        [*BRIDGE, "serve", "--config", str(config)], env=env, stdout=stdout, stderr=subprocess.PIPE, text=True
+    )
+
+
 async def wait_until_up(port: int, process: subprocess.Popen[str], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
@@ -253,13 +260,7 @@ async def test_sigterm_drains_and_exits_zero_within_drain_seconds(
     notify.bind(str(notify_path))
     notify.settimeout(10)
     config = write_config(tmp_path / "bridge.toml", port, drain_seconds)
-    process = subprocess.Popen(
-        [*BRIDGE, "serve", "--config", str(config)],
-        env={**env, "NOTIFY_SOCKET": str(notify_path)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = serving(config, {**env, "NOTIFY_SOCKET": str(notify_path)})
     try:
         await wait_until_up(port, process)
         assert notify.recv(1024).startswith(b"READY=1")
@@ -297,13 +298,7 @@ async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(
     config = write_config(tmp_path / "bridge.toml", port, drain_seconds)
     with config.open("a") as handle:
         handle.write('[companies.agent]\nprovider = "echo"\n')
-    process = subprocess.Popen(
-        [*BRIDGE, "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = serving(config, env)
     try:
         await wait_until_up(port, process)
         records: asyncio.Queue[Any] = asyncio.Queue()
@@ -347,13 +342,7 @@ async def test_sigterm_with_a_live_call_refuses_new_ones_then_hangs_up(
 async def test_sighup_reloads_companies_and_keys(tmp_path: Path, env: dict[str, str]) -> None:
     port = free_port()
     config = write_config(tmp_path / "bridge.toml", port)
-    process = subprocess.Popen(
-        [*BRIDGE, "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = serving(config, env)
     try:
         await wait_until_up(port, process)
         phones_url = f"http://127.0.0.1:{port}/api/phones"
@@ -387,13 +376,7 @@ async def test_sigterm_during_start_up_stops_once_started(tmp_path: Path, env: d
     # /health answers while start-up still runs (tasks, webhooks, reports): a SIGTERM sent then must not
     # meet the default action, which kills the process with no drain, no record and exit -15.
     config = write_config(tmp_path / "bridge.toml", free_port())
-    process = subprocess.Popen(
-        [*BRIDGE, "serve", "--config", str(config)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = serving(config, env, stdout=subprocess.DEVNULL)
     try:
         assert process.stderr is not None
         first = json.loads(process.stderr.readline())  # the first line, before anything listens

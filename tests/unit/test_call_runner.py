@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -76,7 +76,7 @@ class MemoryLeg:
         return "WebSocket/test-0001"
 
     @property
-    def call_variables(self) -> dict[str, str]:
+    def call_variables(self) -> Mapping[str, str]:
         return self.variables
 
     @property

@@ -4,11 +4,10 @@ send has to wait, a failure still ending the call, and a tapped leg tapping each
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 from bridge.audio.formats import SLIN16, AudioFormat
 from bridge.session.call import CallRunner
-from bridge.session.leg import CallerAudioTaker, DtmfIn, LegInbox, LegInput
+from bridge.session.leg import DtmfIn, InboxLeg, LegInbox
 from bridge.session.leg_tap import TappedLeg
 from bridge.session.session import EndRequest
 from bridge.session.state import CallState, EndedBy
@@ -17,31 +16,14 @@ from tests.unit.test_call_runner import MemoryLeg, ScriptedProvider, session
 FRAME = b"\x00\x00" * 320
 
 
-class ReadingLeg(MemoryLeg):
-    """A leg whose reader feeds a real `LegInbox`, as the chan_websocket and AudioSocket drivers do."""
+class ReadingLeg(InboxLeg, MemoryLeg):
+    """A leg whose reader feeds a real `LegInbox`, as the chan_websocket and AudioSocket drivers do (the
+    reading side is theirs, `InboxLeg`; the rest is the memory leg's)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.inbox = LegInbox(250)
+        self._inbox = self.inbox = LegInbox(250)
         self.inbox.start(SLIN16)
-
-    async def wait_started(self) -> AudioFormat:
-        return await self.inbox.wait_started()
-
-    def inbound(self) -> AsyncIterator[LegInput]:
-        return self.inbox.items()
-
-    @property
-    def on_caller_audio(self) -> CallerAudioTaker | None:
-        return self.inbox.take
-
-    @on_caller_audio.setter
-    def on_caller_audio(self, take: CallerAudioTaker | None) -> None:
-        self.inbox.take = take
-
-    @property
-    def end_reason(self) -> EndRequest | None:
-        return self.inbox.end_reason
 
     def read(self, data: bytes) -> None:
         """What a driver's read loop does with a caller frame."""
