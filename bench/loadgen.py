@@ -38,6 +38,7 @@ from bench import seqmark
 from bench.analysis import CallOutcome, Probe, analyse, frames_total
 from bench.burst import failure_kind
 from bench.callaudio import marked_frames
+from bench.kernelstamps import KernelStampedMessages
 from bench.limits import raise_nofile_limit
 from bridge.audio.formats import AudioFormat
 from bridge.simulate.audio_source import silence_frame
@@ -45,6 +46,7 @@ from bridge.simulate.audiosocket_peer import AudioSocketCall
 from bridge.simulate.chan_model import ChannelModel
 from bridge.simulate.options import WEBHOOK_PATH, SimulatedCallOptions
 from bridge.simulate.runtime import CallerAudio, SimulationConnectError
+from bridge.simulate.summary import HangupBy
 from bridge.simulate.ws_peer import WebSocketCall, open_media_socket
 
 SETUP_ALLOWANCE_S = 4.0  # calls last `seconds` plus this, so the steady window is about `seconds` long
@@ -148,13 +150,28 @@ class ObservedWebSocketCall(WebSocketCall):
 
 
 class ObservedAudioSocketCall(AudioSocketCall):
+    """Arrival times are the kernel's (bench/kernelstamps.py): AudioSocket is played as it arrives, so
+    how evenly frames arrive is what the caller hears, and this loop's own delays must not count."""
+
     def __init__(self, opts: SimulatedCallOptions, audio: CallerAudio, probe: Probe) -> None:
         super().__init__(opts, audio)
         self._probe = probe
+        self._stamped: KernelStampedMessages | None = None
 
-    def _audio(self, kind: int, payload: bytes) -> None:
-        self._probe.on_audio(payload, time.monotonic())
-        super()._audio(kind, payload)
+    async def _receiver(self, reader: asyncio.StreamReader) -> HangupBy:
+        self._stamped = KernelStampedMessages(reader)
+        try:
+            return await super()._receiver(reader)
+        finally:
+            self._stamped.close()
+
+    async def _read_message(self, reader: asyncio.StreamReader) -> tuple[int, bytes, float | None]:
+        assert self._stamped is not None
+        return await self._stamped.read()
+
+    def _audio(self, kind: int, payload: bytes, arrived_at: float | None = None) -> None:
+        self._probe.on_audio(payload, time.monotonic() if arrived_at is None else arrived_at)
+        super()._audio(kind, payload, arrived_at)
 
 
 class SetupFailed(Exception):
@@ -291,6 +308,21 @@ def setup_done(outcome: CallOutcome) -> float | None:
     return outcome.probe.sent[0] if outcome.probe.sent else outcome.webhook_done
 
 
+def launch_times(spec: LoadSpec, start: float) -> list[float]:
+    """When each call is placed: `launch_rate` a second, call i at a random (seeded) instant of its own
+    slot [start + i/rate, start + (i+1)/rate); 0 = all at `start`.
+
+    Real calls start when callers dial, so their 20 ms frame clocks have unrelated phases. On an exact
+    40 ms cadence (25/s) every call's clock would start a setup time after a multiple of 20 ms, and all
+    of them would tick within the same few milliseconds of every 20: a burst of work each frame for the
+    bridge and for this generator that no PBX produces."""
+    if spec.launch_rate <= 0:
+        return [start] * spec.calls
+    step = 1.0 / spec.launch_rate
+    rng = random.Random(spec.seed)
+    return [start + (i + rng.random()) * step for i in range(spec.calls)]
+
+
 async def run(spec: LoadSpec) -> dict[str, Any]:
     fmt = SimulatedCallOptions(format=spec.format).audio_format
     frames = marked_frames(fmt, frames_total(spec), seed=spec.seed)
@@ -301,11 +333,10 @@ async def run(spec: LoadSpec) -> dict[str, Any]:
     lags: list[tuple[float, float]] = []
     cpu: list[tuple[float, float]] = []
     monitors = [asyncio.create_task(_lag_monitor(lags, stop)), asyncio.create_task(_cpu_monitor(cpu, stop))]
-    step = 1.0 / spec.launch_rate if spec.launch_rate > 0 else 0.0
     async with webhook_session() as http:
         tasks = [
-            asyncio.create_task(place_call(spec, i, frames, fmt, table, start + i * step, http))
-            for i in range(spec.calls)
+            asyncio.create_task(place_call(spec, i, frames, fmt, table, at, http))
+            for i, at in enumerate(launch_times(spec, start))
         ]
         outcomes = list(await asyncio.gather(*tasks))
     stop.set()

@@ -71,7 +71,7 @@ def launch_rate(args: argparse.Namespace, calls: int) -> float:
 def setup_allowance(calls: int, rate: float) -> float:
     """Calls last `seconds` plus this: time for every call to be placed and set up, so the steady window
     (all calls up, none hung up yet) stays about `seconds` long however slowly calls are placed."""
-    placing = (calls - 1) / rate if rate > 0 and calls > 1 else 0.0
+    placing = calls / rate if rate > 0 else 0.0  # the last call is placed within its slot's 1/rate
     return SETUP_ALLOWANCE_S + placing
 
 

@@ -142,7 +142,7 @@ class AudioSocketCall:
     async def _receiver(self, reader: asyncio.StreamReader) -> HangupBy:
         try:
             while True:
-                kind, payload = await read_message(reader)
+                kind, payload, arrived_at = await self._read_message(reader)
                 if kind == KIND_HANGUP:
                     self.bridge_hangup_msg = True
                     self.journal.add("command", "HANGUP", "0x00")
@@ -159,13 +159,18 @@ class AudioSocketCall:
                         "empty_audio", f"audio message 0x{kind:02x} with length 0: invalid, call ends"
                     )
                     return "protocol_error"
-                self._audio(kind, payload)
+                self._audio(kind, payload, arrived_at)
         except (asyncio.IncompleteReadError, ConnectionError):
             self.journal.add("call", "bridge_closed")
             return "bridge"
 
-    def _audio(self, kind: int, payload: bytes) -> None:
-        now = self.clock.now()
+    async def _read_message(self, reader: asyncio.StreamReader) -> tuple[int, bytes, float | None]:
+        """The bridge's next message, and when it arrived (`time.monotonic()`; None: now, as read)."""
+        kind, payload = await read_message(reader)
+        return kind, payload, None
+
+    def _audio(self, kind: int, payload: bytes, arrived_at: float | None = None) -> None:
+        now = self.clock.now() if arrived_at is None else self.clock.at(arrived_at)
         if kind != self.kind:
             self._error(
                 "wrong_audio_type",

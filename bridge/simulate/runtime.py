@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 
 import aiohttp
@@ -23,25 +24,31 @@ class SimulationConnectError(Exception):
 
 
 class CallClock:
-    """Call time on an absolute schedule: tick k is due at t0 + k * 20 ms (divided by `speed`)."""
+    """Call time on an absolute schedule: tick k is due at t0 + k * 20 ms (divided by `speed`).
+
+    On `time.monotonic()`, not the loop's clock: uvloop's `loop.time()` is the time its current iteration
+    started, in whole milliseconds, so arrivals read late in a busy iteration would look early."""
 
     def __init__(self, speed: float) -> None:
         self.speed = speed
-        self._loop = asyncio.get_running_loop()
-        self.t0 = self._loop.time()
+        self.t0 = time.monotonic()
 
     def start(self) -> None:
-        self.t0 = self._loop.time()
+        self.t0 = time.monotonic()
 
     def now(self) -> float:
         """Call-time seconds since tick 0."""
-        return (self._loop.time() - self.t0) * self.speed
+        return self.at(time.monotonic())
+
+    def at(self, monotonic: float) -> float:
+        """The call time of a `time.monotonic()` reading."""
+        return (monotonic - self.t0) * self.speed
 
     def ticks(self) -> float:
         return self.now() / PTIME_S
 
     async def until_tick(self, k: int) -> None:
-        delay = self.t0 + k * PTIME_S / self.speed - self._loop.time()
+        delay = self.t0 + k * PTIME_S / self.speed - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
 

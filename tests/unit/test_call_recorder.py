@@ -146,6 +146,33 @@ async def test_a_call_gets_one_checkpoint_in_flight_at_most(store: Store) -> Non
     await recorder.flush()
 
 
+async def test_periodic_checkpoints_take_the_calls_in_turn_a_share_at_a_time(store: Store) -> None:
+    # Never every call at once: 200 snapshots in one go stalled every call's audio for 25-30 ms.
+    recorder = CallRecorder(store, checkpoint_seconds=60)
+    legs = [Leg() for _ in range(20)]
+    calls = [connected(recorder, f"c{index}", leg) for index, leg in enumerate(legs)]
+    await recorder.flush()
+    for leg in legs:
+        leg.stats = CallStats(frames_in=1)
+    saved_so_far: list[set[int]] = []
+    for _ in range(10):
+        assert recorder.checkpoint_share(10) == 2
+        await recorder.flush()
+        saved_so_far.append({i for i in range(20) if (await stored(store, f"c{i}")).frames_in == 1})
+    sizes = [len(saved) for saved in saved_so_far]
+    assert sizes == list(range(2, 21, 2))  # two new calls per share, none twice before all had a turn
+    assert saved_so_far[-1] == set(range(20))
+    # A call that just came joins the turn; calls that ended leave it.
+    connected(recorder, "late", Leg())
+    await recorder.flush()
+    assert recorder.checkpoint_share(10) == 3  # 21 live calls: a tenth, rounded up
+    await recorder.flush()
+    for call in calls[:2]:
+        call.finish(EndedBy.CALLER)
+    await recorder.flush()
+    assert recorder.checkpoint_share(10) == 2  # 19 live calls
+
+
 async def test_many_calls_are_checkpointed_in_one_pass(store: Store) -> None:
     recorder = CallRecorder(store)
     legs = [Leg() for _ in range(120)]  # more than one batch
