@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -61,6 +60,7 @@ class CallRecorder:
         self._live: dict[Session, None] = {}  # tracked calls not over yet (a dict keeps arrival order)
         self._checkpointing: set[Session] = set()  # their last checkpoint is still being written
         self._checkpointer: asyncio.Task[None] | None = None
+        self._share_credit = 0.0  # calls owed a turn by `checkpoint_share`, fractions included
         self._log = get_logger("records")
 
     def start(self) -> None:
@@ -117,11 +117,15 @@ class CallRecorder:
         return issued
 
     def checkpoint_share(self, shares: int) -> int:
-        """Checkpoint the next `1/shares` of the live calls (rounded up), taking them in turn: called
-        `shares` times, it has been through every call once. Returns how many were saved."""
+        """Checkpoint the next `1/shares` of the live calls, taking them in turn (a fraction of a call
+        carries over to the next share): called `shares` times, it has been through every call once.
+        Returns how many were saved."""
         live = self._live
+        self._share_credit = min(len(live), self._share_credit + len(live) / shares)
+        turns = int(self._share_credit + 1e-9)  # 10 x 0.1 is 0.999...
+        self._share_credit = max(0.0, self._share_credit - turns)
         issued = 0
-        for _ in range(min(len(live), math.ceil(len(live) / shares))):
+        for _ in range(turns):
             session = next(iter(live))
             del live[session]
             live[session] = None  # to the back of the line

@@ -165,12 +165,23 @@ async def test_periodic_checkpoints_take_the_calls_in_turn_a_share_at_a_time(sto
     # A call that just came joins the turn; calls that ended leave it.
     connected(recorder, "late", Leg())
     await recorder.flush()
-    assert recorder.checkpoint_share(10) == 3  # 21 live calls: a tenth, rounded up
+    assert recorder.checkpoint_share(10) == 2  # 21 live calls: 2.1, the 0.1 carried over
     await recorder.flush()
-    for call in calls[:2]:
+    for call in calls[:3]:
         call.finish(EndedBy.CALLER)
     await recorder.flush()
-    assert recorder.checkpoint_share(10) == 2  # 19 live calls
+    assert recorder.checkpoint_share(10) == 1  # 18 live calls: 0.1 + 1.8
+
+
+async def test_a_single_call_is_checkpointed_once_per_interval_not_once_per_share(store: Store) -> None:
+    recorder = CallRecorder(store, checkpoint_seconds=60)
+    connected(recorder)
+    await recorder.flush()
+    saved = []
+    for _ in range(20):
+        saved.append(recorder.checkpoint_share(10))
+        await recorder.flush()
+    assert saved == ([0] * 9 + [1]) * 2
 
 
 async def test_many_calls_are_checkpointed_in_one_pass(store: Store) -> None:
