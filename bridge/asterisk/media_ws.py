@@ -136,7 +136,18 @@ class ChanWebsocketMediaLeg(InboxLeg):
                 self._writing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
+            self._settle_writing()
             self._inbox.close(EndRequest(EndedBy.CALLER))  # Asterisk closing the socket is the hangup
+
+    def _settle_writing(self) -> None:
+        """A write step `_write_soon` ran that failed after the write loop stopped looking at it: a closing
+        socket is the hangup the read loop saw; anything else is logged, not left for the collector."""
+        writing, self._writing = self._writing, None
+        if writing is None or not writing.done() or writing.cancelled():
+            return
+        error = writing.exception()
+        if error is not None and not isinstance(error, ConnectionError):
+            self._log.error("media_write_failed", error=type(error).__name__, detail=str(error)[:200])
 
     async def _read_loop(self) -> None:
         ws, leg, inbox, loop = self._ws, self._leg, self._inbox, self._loop
@@ -207,17 +218,20 @@ class ChanWebsocketMediaLeg(InboxLeg):
 
     async def _write_loop(self) -> None:
         ws, wakeup = self._ws, self._wakeup
-        while not ws.closed:
-            wakeup.clear()
-            if self._writing is not None:
-                await self._writing  # a step started by `_write_soon` still waits on the socket
-                self._writing = None
-            await self._write_step()
-            self._parked = True
-            try:
-                await wakeup.sleep(self._next_wake)
-            finally:
-                self._parked = False
+        try:
+            while not ws.closed:
+                wakeup.clear()
+                if self._writing is not None:
+                    await self._writing  # a step started by `_write_soon` still waits on the socket
+                    self._writing = None
+                await self._write_step()
+                self._parked = True
+                try:
+                    await wakeup.sleep(self._next_wake)
+                finally:
+                    self._parked = False
+        except ConnectionError:
+            return  # the socket is closing under us: the read loop sees the close and ends the call
 
     async def _write_step(self) -> None:
         """Send what the leg wants sent now; keep when it wants to be asked again."""
