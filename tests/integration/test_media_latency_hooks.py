@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -24,8 +23,8 @@ from bridge.asterisk.audiosocket_server import AudioSocketMediaLeg
 from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
 from bridge.asterisk.media_ws import ChanWebsocketMediaLeg
 from bridge.session.leg import AudioIn
+from tests.integration.media_ws_support import ULAW_FRAME, media_route, ulaw_media_start
 
-ULAW_FRAME = 160
 SLIN_FRAME = 320  # AudioSocket 8 kHz slin, 20 ms
 GUARD_S = 10.0
 CALL = uuid.UUID("6a1d4b52-0d3c-4f7e-9a43-5d2b7a0c9e11")
@@ -64,33 +63,8 @@ async def chan_websocket_leg() -> AsyncIterator[tuple[asyncio.Future[ChanWebsock
         await leg.run()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/media", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield ready, f"ws://127.0.0.1:{port}/media"
-    finally:
-        await runner.cleanup()
-
-
-def media_start() -> str:
-    return json.dumps(
-        {
-            "event": "MEDIA_START",
-            "connection_id": "bridge_media",
-            "channel": "WebSocket/bridge_media/0x1",
-            "channel_id": "1767225600.1",
-            "format": "ulaw",
-            "optimal_frame_size": ULAW_FRAME,
-            "ptime": 20,
-            "channel_variables": {},
-        },
-        separators=(",", ":"),
-    )
+    async with media_route(handle) as url:
+        yield ready, url
 
 
 async def test_chan_websocket_stamps_caller_frames_and_reports_model_chunks_when_written() -> None:
@@ -102,7 +76,7 @@ async def test_chan_websocket_stamps_caller_frames_and_reports_model_chunks_when
         leg = await asyncio.wait_for(ready, GUARD_S)
         hook = HookLog()
         leg.on_downlink_sent = hook
-        await ws.send(media_start())
+        await ws.send(ulaw_media_start())
         sent_at = []
         for k in range(5):
             sent_at.append(loop.time())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 from typing import Any
 
 import websockets
@@ -20,25 +19,9 @@ from websockets.asyncio.client import connect
 from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
 from bridge.asterisk.media_ws import ChanWebsocketMediaLeg
 from bridge.session.leg import AudioIn
+from tests.integration.media_ws_support import ULAW_FRAME, media_route, ulaw_media_start
 
-ULAW_FRAME = 160
 GUARD_S = 10.0
-
-
-def media_start() -> str:
-    return json.dumps(
-        {
-            "event": "MEDIA_START",
-            "connection_id": "bridge_media",
-            "channel": "WebSocket/bridge_media/0x1",
-            "channel_id": "1767225600.1",
-            "format": "ulaw",
-            "optimal_frame_size": ULAW_FRAME,
-            "ptime": 20,
-            "channel_variables": {},
-        },
-        separators=(",", ":"),
-    )
 
 
 async def test_audio_played_while_the_socket_closes_leaves_no_unretrieved_error() -> None:
@@ -70,18 +53,12 @@ async def test_audio_played_while_the_socket_closes_leaves_no_unretrieved_error(
             outcome.set_result(None)
         return ws
 
-    app = web.Application()
-    app.router.add_get("/media", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
     try:
-        async with connect(
-            f"ws://127.0.0.1:{port}/media", subprotocols=[websockets.Subprotocol("media")], compression=None
-        ) as ws:
-            await ws.send(media_start())
+        async with (
+            media_route(handle) as url,
+            connect(url, subprotocols=[websockets.Subprotocol("media")], compression=None) as ws,
+        ):
+            await ws.send(ulaw_media_start())
             await ws.send(b"\xff" * ULAW_FRAME)
             assert await asyncio.wait_for(outcome, GUARD_S) is None  # the run ended as a hangup
         gc.collect()  # an exception nobody retrieved is reported when its future is collected
@@ -89,4 +66,3 @@ async def test_audio_played_while_the_socket_closes_leaves_no_unretrieved_error(
         assert [c.get("message") for c in unhandled] == []
     finally:
         loop.set_exception_handler(previous)
-        await runner.cleanup()

@@ -1,0 +1,45 @@
+"""The chan_websocket driver on loopback for tests that drive it directly: an aiohttp server with one
+media route, and the MEDIA_START Asterisk sends first (µ-law, 20 ms)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+ULAW_FRAME = 160
+
+
+def ulaw_media_start() -> str:
+    return json.dumps(
+        {
+            "event": "MEDIA_START",
+            "connection_id": "bridge_media",
+            "channel": "WebSocket/bridge_media/0x1",
+            "channel_id": "1767225600.1",
+            "format": "ulaw",
+            "optimal_frame_size": ULAW_FRAME,
+            "ptime": 20,
+            "channel_variables": {},
+        },
+        separators=(",", ":"),
+    )
+
+
+@contextlib.asynccontextmanager
+async def media_route(handle: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve `handle` at /media on a free loopback port; yields the URL a `websockets` client (playing
+    Asterisk) connects to."""
+    app = web.Application()
+    app.router.add_get("/media", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"ws://127.0.0.1:{port}/media"
+    finally:
+        await runner.cleanup()
