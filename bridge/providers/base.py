@@ -208,6 +208,11 @@ class Provider(abc.ABC):
     # The runner's local barge-in counts those instead of running a second VAD over the same audio.
     reports_caller_voice: bool = False
     on_caller_voice: Callable[[Sequence[bool]], None] | None = None
+    # Optional, for a provider whose audio is made in-process (the echo model): set by the runner while
+    # its downlink lane waits for the next event. Offered an `AudioOut` when nothing the provider queued
+    # is still unread, it plays it there and then (True): no wake-up of the lane per 20 ms chunk. False:
+    # the lane is busy with an earlier event, so the provider queues this one as usual (order is kept).
+    take_audio: Callable[[AudioOut], bool] | None = None
 
     @abc.abstractmethod
     async def send_audio(self, data: bytes, received_at: float | None = None) -> None:

@@ -108,6 +108,9 @@ class EchoProvider(Provider):
         self._emit(CallerSpeechStarted(audio_ms=event.offset_ms))
 
     def _emit(self, event: ProviderEvent) -> None:
+        take = self.take_audio
+        if take is not None and type(event) is AudioOut and self._events.empty() and take(event):
+            return  # played in this step (see Provider.take_audio)
         try:
             self._events.put_nowait(event)
         except asyncio.QueueFull:

@@ -107,6 +107,7 @@ class CallRunner:
         # The model is mid-response: its next delta may not have arrived yet, so the leg's queue
         # can be momentarily empty while the bot is still speaking.
         self._response_open = False
+        self._awaiting_event = False  # the downlink lane waits for the model's next event (_take_audio)
         # Monotonic loop times for the session's latencies (first audio, caller stop -> reply).
         self._started_at: float | None = None
         self._caller_stopped_at: float | None = None
@@ -212,37 +213,60 @@ class CallRunner:
                 return outcome
 
     async def _relay_model(self) -> EndRequest:
+        provider = self.provider
         downlink = self.model.downlink
         assert downlink is not None  # set by ModelLine.start before the lanes run
-        async for event in self.provider.events():
-            if isinstance(event, AudioOut):
-                # Deltas of a response the caller interrupted may still be in flight: drop them.
-                if event.response_id != self._cancelled_response:
-                    self._playing_response = event.response_id
-                    self._response_open = True
-                    self._play(downlink.convert(event.data), event.received_at)
-            elif isinstance(event, ResponseAudioDone):
-                tail = downlink.flush()
-                if tail:
-                    self._play(tail)
-                self.leg.end_response()
-                self._response_open = False
-            elif isinstance(event, CallerSpeechStarted):
-                self._caller_stopped_at = None  # still talking: the turn ends at the next stop
-                await self._barge_in(cancel_response=False)
-            elif isinstance(event, CallerSpeechStopped):
-                self._caller_stopped_at = asyncio.get_running_loop().time()
-            elif isinstance(event, ResponseDone):
-                finished = self._end_after.pop(event.response_id, None)
-                if finished is not None:
-                    return finished
-            elif isinstance(event, SayFinished):
-                self.conduct.said(event.say_id)
-            elif isinstance(event, HangupRequested):
-                return EndRequest(EndedBy.BOT)
-            elif (outcome := await self._model_event(event)) is not None:
-                return outcome
+        provider.take_audio = self._take_audio
+        self._awaiting_event = True
+        try:
+            async for event in provider.events():
+                self._awaiting_event = False
+                if isinstance(event, AudioOut):
+                    self._audio_out(event)
+                elif isinstance(event, ResponseAudioDone):
+                    tail = downlink.flush()
+                    if tail:
+                        self._play(tail)
+                    self.leg.end_response()
+                    self._response_open = False
+                elif isinstance(event, CallerSpeechStarted):
+                    self._caller_stopped_at = None  # still talking: the turn ends at the next stop
+                    await self._barge_in(cancel_response=False)
+                elif isinstance(event, CallerSpeechStopped):
+                    self._caller_stopped_at = asyncio.get_running_loop().time()
+                elif isinstance(event, ResponseDone):
+                    finished = self._end_after.pop(event.response_id, None)
+                    if finished is not None:
+                        return finished
+                elif isinstance(event, SayFinished):
+                    self.conduct.said(event.say_id)
+                elif isinstance(event, HangupRequested):
+                    return EndRequest(EndedBy.BOT)
+                elif (outcome := await self._model_event(event)) is not None:
+                    return outcome
+                self._awaiting_event = True
+        finally:
+            provider.take_audio = None
+            self._awaiting_event = False
         return EndRequest(EndedBy.ERROR, "provider_disconnected")
+
+    def _take_audio(self, event: AudioOut) -> bool:
+        """`Provider.take_audio`: while the downlink lane only waits for the next event, model audio is
+        played in the provider's own step (as the lane would play it next); otherwise it is left for
+        the lane, behind the event the lane is handling."""
+        if not self._awaiting_event:
+            return False
+        self._audio_out(event)
+        return True
+
+    def _audio_out(self, event: AudioOut) -> None:
+        # Deltas of a response the caller interrupted may still be in flight: drop them.
+        if event.response_id != self._cancelled_response:
+            downlink = self.model.downlink
+            assert downlink is not None
+            self._playing_response = event.response_id
+            self._response_open = True
+            self._play(downlink.convert(event.data), event.received_at)
 
     def _play(self, data: bytes, received_at: float | None = None) -> None:
         """Hand model audio to the leg, timing the greeting and the reply to the caller's last turn."""
