@@ -3,7 +3,10 @@
 Asterisk dials out to `/api/real-time-voice-stream`. The upgrade is checked and
 answered at once (Asterisk gives it 500 ms); the model connects in parallel; then
 the socket's messages are fed to the pure leg, and whatever the leg wants sent
-goes out in the order it says (control before audio).
+goes out in the order it says (control before audio). aiohttp reads the socket,
+answers pings and closes it; the leg's messages are written as frames straight
+onto the transport (ws_frames.py), waiting on aiohttp's drain only when Asterisk
+reads slower than that.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from bridge.asterisk.call_metadata import announced_call_id, call_variables
 from bridge.asterisk.chan_websocket import MediaDirection
@@ -31,11 +35,11 @@ from bridge.asterisk.leg_events import (
     Started,
     TextMessage,
 )
+from bridge.asterisk.ws_frames import OP_BINARY, OP_TEXT, server_frame
 from bridge.audio.formats import format_by_name
 from bridge.errors import BadRequest
 from bridge.logging import get_logger
 from bridge.session.admission import Admission, MediaClaim
-from bridge.session.eager import start_eagerly
 from bridge.session.leg import DtmfIn, InboxLeg, LegInbox, LegStats
 from bridge.session.session import EndRequest
 from bridge.session.state import EndedBy
@@ -89,6 +93,23 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
         waiter.set_result(None)
 
 
+@dataclass(frozen=True, slots=True)
+class UpgradedConnection:
+    """Where the leg writes its frames (the upgraded connection's transport) and what it waits on when
+    Asterisk reads slower than that (aiohttp's payload writer, whose `drain` waits out a full buffer)."""
+
+    transport: asyncio.Transport
+    writer: AbstractStreamWriter
+
+    @classmethod
+    def of(cls, request: web.BaseRequest, writer: AbstractStreamWriter) -> UpgradedConnection:
+        """The connection of a request whose `WebSocketResponse.prepare` returned `writer`."""
+        transport = request.transport
+        if transport is None:  # only after the peer left: prepare() would have failed first
+            raise ConnectionResetError("the media socket closed during the upgrade")
+        return cls(transport, writer)
+
+
 _BINARY, _TEXT = WSMsgType.BINARY, WSMsgType.TEXT
 _SOCKET_CLOSED = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)  # where `async for` stops
 
@@ -108,16 +129,20 @@ class ChanWebsocketMediaLeg(InboxLeg):
     """
 
     def __init__(
-        self, ws: web.WebSocketResponse, leg: ChanWebsocketLeg, query: Mapping[str, str] | None = None
+        self,
+        ws: web.WebSocketResponse,
+        connection: UpgradedConnection,
+        leg: ChanWebsocketLeg,
+        query: Mapping[str, str] | None = None,
     ) -> None:
         self._ws = ws
+        self._transport, self._flushing = connection.transport, connection.writer
         self._leg = leg
         self._query = dict(query or {})
         self._loop = asyncio.get_running_loop()
         self._inbox = LegInbox(INBOUND_QUEUE_LIMIT)
         self._wakeup = Wakeup(self._loop)
-        self._parked = False  # the write loop sleeps between steps: `_write_soon` may run one for it
-        self._writing: asyncio.Future[None] | None = None  # such a step, waiting on the socket
+        self._parked = False  # the write loop sleeps between steps: `_write_soon` may write for it
         self._next_wake: float | None = None
         self._hangup_sent = asyncio.Event()
         self._closing: asyncio.Future[bool] | None = None
@@ -132,22 +157,9 @@ class ChanWebsocketMediaLeg(InboxLeg):
             await self._read_loop()
         finally:
             writer.cancel()
-            if self._writing is not None:
-                self._writing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await writer
-            self._settle_writing()
             self._inbox.close(EndRequest(EndedBy.CALLER))  # Asterisk closing the socket is the hangup
-
-    def _settle_writing(self) -> None:
-        """A write step `_write_soon` ran that failed after the write loop stopped looking at it: a closing
-        socket is the hangup the read loop saw; anything else is logged, not left for the collector."""
-        writing, self._writing = self._writing, None
-        if writing is None or not writing.done() or writing.cancelled():
-            return
-        error = writing.exception()
-        if error is not None and not isinstance(error, ConnectionError):
-            self._log.error("media_write_failed", error=type(error).__name__, detail=str(error)[:200])
 
     async def _read_loop(self) -> None:
         ws, leg, inbox, loop = self._ws, self._leg, self._inbox, self._loop
@@ -217,54 +229,49 @@ class ChanWebsocketMediaLeg(InboxLeg):
         )
 
     async def _write_loop(self) -> None:
-        ws, wakeup = self._ws, self._wakeup
+        ws, wakeup, transport = self._ws, self._wakeup, self._transport
         try:
-            while not ws.closed:
+            while not ws.closed and not transport.is_closing():
                 wakeup.clear()
-                if self._writing is not None:
-                    await self._writing  # a step started by `_write_soon` still waits on the socket
-                    self._writing = None
-                await self._write_step()
+                if transport.get_write_buffer_size():
+                    await self._flushing.drain()  # Asterisk reads slower than we write: wait for it
+                self._write_now()
                 self._parked = True
                 try:
                     await wakeup.sleep(self._next_wake)
                 finally:
                     self._parked = False
         except ConnectionError:
-            return  # the socket is closing under us: the read loop sees the close and ends the call
+            return  # the socket went while draining: the read loop sees the close and ends the call
 
-    async def _write_step(self) -> None:
-        """Send what the leg wants sent now; keep when it wants to be asked again."""
-        ws, leg = self._ws, self._leg
+    def _write_now(self) -> None:
+        """Send what the leg wants sent now, each message as one frame onto the transport; keep when it
+        wants to be asked again. Nothing once the socket is closing: the read loop ends the call."""
+        transport, leg = self._transport, self._leg
+        if self._ws.closed or transport.is_closing():
+            self._next_wake = None
+            return
         messages, self._next_wake = leg.poll(self._loop.time())
         for message in messages:
             if isinstance(message, BinaryMessage):
-                await ws.send_bytes(message.data)
+                transport.write(server_frame(OP_BINARY, message.data))
                 if message.received_at and message.audible and self.on_downlink_sent is not None:
                     for received_at in message.received_at:
                         self.on_downlink_sent(received_at)
             elif isinstance(message, TextMessage):
-                await ws.send_str(message.text)
+                transport.write(server_frame(OP_TEXT, message.text.encode()))
             elif isinstance(message, CloseSocket):
-                # Its own task: close() waits for Asterisk's reply under a timeout, which must not be
-                # entered in a step `_write_soon` runs inside another task (see session/eager.py).
-                self._closing = asyncio.ensure_future(ws.close(code=WSCloseCode.OK, message=b"hangup"))
+                # Its own task: close() waits for Asterisk's reply under a timeout.
+                self._closing = asyncio.ensure_future(self._ws.close(code=WSCloseCode.OK, message=b"hangup"))
         if leg.hangup_sent:
             self._hangup_sent.set()
 
     def _write_soon(self) -> None:
-        """The leg has something new to send. While the write loop is parked, its step runs here and now,
-        in the caller's own step (no wake-up of the loop's task per model chunk, and the audio or the
-        flush leaves at once); otherwise the loop is kicked."""
-        if not self._parked or self._writing is not None:
-            self._wakeup.kick()
-            return
-        try:
-            self._writing = start_eagerly(self._write_step(), asyncio.ensure_future)
-        except Exception as exc:  # the loop raises it, as if its own step had failed
-            self._writing = self._loop.create_future()
-            self._writing.set_exception(exc)
-        if self._writing is None:
+        """The leg has something new to send. While the write loop is parked and the socket takes what
+        it is given, it is written here and now, in the caller's own step (no wake-up of the loop's task
+        per model chunk, and the audio or the flush leaves at once); otherwise the loop is kicked."""
+        if self._parked and not self._transport.get_write_buffer_size():
+            self._write_now()
             self._wakeup.rearm(self._next_wake)
         else:
             self._wakeup.kick()
@@ -364,7 +371,7 @@ class MediaEndpoint:
         )
         call = await self.admission.admit_media(claim)  # a BridgeError here is a refusal before the upgrade
         try:
-            await ws.prepare(request)
+            connection = UpgradedConnection.of(request, await ws.prepare(request))
         except ConnectionError:
             # Asterisk gave up on the upgrade (its connect timeout): nothing to answer, nobody to tell.
             get_logger("media").info("media_setup_abandoned", call_id=call.session.call_id)
@@ -373,7 +380,8 @@ class MediaEndpoint:
         except Exception:
             call.abandon("upgrade_failed")
             raise
-        leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg(max_message_bytes=self.max_message_bytes), query)
+        leg_state = ChanWebsocketLeg(max_message_bytes=self.max_message_bytes)
+        leg = ChanWebsocketMediaLeg(ws, connection, leg_state, query)
         reader = asyncio.ensure_future(leg.run())
         try:
             await call.run(leg)

@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from bridge.asterisk.audiosocket import AudioSocketParser, Kind, Uuid, encode_audio, encode_uuid
 from bridge.asterisk.audiosocket_server import AudioSocketMediaLeg
 from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
-from bridge.asterisk.media_ws import ChanWebsocketMediaLeg
+from bridge.asterisk.media_ws import ChanWebsocketMediaLeg, UpgradedConnection
 from bridge.session.leg import AudioIn
 from tests.integration.media_ws_support import ULAW_FRAME, media_route, ulaw_media_start
 
@@ -57,8 +57,8 @@ async def chan_websocket_leg() -> AsyncIterator[tuple[asyncio.Future[ChanWebsock
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=("media",), compress=False)
-        await ws.prepare(request)
-        leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg())
+        writer = await ws.prepare(request)
+        leg = ChanWebsocketMediaLeg(ws, UpgradedConnection.of(request, writer), ChanWebsocketLeg())
         ready.set_result(leg)
         await leg.run()
         return ws

@@ -17,7 +17,7 @@ from aiohttp import web
 from websockets.asyncio.client import connect
 
 from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
-from bridge.asterisk.media_ws import ChanWebsocketMediaLeg
+from bridge.asterisk.media_ws import ChanWebsocketMediaLeg, UpgradedConnection
 from bridge.session.leg import AudioIn
 from tests.integration.media_ws_support import ULAW_FRAME, media_route, ulaw_media_start
 
@@ -33,8 +33,8 @@ async def test_audio_played_while_the_socket_closes_leaves_no_unretrieved_error(
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=("media",), compress=False)
-        await ws.prepare(request)
-        leg = ChanWebsocketMediaLeg(ws, ChanWebsocketLeg())
+        writer = await ws.prepare(request)
+        leg = ChanWebsocketMediaLeg(ws, UpgradedConnection.of(request, writer), ChanWebsocketLeg())
         run = asyncio.ensure_future(leg.run())
         async for item in leg.inbound():  # MEDIA_START and one caller frame: the call is up
             assert isinstance(item, AudioIn)
