@@ -20,6 +20,7 @@ METRICS: tuple[tuple[str, Callable[[StepResult], float | None]], ...] = (
     ("lat p99 ms", lambda s: s.latency.p99),
     ("up p99 ms", lambda s: s.uplink_ms.p99),
     ("down p99 ms", lambda s: s.downlink_ms.p99),
+    ("loop lag p99 ms", lambda s: s.loop_lag_ms.p99),
     ("underruns", lambda s: None if s.underruns is None else float(s.underruns)),
     ("silence", lambda s: None if s.silence is None else float(s.silence)),
     ("lost", lambda s: float(s.lost)),

@@ -16,6 +16,7 @@ from bench.stats import Dist
 
 UPLINK = "bridge_uplink_latency_seconds"
 DOWNLINK = "bridge_downlink_latency_seconds"
+LOOP_LAG = "bridge_event_loop_lag_seconds"
 
 # name, optional {labels} (values may hold '}' or escaped quotes), value; an optional timestamp follows.
 _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?\s+(\S+)')

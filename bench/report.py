@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.burst import BurstStats, burst_stats, failure_kind
-from bench.promtext import DOWNLINK, UPLINK, Scrape, window_latency
+from bench.promtext import DOWNLINK, LOOP_LAG, UPLINK, Scrape, window_latency
 from bench.stats import Dist, MachineSample, ProcSample, cpu_percent, machine_load, max_rss_kb
 
 # Goals from the issue (reported against, never asserted).
@@ -55,6 +55,7 @@ class StepResult:
     underruns_in_reply: int | None = None  # by reply brackets, even where marks decide (a cross-check)
     uplink_ms: Dist = field(default_factory=lambda: Dist.of([]))  # the bridge's own histograms
     downlink_ms: Dist = field(default_factory=lambda: Dist.of([]))
+    loop_lag_ms: Dist = field(default_factory=lambda: Dist.of([]))  # how late the bridge's loop ran timers
     burst: BurstStats | None = None
     burst_lag_ms: Dist = field(default_factory=lambda: Dist.of([]))  # generator lag while placing calls
     notes: list[str] = field(default_factory=list)
@@ -69,6 +70,7 @@ class StepResult:
             "generator_lag_ms",
             "uplink_ms",
             "downlink_ms",
+            "loop_lag_ms",
             "burst_lag_ms",
         ):
             data[key] = getattr(self, key).to_dict()
@@ -161,6 +163,7 @@ def build_step(
         underruns_in_reply=_sum_known(records, "underruns_in_reply"),
         uplink_ms=window_latency(scrapes, w0, w1, UPLINK),
         downlink_ms=window_latency(scrapes, w0, w1, DOWNLINK),
+        loop_lag_ms=window_latency(scrapes, w0, w1, LOOP_LAG),
         burst=burst_stats(records, line_ms),
         burst_lag_ms=Dist.of([x for out in outputs for x in out.get("burst_lag_ms", [])]),
     )
@@ -200,6 +203,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("silence", "dry ticks between replies"),
     ("up p50/p99", "bridge uplink latency, its histogram, ms"),
     ("down p50/p99", "bridge downlink latency, its histogram, ms"),
+    ("loop lag p99", "how late the bridge's event loop ran a due timer, its histogram, ms"),
     ("drops", "frames dropped by Asterisk"),
     ("xoff", "MEDIA_XOFF"),
     ("bursts", "3 messages within 20 ms"),
@@ -231,6 +235,7 @@ def table_rows(steps: Sequence[StepResult]) -> list[list[str]]:
                 _i(s.silence),
                 _pair(s.uplink_ms),
                 _pair(s.downlink_ms),
+                _f(s.loop_lag_ms.p99),
                 str(s.drops),
                 str(s.xoff),
                 str(s.arrival_bursts),

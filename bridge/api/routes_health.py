@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -16,6 +19,8 @@ from bridge.api.openapi import Operation, register
 from bridge.api.reload_status import CONFIG_RELOAD, ReloadStatus
 from bridge.cluster.base import ClusterUnavailable
 from bridge.errors import Unavailable
+from bridge.session.loop_lag import probe_loop_lag
+from bridge.session.metrics import LoopLagMetrics
 
 # Each app's own registry (several apps can share a process, e.g. in tests): its calls and its reloads.
 METRICS_REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
@@ -171,6 +176,15 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
+async def _probing_loop_lag(metrics: LoopLagMetrics, app: web.Application) -> AsyncIterator[None]:
+    """The loop-lag probe, for as long as the app runs."""
+    probe = asyncio.create_task(probe_loop_lag(metrics.tally.observe))
+    yield
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+
+
 def setup_routes(app: web.Application) -> None:
     # Every app gets one (tests build apps without the daemon); SIGHUP handling in bridge.app fills it.
     status = app[CONFIG_RELOAD] = ReloadStatus()
@@ -178,6 +192,9 @@ def setup_routes(app: web.Application) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(app[MANAGER].metrics)
     registry.register(ReloadMetrics(status))
+    loop_lag = LoopLagMetrics()
+    registry.register(loop_lag)
+    app.cleanup_ctx.append(functools.partial(_probing_loop_lag, loop_lag))
     app[METRICS_REGISTRY] = registry
     register(app, OPERATIONS)
 

@@ -209,6 +209,24 @@ class CallMetrics:
         )
 
 
+class LoopLagMetrics:
+    """`bridge_event_loop_lag_seconds`: how much later than due the event loop ran a timer (the probe in
+    session/loop_lag.py observes it a few times a second). The per-direction latencies start when a frame
+    is read, so they cannot see this: a loop busy for 8 ms leaves every frame that arrives meanwhile up
+    to 8 ms in its socket first. A collector: register it in a `CollectorRegistry` of your own."""
+
+    def __init__(self) -> None:
+        self.tally = TransitTally()
+
+    def collect(self) -> Iterator[Metric]:
+        yield _transit_family(
+            "bridge_event_loop_lag_seconds",
+            "How late the event loop ran a timer that was due (what a socket's data waits on top).",
+            self.tally,
+            (),
+        )
+
+
 def _transit_family(
     name: str, help_text: str, finished: TransitTally, running: Sequence[TransitTally]
 ) -> HistogramMetricFamily:

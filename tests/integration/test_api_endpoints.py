@@ -341,6 +341,10 @@ async def test_per_direction_latency_after_an_echo_call(
         assert samples[f'bridge_{direction}_latency_seconds_bucket{{le="+Inf"}}'] == count
         assert 0 <= samples[f"bridge_{direction}_latency_seconds_sum"] / count < 1.0  # bridge time: < 1 s
         assert samples[f'bridge_{direction}_latency_seconds_bucket{{le="0.25"}}'] > 0
+    # The loop-lag probe ran all along (20 times a second) and the loop was never held up for long.
+    lag_count = samples["bridge_event_loop_lag_seconds_count"]
+    assert lag_count >= seconds * 10
+    assert samples['bridge_event_loop_lag_seconds_bucket{le="0.25"}'] == lag_count
 
 
 async def test_draining_refuses_new_calls(api_client_factory: ApiFactory) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.promtext import DOWNLINK, UPLINK, Scrape
+from bench.promtext import DOWNLINK, LOOP_LAG, UPLINK, Scrape
 from bench.report import (
     build_step,
     hot_functions,
@@ -108,8 +108,20 @@ def test_build_step_with_underruns_and_bridge_histograms() -> None:
     # the second call (failed) reports none: sums are over the calls that report them
     scrapes = [
         Scrape(99.0, 99.1, _histogram(UPLINK, (0, 0, 0))),  # before the window
-        Scrape(101.0, 101.1, _histogram(UPLINK, (10, 10, 10)) + _histogram(DOWNLINK, (0, 0, 0))),
-        Scrape(109.0, 109.1, _histogram(UPLINK, (110, 210, 210)) + _histogram(DOWNLINK, (0, 50, 100))),
+        Scrape(
+            101.0,
+            101.1,
+            _histogram(UPLINK, (10, 10, 10))
+            + _histogram(DOWNLINK, (0, 0, 0))
+            + _histogram(LOOP_LAG, (1, 1, 1)),
+        ),
+        Scrape(
+            109.0,
+            109.1,
+            _histogram(UPLINK, (110, 210, 210))
+            + _histogram(DOWNLINK, (0, 50, 100))
+            + _histogram(LOOP_LAG, (100, 100, 100)),
+        ),
     ]
     step = build_step(2, [out], [], None, scrapes=scrapes)
     assert (step.underruns, step.silence, step.underruns_in_reply) == (2, 7, 3)
@@ -121,6 +133,8 @@ def test_build_step_with_underruns_and_bridge_histograms() -> None:
     assert (cells["underruns"], cells["silence"]) == ("2", "7")
     assert cells["up p50/p99"] == "1.00/4.92"  # rank 198: 98 of the 100 in (1, 5] ms
     assert cells["down p50/p99"] == "5.00/5.00"  # rank 50 tops (1, 5] ms; rank 99 is in +Inf
+    assert step.loop_lag_ms.n == 99
+    assert cells["loop lag p99"] == "0.99"  # rank 98.01 of the 99 in (0, 1] ms
     assert any(v.startswith("2 underrun ticks, 7 silent ticks") for v in verdicts(step))
     assert any(v.startswith("downlink p99 5.00 ms") for v in verdicts(step))
     data = json.loads(summary_json({}, [step]))

@@ -18,6 +18,7 @@ PURE = (
     "bridge.asterisk.audiosocket",
     "bridge.session.state",
     "bridge.session.metrics",
+    "bridge.asterisk.ws_frames",
     "bridge.keys",
     "bridge.providers.openai.events",
     "bridge.providers.openai.responses",
