@@ -1,9 +1,10 @@
 """WebSocket frames as a server writes them (RFC 6455 §5.2): final, unmasked, no extensions. Pure.
 
 The chan_websocket leg writes each of its messages as one such frame straight onto the upgraded
-connection's transport: 50 or more a second per call, where aiohttp's writer costs three coroutines and
-its checks per message. aiohttp still reads the socket, answers pings and closes it; its frames and ours
-are each one `transport.write`, so they can only follow one another, never interleave.
+connection's transport: 50 or more a second per call, where aiohttp's `send_bytes` and its writer's
+`send_frame` cost two coroutines and their checks per message. aiohttp still reads the socket, answers
+pings and closes it; its frames and ours are each one `transport.write`, so they can only follow one
+another, never interleave.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The chan_websocket driver on loopback for tests that drive it directly: an aiohttp server with one
-media route, and the MEDIA_START Asterisk sends first (µ-law, 20 ms)."""
+media route, and the MEDIA_START Asterisk sends first (µ-law unless said, 20 ms)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,25 @@ from aiohttp import web
 ULAW_FRAME = 160
 
 
-def ulaw_media_start() -> str:
+def media_start(format_name: str, frame_size: int) -> str:
+    """MEDIA_START for a channel dialed with c(`format_name`), 20 ms frames of `frame_size` bytes."""
     return json.dumps(
         {
             "event": "MEDIA_START",
             "connection_id": "bridge_media",
             "channel": "WebSocket/bridge_media/0x1",
             "channel_id": "1767225600.1",
-            "format": "ulaw",
-            "optimal_frame_size": ULAW_FRAME,
+            "format": format_name,
+            "optimal_frame_size": frame_size,
             "ptime": 20,
             "channel_variables": {},
         },
         separators=(",", ":"),
     )
+
+
+def ulaw_media_start() -> str:
+    return media_start("ulaw", ULAW_FRAME)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 
 import websockets
@@ -20,7 +19,7 @@ from websockets.asyncio.client import connect
 from bridge.asterisk.chan_websocket_leg import ChanWebsocketLeg
 from bridge.asterisk.media_ws import ChanWebsocketMediaLeg, UpgradedConnection
 from bridge.session.leg import AudioIn
-from tests.integration.media_ws_support import media_route
+from tests.integration.media_ws_support import media_route, media_start
 
 SLIN16_FRAME = 640
 HIGH_WATER = 2048
@@ -29,22 +28,6 @@ STALL_S = 1.5
 # ends (the leg's rate budget holds at most its burst, 10 frames), plus its control messages.
 BUFFER_BOUND = HIGH_WATER + 10 * SLIN16_FRAME + 2048
 GUARD_S = 10.0
-
-
-def slin16_media_start() -> str:
-    return json.dumps(
-        {
-            "event": "MEDIA_START",
-            "connection_id": "bridge_media",
-            "channel": "WebSocket/bridge_media/0x1",
-            "channel_id": "1767225600.1",
-            "format": "slin16",
-            "optimal_frame_size": SLIN16_FRAME,
-            "ptime": 20,
-            "channel_variables": {},
-        },
-        separators=(",", ":"),
-    )
 
 
 async def test_a_peer_that_stops_reading_holds_the_writes_back_and_then_gets_every_frame() -> None:
@@ -78,7 +61,7 @@ async def test_a_peer_that_stops_reading_holds_the_writes_back_and_then_gets_eve
         async with connect(
             url, sock=sock, subprotocols=[websockets.Subprotocol("media")], compression=None, max_queue=4
         ) as ws:
-            await ws.send(slin16_media_start())
+            await ws.send(media_start("slin16", SLIN16_FRAME))
             await ws.send(b"\x00" * SLIN16_FRAME)
             leg, transport = await asyncio.wait_for(started, GUARD_S)
             # A 10 s reply, every frame saying its number; the client reads nothing meanwhile.

@@ -11,6 +11,7 @@ from bridge.providers.base import AudioOut, CallerSpeechStarted, ModelFormats, P
 from bridge.providers.echo import EchoProvider
 from bridge.session.call import CallRunner
 from bridge.session.leg import AudioIn
+from bridge.session.session import Session
 from bridge.session.state import CallState, EndedBy
 from tests.unit.test_call_runner import MemoryLeg, ScriptedProvider, session
 from tests.unit.test_call_uplink import until
@@ -45,11 +46,17 @@ class InProcessProvider(ScriptedProvider):
         await super().interrupt(played_ms, cancel_response=cancel_response)
 
 
-async def test_audio_made_while_the_lane_waits_is_played_in_the_providers_step() -> None:
+async def running() -> tuple[MemoryLeg, Session, InProcessProvider, asyncio.Task[None]]:
+    """A call whose runner is up, its downlink lane waiting for the model's first event."""
     leg, call = MemoryLeg(), session()
     provider = InProcessProvider(leg)
     task = asyncio.create_task(CallRunner(call, leg, provider).run())
     await until(lambda: provider.take_audio is not None, "the downlink lane to wait for events")
+    return leg, call, provider, task
+
+
+async def test_audio_made_while_the_lane_waits_is_played_in_the_providers_step() -> None:
+    leg, call, provider, task = await running()
     for n in range(3):
         provider.emit(AudioOut(bytes([n + 1, 0]) * 320, "r1"))
     assert provider.taken == [True, True, True]
@@ -62,10 +69,7 @@ async def test_audio_made_while_the_lane_waits_is_played_in_the_providers_step()
 
 
 async def test_audio_made_while_the_lane_is_busy_waits_behind_the_event_it_handles() -> None:
-    leg, call = MemoryLeg(), session()
-    provider = InProcessProvider(leg)
-    task = asyncio.create_task(CallRunner(call, leg, provider).run())
-    await until(lambda: provider.take_audio is not None, "the downlink lane to wait for events")
+    leg, call, provider, task = await running()
     provider.emit(AudioOut(CHUNK, "r1"))
     provider.gate.clear()  # the barge-in below keeps the lane in the model's interrupt
     provider.emit(CallerSpeechStarted())
@@ -86,10 +90,7 @@ async def test_audio_made_while_the_lane_is_busy_waits_behind_the_event_it_handl
 
 
 async def test_audio_of_a_cut_response_is_dropped_when_taken_at_once_too() -> None:
-    leg, call = MemoryLeg(), session()
-    provider = InProcessProvider(leg)
-    task = asyncio.create_task(CallRunner(call, leg, provider).run())
-    await until(lambda: provider.take_audio is not None, "the downlink lane to wait for events")
+    leg, call, provider, task = await running()
     provider.emit(AudioOut(CHUNK, "r1"))
     provider.emit(CallerSpeechStarted())
     await until(lambda: leg.interrupts == 1 and provider.events_to_send.empty(), "the barge-in")
