@@ -111,8 +111,10 @@ class CallRecorder:
         (a slow disk gets one pending checkpoint per call, not a growing queue). Returns how many."""
         issued = 0
         for session in list(self._live):
-            if issued and issued % CHECKPOINT_BATCH == 0 and self._checkpointable(session):
-                await asyncio.sleep(0)
+            if not self._checkpointable(session):
+                continue
+            if issued and issued % CHECKPOINT_BATCH == 0:
+                await asyncio.sleep(0)  # the call may have ended meanwhile: `_checkpoint_call` looks again
             issued += self._checkpoint_call(session)
         return issued
 
