@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import signal
 import time
@@ -377,10 +378,13 @@ async def serve(
     # Every signal is handled from before the first log line: /health answers while start-up still runs
     # (tasks, webhooks, reports), and a default action would kill the process there. A SIGTERM or SIGINT
     # that early stops the daemon as soon as it has started.
+    # A SIGHUP that early is remembered and applied once start-up ends, as systemd queues a reload
+    # behind a start: an operator's edit is never dropped because it raced the daemon's start.
     stop = asyncio.Event()
+    reload_during_startup = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, _ignore_reload, "still starting")
+    loop.add_signal_handler(signal.SIGHUP, _defer_reload, reload_during_startup)
     # The descriptor limit is the process's, not the file's: checked here, not by check-config.
     limit = raise_descriptor_limit()
     log.info("descriptor_limit", soft=limit.soft, hard=limit.hard, started_with=limit.before)
@@ -397,12 +401,16 @@ async def serve(
         log.error("cannot_listen", host=settings.server.host, error=exc.strerror)
         return 1
 
-    if reload_settings is not None:
-        loop.add_signal_handler(signal.SIGHUP, _reload, services.app, reload_settings, notifier)
-    else:
-        loop.add_signal_handler(
-            signal.SIGHUP, _ignore_reload, "no config file: the zero-config demo keeps its companies and keys"
+    on_sighup: Callable[[], None] = (
+        functools.partial(_reload, services.app, reload_settings, notifier)
+        if reload_settings is not None
+        else functools.partial(
+            _ignore_reload, "no config file: the zero-config demo keeps its companies and keys"
         )
+    )
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    if reload_during_startup.is_set():
+        on_sighup()
 
     log.info(
         "listening",
@@ -458,6 +466,11 @@ def _reload(app: web.Application, reload_settings: Reloader, notifier: Notifier)
     status.succeeded(time.time())
     log.info("reloaded", companies=len(fresh.companies), note="other sections need a restart")
     notifier.ready("reloaded")
+
+
+def _defer_reload(pending: asyncio.Event) -> None:
+    get_logger("app").info("reload_deferred", reason="still starting: applied once start-up ends")
+    pending.set()
 
 
 def _ignore_reload(reason: str) -> None:

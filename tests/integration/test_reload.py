@@ -14,7 +14,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+import bridge.app
+from bridge.api.reload_status import CONFIG_RELOAD
+from bridge.app import Services, serve
 from bridge.keys import hash_key
+from bridge.settings import ConfigError, Settings, load_settings
 from tests.helpers import free_port
 from tests.integration.test_process import BRIDGE, wait_until_up, write_config
 
@@ -149,3 +153,40 @@ async def test_sighup_without_a_config_file_is_logged_and_ignored(
     ignored = [e for e in events if e["event"] == "reload_ignored"]
     assert len(ignored) == 2
     assert "no config file" in ignored[0]["reason"]
+
+
+async def test_a_sighup_during_start_up_is_applied_once_start_up_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/health answers before start-up ends: a SIGHUP sent then is deferred, never dropped or run midway."""
+    config = write_config(tmp_path / "bridge.toml", free_port())
+    attempts: list[str] = []
+    started: list[Services] = []
+    start_services = bridge.app.start_services
+
+    def reload_settings() -> Settings:
+        attempts.append("reload")
+        raise ConfigError(["server.max_calls: must be at least 1"])
+
+    async def start_with_a_sighup_midway(settings: Settings, *, reuse_port: bool = False) -> Services:
+        os.kill(os.getpid(), signal.SIGHUP)
+        await asyncio.sleep(0.05)  # the loop has run the signal's handler
+        assert attempts == [], "a reload ran before start-up ended"
+        services = await start_services(settings, reuse_port=reuse_port)
+        started.append(services)
+        return services
+
+    monkeypatch.setattr(bridge.app, "start_services", start_with_a_sighup_midway)
+    daemon = asyncio.create_task(serve(load_settings(config), reload_settings=reload_settings))
+    try:
+        for _ in range(200):
+            if attempts:
+                break
+            await asyncio.sleep(0.05)
+        assert attempts == ["reload"]
+        status = started[0].app[CONFIG_RELOAD]
+        assert (status.last_ok, status.failures, status.problems) == (False, 1, 1)
+    finally:
+        if not daemon.done():  # its own handler then: it drains and returns (else SIGTERM would end pytest)
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(daemon, 10) == 0
