@@ -320,7 +320,10 @@ async def measure(calls: int, seconds: float, work: str, warm: float = 3.0) -> d
     )
     try:
         assert relay.stdout is not None
-        port = int(await relay.stdout.readline())
+        line = await relay.stdout.readline()
+        if not line.strip():
+            raise RuntimeError(f"the {work} relay exited before it listened")
+        port = int(line)
         stop_at = loop.time() + warm + seconds + 1.0
         tasks = [asyncio.create_task(caller(port, peers, stop_at, work == "aiohttp")) for _ in range(calls)]
         await asyncio.sleep(warm)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -189,4 +190,7 @@ async def test_a_sighup_during_start_up_is_applied_once_start_up_ends(
     finally:
         if not daemon.done():  # its own handler then: it drains and returns (else SIGTERM would end pytest)
             os.kill(os.getpid(), signal.SIGTERM)
-        assert await asyncio.wait_for(daemon, 10) == 0
+        try:
+            assert await asyncio.wait_for(daemon, 10) == 0
+        finally:
+            gc.unfreeze()  # `serve` froze this test process's heap once it had started
