@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+from aiohttp import web
 
 from bridge.keys import hash_key
 from bridge.settings import Settings, build_settings
@@ -75,6 +78,18 @@ def raw_config(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> d
 
 def make_settings(*, audiosocket: dict[str, Any] | None = None, **server: Any) -> Settings:
     return build_settings(raw_config(audiosocket=audiosocket, **server))
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[int]:
+    """`app` served on a free loopback port (yielded) until the block ends."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner.addresses[0][1]
+    finally:
+        await runner.cleanup()
 
 
 def free_port() -> int:

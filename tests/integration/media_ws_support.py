@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+from tests.helpers import serving
+
 ULAW_FRAME = 160
 
 
@@ -39,12 +41,5 @@ async def media_route(handle: Callable[[web.Request], Awaitable[web.StreamRespon
     Asterisk) connects to."""
     app = web.Application()
     app.router.add_get("/media", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(app) as port:
         yield f"ws://127.0.0.1:{port}/media"
-    finally:
-        await runner.cleanup()

@@ -28,7 +28,7 @@ from bridge.simulate import SimulatedCallOptions, run_simulated_call
 from bridge.simulate.options import PeerRecord
 from tests.fakes.ami_server import DialScript, FakeAmiServer, Outcome
 from tests.fakes.openai_realtime import FakeRealtimeServer, Script
-from tests.helpers import ACME_PHONE, CONNECTOR_KEY, GLOBEX_PHONE, free_port
+from tests.helpers import ACME_PHONE, CONNECTOR_KEY, GLOBEX_PHONE, free_port, serving
 from tests.integration.test_crash_recovery import Daemon
 from tests.integration.test_process import wait_until_up
 from tests.services_redis import RedisDb
@@ -417,12 +417,7 @@ async def test_a_task_and_its_webhook_run_once_with_three_nodes_competing(
 
     receiver = web.Application()
     receiver.router.add_post("/hooks", receive)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with serving(receiver) as port:
         nodes = await fleet.start("node-a", "node-b", "node-c", webhook_url=f"http://127.0.0.1:{port}/hooks")
         async with aiohttp.ClientSession() as http:
             ami.default_script = DialScript(Outcome.BUSY)  # the callee is busy: a failed call
@@ -444,8 +439,6 @@ async def test_a_task_and_its_webhook_run_once_with_three_nodes_competing(
             await until(settled, "the task to be dialed and settled")
             await until(lambda: asyncio.sleep(0, bool(deliveries)), "the call's webhook delivery")
             await asyncio.sleep(3 * HEARTBEAT_S + 1.0)  # time for a second node to deliver it again
-    finally:
-        await runner.cleanup()
     assert len(ami.actions("Originate")) == 1  # dialed once, by one node
     ids = [delivery_id for delivery_id, _ in deliveries]
     assert len(ids) == len(set(ids))  # each delivery POSTed once

@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 
 from bridge.simulate import SimulatedCallOptions
 from bridge.simulate.cli_entry import add_arguments, options_from_args, run_from_args
+from tests.helpers import serving
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -96,14 +97,8 @@ async def tiny_bridge(webhook_status: int = 200) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/api/voip/webhook", webhook)
     app.router.add_get("/api/real-time-voice-stream", media)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 async def test_exit_0_when_clean_and_1_when_errors(capsys: pytest.CaptureFixture[str]) -> None:
